@@ -1,0 +1,168 @@
+package main
+
+import (
+	"bufio"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"os/exec"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/sockreuse/reuse"
+)
+
+// runDemo starts worker processes that share one loopback port, opens
+// connections to it, and prints how many each worker accepted.
+func runDemo(args []string, stdout io.Writer) error {
+	fs := flag.NewFlagSet("demo", flag.ContinueOnError)
+	nWorkers := fs.Int("workers", 4, "worker processes sharing the port")
+	nConns := fs.Int("conns", 1000, "connections to open")
+	addr := fs.String("addr", "127.0.0.1:0", "loopback address to share (port 0: any free port)")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	if *nWorkers < 1 || *nConns < 1 {
+		return errors.New("-workers and -conns must be at least 1")
+	}
+	type worker struct {
+		cmd   *exec.Cmd
+		stdin io.WriteCloser
+		pid   int
+	}
+	var ws []*worker
+	defer func() {
+		for _, w := range ws {
+			_ = w.stdin.Close() // the worker exits when its stdin closes
+			_ = w.cmd.Wait()
+		}
+	}()
+	shared := *addr
+	for i := 0; i < *nWorkers; i++ {
+		cmd, err := workerCommand("demo", shared)
+		if err != nil {
+			return err
+		}
+		stdin, err := cmd.StdinPipe()
+		if err != nil {
+			return err
+		}
+		out, err := cmd.StdoutPipe()
+		if err != nil {
+			return err
+		}
+		if err := cmd.Start(); err != nil {
+			return err
+		}
+		w := &worker{cmd: cmd, stdin: stdin, pid: cmd.Process.Pid}
+		ws = append(ws, w)
+		line, err := bufio.NewReader(out).ReadString('\n')
+		if err != nil {
+			return fmt.Errorf("worker %d (pid %d) did not start listening", i+1, w.pid)
+		}
+		shared = strings.TrimSpace(line) // the first worker fixes port 0
+	}
+	fmt.Fprintf(stdout, "%d worker processes listen on %s with reuse.Listen (Share)\n", len(ws), shared)
+
+	counts := map[int]int{}
+	var failed int
+	var mu sync.Mutex
+	var wg sync.WaitGroup
+	jobs := make(chan struct{})
+	start := time.Now()
+	for g := 0; g < 8; g++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for range jobs {
+				pid, err := askPid(shared)
+				mu.Lock()
+				if err != nil {
+					failed++
+				} else {
+					counts[pid]++
+				}
+				mu.Unlock()
+			}
+		}()
+	}
+	for i := 0; i < *nConns; i++ {
+		jobs <- struct{}{}
+	}
+	close(jobs)
+	wg.Wait()
+	elapsed := time.Since(start)
+
+	fmt.Fprintf(stdout, "%d connections in %v, each from a new source port:\n\n", *nConns, elapsed.Round(time.Millisecond))
+	fmt.Fprintf(stdout, "  worker  pid      accepted  share\n")
+	for i, w := range ws {
+		n := counts[w.pid]
+		pct := 100 * float64(n) / float64(*nConns)
+		fmt.Fprintf(stdout, "  %-6d  %-7d  %8d  %5.1f%%  %s\n", i+1, w.pid, n, pct, bar(pct, 40))
+	}
+	if failed > 0 {
+		fmt.Fprintf(stdout, "\n  %d connections failed\n", failed)
+	}
+	fmt.Fprintf(stdout, "\nThe kernel picks a worker by a hash of each connection's addresses and ports.\n")
+	return nil
+}
+
+// bar draws pct percent of width as a row of blocks.
+func bar(pct float64, width int) string {
+	n := int(pct/100*float64(width) + 0.5)
+	if n > width {
+		n = width
+	}
+	return strings.Repeat("█", n) + strings.Repeat("·", width-n)
+}
+
+// askPid connects to addr and reads the pid the accepting worker writes.
+func askPid(addr string) (int, error) {
+	c, err := net.DialTimeout("tcp", addr, 5*time.Second)
+	if err != nil {
+		return 0, err
+	}
+	defer c.Close()
+	if err := c.SetDeadline(time.Now().Add(5 * time.Second)); err != nil {
+		return 0, err
+	}
+	line, err := bufio.NewReader(c).ReadString('\n')
+	if err != nil {
+		return 0, err
+	}
+	return strconv.Atoi(strings.TrimSpace(line))
+}
+
+// demoWorker listens on the shared address, prints it, and answers each
+// connection with its pid until stdin closes.
+func demoWorker(args []string) error {
+	if len(args) != 1 {
+		return errors.New("want one argument: the address to share")
+	}
+	ln, err := reuse.Listen("tcp", args[0])
+	if err != nil {
+		return err
+	}
+	fmt.Println(ln.Addr())
+	go func() {
+		_, _ = io.Copy(io.Discard, os.Stdin)
+		ln.Close()
+	}()
+	pid := []byte(strconv.Itoa(os.Getpid()) + "\n")
+	for {
+		c, err := ln.Accept()
+		if err != nil {
+			if errors.Is(err, net.ErrClosed) {
+				return nil
+			}
+			return err
+		}
+		_, _ = c.Write(pid)
+		c.Close()
+	}
+}

@@ -1,0 +1,5 @@
+module github.com/sockreuse/reuse
+
+go 1.21
+
+require golang.org/x/sys v0.30.0

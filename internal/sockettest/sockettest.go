@@ -1,0 +1,259 @@
+// Package sockettest runs parts of a test where the kernel's rules differ:
+// in worker processes (the test binary run again), as another user, and in a
+// private network namespace. Nothing in it fakes a syscall.
+//
+// A test package that uses it calls Main from its TestMain.
+package sockettest
+
+import (
+	"bufio"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"regexp"
+	"runtime"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+)
+
+// Environment variables that tell a re-run test binary what it is.
+const (
+	envWorker = "SOCKETTEST_WORKER" // the name of the worker to run
+	envNetNS  = "SOCKETTEST_NETNS"  // set in a test re-run in a private network namespace
+)
+
+var (
+	workersMu sync.Mutex
+	workers   = map[string]func(args []string) error{}
+)
+
+// Register makes fn runnable as the worker called name. Call it before Main,
+// from an init function or TestMain. A worker reads commands from its
+// standard input and reports on its standard output; it returns when done.
+func Register(name string, fn func(args []string) error) {
+	workersMu.Lock()
+	defer workersMu.Unlock()
+	workers[name] = fn
+}
+
+// Main runs the tests, or, in a re-run test binary, the worker or the
+// namespaced test that the parent asked for. Call it from TestMain.
+func Main(m *testing.M) {
+	if name := os.Getenv(envWorker); name != "" {
+		workersMu.Lock()
+		fn := workers[name]
+		workersMu.Unlock()
+		if fn == nil {
+			fmt.Fprintf(os.Stderr, "sockettest: no worker %q\n", name)
+			os.Exit(2)
+		}
+		if err := fn(flagArgs()); err != nil {
+			fmt.Fprintf(os.Stderr, "worker %s: %v\n", name, err)
+			os.Exit(1)
+		}
+		os.Exit(0)
+	}
+	if os.Getenv(envNetNS) != "" {
+		if err := setUpNetNS(); err != nil {
+			fmt.Fprintf(os.Stderr, "sockettest: setting up the network namespace: %v\n", err)
+			os.Exit(3)
+		}
+	}
+	code := m.Run()
+	removeSharedCopy()
+	os.Exit(code)
+}
+
+// flagArgs returns the worker's arguments: those after "--".
+func flagArgs() []string {
+	for i, a := range os.Args {
+		if a == "--" {
+			return os.Args[i+1:]
+		}
+	}
+	return nil
+}
+
+// InNetNS reports whether this process runs in a private network namespace
+// made by RunInNetNS.
+func InNetNS() bool { return os.Getenv(envNetNS) != "" }
+
+// RunInNetNS runs the calling test again, alone, in a child process with a
+// private user and network namespace, where the loopback interface is up,
+// every 127.0.0.0/8 address is local, and the namespace's sysctls are
+// writable. It returns true in that child, where the test goes on, and false
+// in the parent, after the child finished and its outcome was reported on t.
+//
+//	if !sockettest.RunInNetNS(t) {
+//		return
+//	}
+//
+// It skips the test when the kernel or the emulator refuses the namespaces.
+func RunInNetNS(t *testing.T) bool {
+	t.Helper()
+	if InNetNS() {
+		return true
+	}
+	if runtime.GOOS != "linux" {
+		t.Skipf("network namespaces exist on Linux only, not on %s", runtime.GOOS)
+	}
+	var pattern []string
+	for _, part := range strings.Split(t.Name(), "/") {
+		pattern = append(pattern, "^"+regexp.QuoteMeta(part)+"$")
+	}
+	cmd := exec.Command(os.Args[0], "-test.run="+strings.Join(pattern, "/"), "-test.v=true", "-test.count=1")
+	cmd.Env = append(os.Environ(), envNetNS+"=1")
+	cmd.SysProcAttr = netNSAttr()
+	out, err := cmd.CombinedOutput()
+	text := string(out)
+	switch {
+	case err != nil && cmd.Process == nil && isRefusal(err):
+		t.Skipf("cannot create a private user and network namespace here (qemu-user and some sandboxes refuse them): %v", err)
+	case err != nil:
+		t.Fatalf("in the private network namespace: %v\n%s", err, text)
+	case strings.Contains(text, "--- SKIP: "+t.Name()+" "):
+		t.Skipf("in the private network namespace:\n%s", text)
+	case !strings.Contains(text, "--- PASS: "+t.Name()+" "):
+		t.Fatalf("in the private network namespace the test did not run:\n%s", text)
+	default:
+		t.Logf("in the private network namespace:\n%s", text)
+	}
+	return false
+}
+
+// Worker is a worker process started by StartWorker.
+type Worker struct {
+	t      testing.TB
+	name   string
+	cmd    *exec.Cmd
+	stdin  io.WriteCloser
+	lines  chan string
+	stderr *strings.Builder
+	done   chan struct{}
+	err    error
+}
+
+// WorkerOption changes how StartWorker runs a worker.
+type WorkerOption func(*exec.Cmd) error
+
+// StartWorker runs the worker registered as name in a new process of the
+// test binary, with args. The process is killed, if still running, when the
+// test ends.
+func StartWorker(t testing.TB, name string, args []string, opts ...WorkerOption) *Worker {
+	t.Helper()
+	cmd := exec.Command(os.Args[0], append([]string{"-test.run=^$", "--"}, args...)...)
+	cmd.Env = append(os.Environ(), envWorker+"="+name)
+	for _, o := range opts {
+		if err := o(cmd); err != nil {
+			t.Fatalf("worker %s: %v", name, err)
+		}
+	}
+	w := &Worker{t: t, name: name, cmd: cmd, lines: make(chan string, 64), stderr: new(strings.Builder), done: make(chan struct{})}
+	stdout, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if w.stdin, err = cmd.StdinPipe(); err != nil {
+		t.Fatal(err)
+	}
+	cmd.Stderr = &lockedWriter{b: w.stderr}
+	if err := cmd.Start(); err != nil {
+		t.Fatalf("starting worker %s: %v", name, err)
+	}
+	go func() {
+		sc := bufio.NewScanner(stdout)
+		for sc.Scan() {
+			w.lines <- sc.Text()
+		}
+		close(w.lines)
+		w.err = cmd.Wait()
+		close(w.done)
+	}()
+	t.Cleanup(func() {
+		select {
+		case <-w.done:
+		default:
+			_ = cmd.Process.Kill()
+			<-w.done
+		}
+	})
+	return w
+}
+
+// lockedWriter lets the process's stderr be read while it is written.
+type lockedWriter struct {
+	mu sync.Mutex
+	b  *strings.Builder
+}
+
+func (l *lockedWriter) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *lockedWriter) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
+}
+
+// Pid returns the worker's process id.
+func (w *Worker) Pid() int { return w.cmd.Process.Pid }
+
+// Send writes one line to the worker's standard input.
+func (w *Worker) Send(line string) {
+	w.t.Helper()
+	if _, err := io.WriteString(w.stdin, line+"\n"); err != nil {
+		w.t.Fatalf("worker %s: sending %q: %v\n%s", w.name, line, err, w.Stderr())
+	}
+}
+
+// Expect reads lines from the worker until one starts with prefix and
+// returns the rest of it, trimmed. It fails the test when the worker ends
+// first or nothing comes within timeout.
+func (w *Worker) Expect(prefix string, timeout time.Duration) string {
+	w.t.Helper()
+	deadline := time.NewTimer(timeout)
+	defer deadline.Stop()
+	for {
+		select {
+		case line, ok := <-w.lines:
+			if !ok {
+				<-w.done
+				w.t.Fatalf("worker %s ended (%v) before printing %q\n%s", w.name, w.err, prefix, w.Stderr())
+			}
+			if rest, found := strings.CutPrefix(line, prefix); found {
+				return strings.TrimSpace(rest)
+			}
+		case <-deadline.C:
+			w.t.Fatalf("worker %s printed no %q in %v\n%s", w.name, prefix, timeout, w.Stderr())
+		}
+	}
+}
+
+// Wait closes the worker's standard input and waits for it to exit.
+func (w *Worker) Wait() error {
+	_ = w.stdin.Close()
+	for range w.lines {
+	}
+	<-w.done
+	if w.err != nil {
+		return fmt.Errorf("worker %s: %w\n%s", w.name, w.err, w.Stderr())
+	}
+	return nil
+}
+
+// Stderr returns what the worker wrote to its standard error so far.
+func (w *Worker) Stderr() string { return w.cmd.Stderr.(*lockedWriter).String() }
+
+// RequireRoot skips the test unless it runs as root, naming why root is needed.
+func RequireRoot(t testing.TB, why string) {
+	t.Helper()
+	if os.Geteuid() != 0 {
+		t.Skipf("needs root to %s; running as uid %d", why, os.Geteuid())
+	}
+}

@@ -1,0 +1,117 @@
+package sockettest
+
+import (
+	"errors"
+	"os"
+	"os/exec"
+	"sync"
+	"syscall"
+	"testing"
+
+	"golang.org/x/sys/unix"
+)
+
+// netNSAttr makes a child a user and network namespace of its own, in which
+// it is root, and kills it when the parent dies.
+func netNSAttr() *syscall.SysProcAttr {
+	return &syscall.SysProcAttr{
+		Cloneflags:  syscall.CLONE_NEWUSER | syscall.CLONE_NEWNET,
+		UidMappings: []syscall.SysProcIDMap{{ContainerID: 0, HostID: os.Getuid(), Size: 1}},
+		GidMappings: []syscall.SysProcIDMap{{ContainerID: 0, HostID: os.Getgid(), Size: 1}},
+		Pdeathsig:   syscall.SIGKILL,
+	}
+}
+
+// isRefusal reports whether starting a namespaced child failed because the
+// kernel, a sandbox or an emulator (qemu-user) does not allow namespaces.
+func isRefusal(err error) bool {
+	for _, e := range []error{unix.EPERM, unix.EINVAL, unix.ENOSYS, unix.EACCES, unix.EUSERS, unix.ENOSPC} {
+		if errors.Is(err, e) {
+			return true
+		}
+	}
+	return false
+}
+
+// setUpNetNS brings up the loopback interface of a new network namespace.
+func setUpNetNS() error {
+	fd, err := unix.Socket(unix.AF_INET, unix.SOCK_DGRAM|unix.SOCK_CLOEXEC, 0)
+	if err != nil {
+		return os.NewSyscallError("socket", err)
+	}
+	defer unix.Close(fd)
+	ifr, err := unix.NewIfreq("lo")
+	if err != nil {
+		return err
+	}
+	if err := unix.IoctlIfreq(fd, unix.SIOCGIFFLAGS, ifr); err != nil {
+		return os.NewSyscallError("ioctl SIOCGIFFLAGS", err)
+	}
+	ifr.SetUint16(ifr.Uint16() | unix.IFF_UP)
+	if err := unix.IoctlIfreq(fd, unix.SIOCSIFFLAGS, ifr); err != nil {
+		return os.NewSyscallError("ioctl SIOCSIFFLAGS", err)
+	}
+	return nil
+}
+
+// OpenFDs returns how many file descriptors this process has open.
+func OpenFDs(t testing.TB) int {
+	t.Helper()
+	entries, err := os.ReadDir("/proc/self/fd")
+	if err != nil {
+		t.Fatalf("counting open descriptors: %v", err)
+	}
+	return len(entries) - 1 // the directory being read
+}
+
+// AsUser runs the worker as uid and gid; the test must run as root.
+func AsUser(uid, gid uint32) WorkerOption {
+	return func(cmd *exec.Cmd) error {
+		path, err := sharedCopy()
+		if err != nil {
+			return err
+		}
+		cmd.Path = path
+		cmd.Args[0] = path
+		cmd.Dir = os.TempDir()
+		if cmd.SysProcAttr == nil {
+			cmd.SysProcAttr = &syscall.SysProcAttr{}
+		}
+		cmd.SysProcAttr.Credential = &syscall.Credential{Uid: uid, Gid: gid}
+		return nil
+	}
+}
+
+var (
+	sharedOnce sync.Once
+	sharedDir  string
+	sharedPath string
+	sharedErr  error
+)
+
+// sharedCopy copies the test binary to a directory every user may read,
+// since go test builds it in one only its owner may.
+func sharedCopy() (string, error) {
+	sharedOnce.Do(func() {
+		sharedDir, sharedErr = os.MkdirTemp("", "sockettest")
+		if sharedErr != nil {
+			return
+		}
+		if sharedErr = os.Chmod(sharedDir, 0o755); sharedErr != nil {
+			return
+		}
+		var data []byte
+		if data, sharedErr = os.ReadFile(os.Args[0]); sharedErr != nil {
+			return
+		}
+		sharedPath = sharedDir + "/test.bin"
+		sharedErr = os.WriteFile(sharedPath, data, 0o755)
+	})
+	return sharedPath, sharedErr
+}
+
+func removeSharedCopy() {
+	if sharedDir != "" {
+		_ = os.RemoveAll(sharedDir)
+	}
+}

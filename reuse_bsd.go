@@ -1,0 +1,29 @@
+//go:build darwin || dragonfly || netbsd || openbsd
+
+package reuse
+
+import "golang.org/x/sys/unix"
+
+var (
+	reusePortOn  = sockOpt{"SO_REUSEPORT", unix.SOL_SOCKET, unix.SO_REUSEPORT, 1}
+	reusePortOff = sockOpt{"SO_REUSEPORT", unix.SOL_SOCKET, unix.SO_REUSEPORT, 0}
+)
+
+// sockOpts is what each Mode sets on each kind of socket on macOS, iOS,
+// DragonFly, NetBSD and OpenBSD. SO_REUSEPORT lets the sockets bind one
+// address and port; only DragonFly balances across them, the others give
+// unicast traffic to one socket (macOS: the last bound).
+var sockOpts = [...][numKinds][]sockOpt{
+	Share: {
+		streamListener: {reuseAddrOn, reusePortOn},
+		streamDialer:   {reuseAddrOn, reusePortOn},
+		datagram:       {reuseAddrOff, reusePortOn},
+	},
+	Exclusive: {
+		streamListener: {reuseAddrOn, reusePortOff},
+		streamDialer:   {reuseAddrOff, reusePortOff},
+		datagram:       {reuseAddrOff, reusePortOff},
+	},
+}
+
+func osOptions(m Mode, k sockKind) ([]sockOpt, error) { return sockOpts[m][k], nil }

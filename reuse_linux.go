@@ -1,0 +1,28 @@
+package reuse
+
+import "golang.org/x/sys/unix"
+
+var (
+	reusePortOn  = sockOpt{"SO_REUSEPORT", unix.SOL_SOCKET, unix.SO_REUSEPORT, 1}
+	reusePortOff = sockOpt{"SO_REUSEPORT", unix.SOL_SOCKET, unix.SO_REUSEPORT, 0}
+)
+
+// sockOpts is what each Mode sets on each kind of socket on Linux and Android.
+// SO_REUSEPORT (3.9+) makes the group and balances by a hash of the 4-tuple;
+// the kernel admits only sockets of the same effective UID. SO_REUSEADDR lets
+// a listener bind past TIME_WAIT; on UDP it would let any user share the
+// port, so datagram sockets never carry it.
+var sockOpts = [...][numKinds][]sockOpt{
+	Share: {
+		streamListener: {reuseAddrOn, reusePortOn},
+		streamDialer:   {reuseAddrOn, reusePortOn},
+		datagram:       {reuseAddrOff, reusePortOn},
+	},
+	Exclusive: {
+		streamListener: {reuseAddrOn, reusePortOff},
+		streamDialer:   {reuseAddrOff, reusePortOff},
+		datagram:       {reuseAddrOff, reusePortOff},
+	},
+}
+
+func osOptions(m Mode, k sockKind) ([]sockOpt, error) { return sockOpts[m][k], nil }

@@ -1,0 +1,21 @@
+//go:build aix || darwin || dragonfly || freebsd || linux || netbsd || openbsd || solaris
+
+package reuse
+
+import (
+	"errors"
+
+	"golang.org/x/sys/unix"
+)
+
+// The options the Unix tables are made of.
+var (
+	reuseAddrOn  = sockOpt{"SO_REUSEADDR", unix.SOL_SOCKET, unix.SO_REUSEADDR, 1}
+	reuseAddrOff = sockOpt{"SO_REUSEADDR", unix.SOL_SOCKET, unix.SO_REUSEADDR, 0}
+)
+
+func setsockoptInt(fd uintptr, level, opt, value int) error {
+	return unix.SetsockoptInt(int(fd), level, opt, value)
+}
+
+func isAddrInUse(err error) bool { return errors.Is(err, unix.EADDRINUSE) }
