@@ -117,9 +117,12 @@
 //
 // Several connections may leave from one local address and port to
 // different remote addresses. A second connection between the same local
-// and remote address and port would repeat the connection's 5-tuple;
-// connect refuses it with EADDRINUSE, and Dial's error says so and still
-// matches the errno with [errors.Is].
+// and remote address and port would repeat the connection's 5-tuple, and
+// connect refuses it: Linux with EADDRNOTAVAIL (measured on 6.18, whatever
+// the options), the BSDs and Windows with EADDRINUSE. Dial's error then says
+// that the address pair is in use, wraps the OS's errno, and also matches
+// EADDRINUSE with [errors.Is] on every OS. Connected UDP sockets on Linux may
+// repeat a 4-tuple: the second connect succeeds.
 //
 // # Errors
 //

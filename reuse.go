@@ -327,7 +327,8 @@ func (c *Config) reservePort(ctx context.Context, network, address string) (int,
 // option is set: the kernel's ephemeral port is left alone.
 //
 // A second connection between the same laddr and raddr would repeat a
-// 5-tuple; that error still matches EADDRINUSE with errors.Is, and says so.
+// 5-tuple; connect refuses it, and the error says so and matches both the
+// OS's errno (EADDRNOTAVAIL on Linux) and EADDRINUSE with errors.Is.
 func (c *Config) Dial(ctx context.Context, network, laddr, raddr string) (net.Conn, error) {
 	kind, ok, err := kindOf(network, true)
 	if err != nil {
@@ -390,9 +391,11 @@ func localPort(a net.Addr) int {
 	return 0
 }
 
-// errTupleInUse explains an EADDRINUSE from connect: with a shared local
-// address, it means another socket already joins the same local and remote
-// address and port, which the kernel cannot tell apart.
+// errTupleInUse explains connect's refusal of a connection whose local and
+// remote address and port another socket already uses: with a shared local
+// port, the kernel cannot tell the two apart. Linux says EADDRNOTAVAIL, the
+// BSDs and Windows EADDRINUSE; the error wraps the OS's own and also matches
+// EADDRINUSE, so that one errors.Is test serves on every OS.
 type errTupleInUse struct{ err error }
 
 func (e *errTupleInUse) Error() string {
@@ -401,11 +404,15 @@ func (e *errTupleInUse) Error() string {
 
 func (e *errTupleInUse) Unwrap() error { return e.err }
 
-// explainTupleInUse wraps the error of a connect refused with EADDRINUSE.
+// Is matches this OS's EADDRINUSE.
+func (e *errTupleInUse) Is(target error) bool { return isAddrInUse(target) }
+
+// explainTupleInUse wraps the error of a connect refused for a repeated
+// 5-tuple.
 func explainTupleInUse(err error) error {
 	var oe *net.OpError
 	var se *os.SyscallError
-	if !errors.As(err, &oe) || !errors.As(oe.Err, &se) || !strings.HasPrefix(se.Syscall, "connect") || !isAddrInUse(se) {
+	if !errors.As(err, &oe) || !errors.As(oe.Err, &se) || !strings.HasPrefix(se.Syscall, "connect") || !isTupleInUse(se) {
 		return err
 	}
 	e := *oe

@@ -39,3 +39,6 @@ func setsockoptInt(fd uintptr, level, opt, value int) error {
 }
 
 func isAddrInUse(err error) bool { return errors.Is(err, windows.WSAEADDRINUSE) }
+
+// isTupleInUse reports connect's refusal of a 5-tuple that exists already.
+func isTupleInUse(err error) bool { return isAddrInUse(err) }
