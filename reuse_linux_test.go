@@ -846,3 +846,79 @@ func TestNoDescriptorLeaks(t *testing.T) {
 		}
 	}
 }
+
+// TestCallerControlSeesOptions: the caller's own Control runs after the
+// package's options are set, for listeners, datagram sockets and dialers.
+func TestCallerControlSeesOptions(t *testing.T) {
+	ctx := context.Background()
+	var seen []string
+	look := func(what string) func(string, string, syscall.RawConn) error {
+		return func(network, address string, rc syscall.RawConn) error {
+			var v int
+			var gerr error
+			if err := rc.Control(func(fd uintptr) { v, gerr = unix.GetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_REUSEPORT) }); err != nil || gerr != nil {
+				return errors.Join(err, gerr)
+			}
+			seen = append(seen, fmt.Sprintf("%s SO_REUSEPORT=%d", what, v))
+			return nil
+		}
+	}
+	var c reuse.Config
+	c.ListenConfig.Control = look("listener")
+	ln, err := c.Listen(ctx, "tcp4", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	c.ListenConfig.Control = look("datagram")
+	pc, err := c.ListenPacket(ctx, "udp4", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer pc.Close()
+
+	probe, err := net.Listen("tcp4", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	laddr := probe.Addr().String()
+	probe.Close()
+	c.Dialer.Control = look("dialer Control")
+	conn, err := c.Dial(ctx, "tcp4", laddr, ln.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	conn.Close()
+	c.Dialer.Control = nil
+	viaCtx := look("dialer ControlContext")
+	c.Dialer.ControlContext = func(_ context.Context, network, address string, rc syscall.RawConn) error {
+		return viaCtx(network, address, rc)
+	}
+	other, err := reuse.Listen("tcp4", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer other.Close()
+	conn, err = c.Dial(ctx, "tcp4", laddr, other.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	conn.Close()
+
+	// The listener's Control may run twice: an MPTCP listen retried as TCP.
+	want := []string{"listener SO_REUSEPORT=1", "datagram SO_REUSEPORT=1", "dialer Control SO_REUSEPORT=1", "dialer ControlContext SO_REUSEPORT=1"}
+	if diff := cmp.Diff(want, dedupe(seen)); diff != "" {
+		t.Errorf("what the caller's Control saw (-want +got):\n%s", diff)
+	}
+}
+
+// dedupe drops repeats of the previous element.
+func dedupe(s []string) []string {
+	var out []string
+	for _, e := range s {
+		if len(out) == 0 || out[len(out)-1] != e {
+			out = append(out, e)
+		}
+	}
+	return out
+}
