@@ -20,7 +20,8 @@ type subcommand struct {
 
 // subcommands maps each verb to its implementation; each lives in a file of its own.
 var subcommands = map[string]subcommand{
-	"demo": {"N worker processes share one loopback port; M connections show how the kernel spreads them", runDemo},
+	"probe": {"bind real sockets and print this machine's port-sharing rules (-json, -markdown)", runProbe},
+	"demo":  {"N worker processes share one loopback port; M connections show how the kernel spreads them", runDemo},
 }
 
 func main() {
