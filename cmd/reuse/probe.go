@@ -213,8 +213,7 @@ func attempt(r bindRow) bindRow {
 	if r.Family == "IPv6" {
 		family = 6
 	}
-	ip1, ip2 := addrsFor(family, r.Addrs)
-	r.FirstAddr, r.SecondAddr = ip1.String(), ip2.String()
+	ip1, ip2 := net.ParseIP(r.FirstAddr), net.ParseIP(r.SecondAddr)
 	for try := 0; ; try++ {
 		port, err := freePort(r.Proto, family, ip1)
 		if err != nil {
@@ -252,10 +251,12 @@ func matrixRows() []bindRow {
 		}
 		for _, state := range states {
 			for _, addrs := range addrCases {
-				for _, fam := range []string{"IPv4", "IPv6"} {
+				for _, family := range []int{4, 6} {
+					ip1, ip2 := addrsFor(family, addrs)
 					for _, o1 := range probeOptions {
 						for _, o2 := range probeOptions {
-							rows = append(rows, bindRow{Proto: proto, Family: fam, Addrs: addrs, FirstState: state, First: o1.name, Second: o2.name})
+							rows = append(rows, bindRow{Proto: proto, Family: "IPv" + strconv.Itoa(family), Addrs: addrs, FirstState: state,
+								First: o1.name, Second: o2.name, FirstAddr: ip1.String(), SecondAddr: ip2.String()})
 						}
 					}
 				}
