@@ -10,7 +10,9 @@ import (
 
 // inNamespace reports whether the probe made its binds in a private network
 // namespace, where it measures the wildcard rows.
-func (r *probeReport) inNamespace() bool { return strings.HasPrefix(r.Where, "in a private network namespace") }
+func (r *probeReport) inNamespace() bool {
+	return strings.HasPrefix(r.Where, "in a private network namespace")
+}
 
 // TestProbeLinuxMatrix checks the probe's Linux cells against the rules the
 // package's own tests assert (DESIGN.md, "Known behaviour"): the same facts
@@ -121,7 +123,8 @@ func TestREADMETable(t *testing.T) {
 	if !rep.inNamespace() {
 		t.Skipf("the README's table is measured in a private network namespace, and none can be made here: %s", rep.Where)
 	}
-	if diff := cmp.Diff(strings.TrimSpace(committed), strings.TrimSpace(rep.markdown())); diff != "" {
+	lines := func(s string) []string { return strings.Split(strings.TrimSpace(s), "\n") }
+	if diff := cmp.Diff(lines(committed), lines(rep.markdown())); diff != "" {
 		t.Errorf("README.md's Linux table is not what `go run ./cmd/reuse probe -markdown` prints here (-want +got):\n%s", diff)
 	}
 }
@@ -135,4 +138,3 @@ func openFDs(t *testing.T) int {
 	}
 	return len(entries) - 1 // the directory being read
 }
-
