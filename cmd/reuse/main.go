@@ -1,6 +1,7 @@
 // Command reuse shows the reuse package at work on this machine.
 //
 //	reuse demo [-workers N] [-conns M]   N processes share one port; M connections spread across them
+//	reuse probe [-json | -markdown]      bind real sockets and print this machine's port-sharing rules
 //
 // Run "reuse help" for every subcommand.
 package main
