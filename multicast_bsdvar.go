@@ -20,12 +20,14 @@ func joinIPv4(fd uintptr, ifi *net.Interface, group net.IP) error {
 			return err
 		}
 		copy(mreq.Interface[:], ip)
-		if err := unix.SetsockoptInet4Addr(s, unix.IPPROTO_IP, unix.IP_MULTICAST_IF, mreq.Interface); err != nil {
-			return optError("IP_MULTICAST_IF", err)
-		}
 	}
 	if err := unix.SetsockoptIPMreq(s, unix.IPPROTO_IP, unix.IP_ADD_MEMBERSHIP, mreq); err != nil {
 		return optError("IP_ADD_MEMBERSHIP", err)
+	}
+	if ifi != nil {
+		if err := unix.SetsockoptInet4Addr(s, unix.IPPROTO_IP, unix.IP_MULTICAST_IF, mreq.Interface); err != nil {
+			return optError("IP_MULTICAST_IF", err)
+		}
 	}
 	return nil
 }
@@ -37,12 +39,14 @@ func joinIPv6(fd uintptr, ifi *net.Interface, group net.IP) error {
 	copy(mreq.Multiaddr[:], group)
 	if ifi != nil {
 		mreq.Interface = uint32(ifi.Index)
-		if err := unix.SetsockoptInt(s, unix.IPPROTO_IPV6, unix.IPV6_MULTICAST_IF, ifi.Index); err != nil {
-			return optError("IPV6_MULTICAST_IF", err)
-		}
 	}
 	if err := unix.SetsockoptIPv6Mreq(s, unix.IPPROTO_IPV6, unix.IPV6_JOIN_GROUP, mreq); err != nil {
 		return optError("IPV6_JOIN_GROUP", err)
+	}
+	if ifi != nil {
+		if err := unix.SetsockoptInt(s, unix.IPPROTO_IPV6, unix.IPV6_MULTICAST_IF, ifi.Index); err != nil {
+			return optError("IPV6_MULTICAST_IF", err)
+		}
 	}
 	return nil
 }

@@ -19,12 +19,14 @@ func joinIPv4(fd uintptr, ifi *net.Interface, group net.IP) error {
 	copy(mreq.Multiaddr[:], group)
 	if ifi != nil {
 		mreq.Ifindex = int32(ifi.Index)
-		if err := unix.SetsockoptIPMreqn(s, unix.IPPROTO_IP, unix.IP_MULTICAST_IF, &unix.IPMreqn{Ifindex: mreq.Ifindex}); err != nil {
-			return optError("IP_MULTICAST_IF", err)
-		}
 	}
 	if err := unix.SetsockoptIPMreqn(s, unix.IPPROTO_IP, unix.IP_ADD_MEMBERSHIP, mreq); err != nil {
 		return optError("IP_ADD_MEMBERSHIP", err)
+	}
+	if ifi != nil {
+		if err := unix.SetsockoptIPMreqn(s, unix.IPPROTO_IP, unix.IP_MULTICAST_IF, &unix.IPMreqn{Ifindex: mreq.Ifindex}); err != nil {
+			return optError("IP_MULTICAST_IF", err)
+		}
 	}
 	return nil
 }
@@ -41,12 +43,14 @@ func joinIPv6(fd uintptr, ifi *net.Interface, group net.IP) error {
 	copy(mreq.Multiaddr[:], group)
 	if ifi != nil {
 		mreq.Interface = uint32(ifi.Index)
-		if err := unix.SetsockoptInt(s, unix.IPPROTO_IPV6, unix.IPV6_MULTICAST_IF, ifi.Index); err != nil {
-			return optError("IPV6_MULTICAST_IF", err)
-		}
 	}
 	if err := unix.SetsockoptIPv6Mreq(s, unix.IPPROTO_IPV6, unix.IPV6_JOIN_GROUP, mreq); err != nil {
 		return optError("IPV6_JOIN_GROUP", err)
+	}
+	if ifi != nil {
+		if err := unix.SetsockoptInt(s, unix.IPPROTO_IPV6, unix.IPV6_MULTICAST_IF, ifi.Index); err != nil {
+			return optError("IPV6_MULTICAST_IF", err)
+		}
 	}
 	return nil
 }
