@@ -27,18 +27,18 @@
 // that Go's defaults cannot share what should not be shared; "none" sets
 // nothing; "unsupported" fails with an error wrapping [errors.ErrUnsupported]):
 //
-//	OS              Mode       stream listener                 stream dialer                   datagram
-//	linux,android   Share      SO_REUSEADDR+SO_REUSEPORT       SO_REUSEADDR+SO_REUSEPORT       -SO_REUSEADDR+SO_REUSEPORT
-//	linux,android   Exclusive  SO_REUSEADDR-SO_REUSEPORT       -SO_REUSEADDR-SO_REUSEPORT      -SO_REUSEADDR-SO_REUSEPORT
-//	freebsd         Share      SO_REUSEADDR+SO_REUSEPORT_LB    SO_REUSEADDR+SO_REUSEPORT       -SO_REUSEADDR+SO_REUSEPORT_LB
-//	freebsd         Exclusive  SO_REUSEADDR-SO_REUSEPORT-SO_REUSEPORT_LB  -SO_REUSEADDR-SO_REUSEPORT-SO_REUSEPORT_LB  -SO_REUSEADDR-SO_REUSEPORT-SO_REUSEPORT_LB
-//	darwin,ios,dragonfly,netbsd,openbsd,aix  Share      SO_REUSEADDR+SO_REUSEPORT  SO_REUSEADDR+SO_REUSEPORT  -SO_REUSEADDR+SO_REUSEPORT
-//	darwin,ios,dragonfly,netbsd,openbsd,aix  Exclusive  SO_REUSEADDR-SO_REUSEPORT  -SO_REUSEADDR-SO_REUSEPORT  -SO_REUSEADDR-SO_REUSEPORT
-//	windows         Share      SO_REUSEADDR                    SO_REUSEADDR                    SO_REUSEADDR
-//	windows         Exclusive  SO_EXCLUSIVEADDRUSE             SO_EXCLUSIVEADDRUSE             SO_EXCLUSIVEADDRUSE
-//	solaris,illumos Share      unsupported                     unsupported                     unsupported
-//	solaris,illumos Exclusive  SO_REUSEADDR+SO_EXCLBIND        -SO_REUSEADDR+SO_EXCLBIND       -SO_REUSEADDR+SO_EXCLBIND
-//	js,wasip1,plan9 (both)     unsupported                     unsupported                     unsupported
+//	OS              Mode       stream listener                 stream dialer                   datagram  multicast
+//	linux,android   Share      SO_REUSEADDR+SO_REUSEPORT       SO_REUSEADDR+SO_REUSEPORT       -SO_REUSEADDR+SO_REUSEPORT  SO_REUSEADDR+SO_REUSEPORT
+//	linux,android   Exclusive  SO_REUSEADDR-SO_REUSEPORT       -SO_REUSEADDR-SO_REUSEPORT      -SO_REUSEADDR-SO_REUSEPORT  -SO_REUSEADDR-SO_REUSEPORT
+//	freebsd         Share      SO_REUSEADDR+SO_REUSEPORT_LB    SO_REUSEADDR+SO_REUSEPORT       -SO_REUSEADDR+SO_REUSEPORT_LB  SO_REUSEADDR+SO_REUSEPORT
+//	freebsd         Exclusive  SO_REUSEADDR-SO_REUSEPORT-SO_REUSEPORT_LB  -SO_REUSEADDR-SO_REUSEPORT-SO_REUSEPORT_LB  -SO_REUSEADDR-SO_REUSEPORT-SO_REUSEPORT_LB  -SO_REUSEADDR-SO_REUSEPORT-SO_REUSEPORT_LB
+//	darwin,ios,dragonfly,netbsd,openbsd,aix  Share      SO_REUSEADDR+SO_REUSEPORT  SO_REUSEADDR+SO_REUSEPORT  -SO_REUSEADDR+SO_REUSEPORT  SO_REUSEADDR+SO_REUSEPORT
+//	darwin,ios,dragonfly,netbsd,openbsd,aix  Exclusive  SO_REUSEADDR-SO_REUSEPORT  -SO_REUSEADDR-SO_REUSEPORT  -SO_REUSEADDR-SO_REUSEPORT  -SO_REUSEADDR-SO_REUSEPORT
+//	windows         Share      SO_REUSEADDR                    SO_REUSEADDR                    SO_REUSEADDR  SO_REUSEADDR
+//	windows         Exclusive  SO_EXCLUSIVEADDRUSE             SO_EXCLUSIVEADDRUSE             SO_EXCLUSIVEADDRUSE  SO_EXCLUSIVEADDRUSE
+//	solaris,illumos Share      unsupported                     unsupported                     unsupported  SO_REUSEADDR
+//	solaris,illumos Exclusive  SO_REUSEADDR+SO_EXCLBIND        -SO_REUSEADDR+SO_EXCLBIND       -SO_REUSEADDR+SO_EXCLBIND  -SO_REUSEADDR+SO_EXCLBIND
+//	js,wasip1,plan9 (both)     unsupported                     unsupported                     unsupported  unsupported
 //
 // A stream dialer is a socket of [Config.Dial] with a fixed local port; with
 // none (laddr "" or port 0) Dial sets nothing, since the kernel's ephemeral
@@ -131,6 +131,32 @@
 // *os.SyscallError and names the option; a mode the OS cannot deliver, and
 // unix and ip networks, where there is no port, wrap [errors.ErrUnsupported].
 // Messages of the package's own start with "reuse: ".
+//
+// # Multicast
+//
+// [Config.ListenMulticastUDP] and [ListenMulticastUDP] mirror
+// net.ListenMulticastUDP with the options of a Mode (column "multicast"
+// above). Under Share, every socket and process that joins a group on a port
+// receives its own copy of each datagram to the group, and a unicast
+// datagram to the port still reaches one of them; under Exclusive, no other
+// socket can bind the port. The socket is bound to the wildcard address of
+// the group's port, as in package net (which binds the wildcard before any
+// Control runs), so an Exclusive receiver holds the port on every address.
+//
+// Unlike unicast datagram sockets, multicast receivers carry SO_REUSEADDR
+// under Share on Linux too: it is what lets applications of different users
+// receive one group. It also lets a process of any user bind the port and
+// take unicast datagrams sent to it.
+//
+// On Linux, a socket bound to the wildcard receives by default the
+// datagrams of every group that any socket of the host joined on its port;
+// the package clears IP_MULTICAST_ALL and IPV6_MULTICAST_ALL (Linux 4.20+;
+// older kernels deliver them), so that a receiver gets only its own groups.
+// Unlike net.ListenMulticastUDP, IP_MULTICAST_LOOP is left on, so that what
+// one receiver sends to the group reaches the others on the host.
+// The Linux behaviour is checked by the tests in a private network
+// namespace; the other OSes follow their documentation. Solaris and illumos
+// share a multicast port with SO_REUSEADDR alone, as Go's net does there.
 //
 // BUG(reuse): On js/wasm, wasip1 and plan9 there are no socket options: every
 // call fails with an error wrapping [errors.ErrUnsupported].

@@ -62,6 +62,7 @@ const (
 	streamListener sockKind = iota
 	streamDialer
 	datagram
+	multicastDatagram // a receiver of ListenMulticastUDP
 	numKinds
 )
 
@@ -73,6 +74,8 @@ func (k sockKind) String() string {
 		return "stream dialer"
 	case datagram:
 		return "datagram"
+	case multicastDatagram:
+		return "multicast datagram"
 	}
 	return "sockKind(" + strconv.Itoa(int(k)) + ")"
 }

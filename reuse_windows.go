@@ -24,11 +24,15 @@ var sockOpts = [...][numKinds][]sockOpt{
 		streamListener: {reuseAddrOn},
 		streamDialer:   {reuseAddrOn},
 		datagram:       {reuseAddrOn},
+
+		multicastDatagram: {reuseAddrOn},
 	},
 	Exclusive: {
 		streamListener: {exclusiveAddrUseOn},
 		streamDialer:   {exclusiveAddrUseOn},
 		datagram:       {exclusiveAddrUseOn},
+
+		multicastDatagram: {exclusiveAddrUseOn},
 	},
 }
 
