@@ -1,6 +1,8 @@
 package reuse_test
 
 import (
+	"context"
+	"errors"
 	"fmt"
 	"log"
 	"net"
@@ -41,5 +43,34 @@ func ExampleListenMulticastUDP() {
 			log.Fatal(err)
 		}
 		fmt.Printf("receiver %d: %s\n", i+1, buf[:n])
+	}
+}
+
+// An Exclusive receiver keeps a group's port to itself: a second receiver
+// is refused. It joins on the loopback interface. (Not run as a test: the
+// host's loopback interface may not carry multicast.)
+func ExampleConfig_ListenMulticastUDP() {
+	ifaces, err := net.Interfaces()
+	if err != nil {
+		log.Fatal(err)
+	}
+	var lo *net.Interface
+	for i := range ifaces {
+		if ifaces[i].Flags&net.FlagLoopback != 0 {
+			lo = &ifaces[i]
+		}
+	}
+	if lo == nil {
+		log.Fatal(errors.New("no loopback interface"))
+	}
+	group := &net.UDPAddr{IP: net.IPv4(239, 1, 2, 3), Port: 5001}
+	excl := reuse.Config{Mode: reuse.Exclusive}
+	conn, err := excl.ListenMulticastUDP(context.Background(), "udp4", lo, group)
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer conn.Close()
+	if _, err := reuse.ListenMulticastUDP("udp4", lo, group); err != nil {
+		fmt.Println("second receiver refused")
 	}
 }
