@@ -12,7 +12,17 @@ import (
 
 // netNSAttr makes a child a user and network namespace of its own, in which
 // it is root, and kills it when the parent dies.
-func netNSAttr() *syscall.SysProcAttr { return netns.Attr() }
+// netNSAttr is netns.Attr, plus, when run as root, uid and gid 65534 mapped
+// as themselves, so that AsUser works inside the namespace too.
+func netNSAttr() *syscall.SysProcAttr {
+	attr := netns.Attr()
+	if os.Getuid() == 0 {
+		attr.UidMappings = append(attr.UidMappings, syscall.SysProcIDMap{ContainerID: 65534, HostID: 65534, Size: 1})
+		attr.GidMappings = append(attr.GidMappings, syscall.SysProcIDMap{ContainerID: 65534, HostID: 65534, Size: 1})
+		attr.GidMappingsEnableSetgroups = true
+	}
+	return attr
+}
 
 // isRefusal reports whether starting a namespaced child failed because the
 // kernel, a sandbox or an emulator (qemu-user) does not allow namespaces.
