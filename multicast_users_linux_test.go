@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/google/go-cmp/cmp"
 	"golang.org/x/sys/unix"
 
 	"github.com/sockreuse/reuse"
@@ -107,5 +108,32 @@ func TestMulticastAnotherUser(t *testing.T) {
 	t.Logf("unicast datagrams to the port taken by uid 65534's SO_REUSEADDR socket: %s of %d", got, sent)
 	if got == "0" {
 		t.Errorf("uid 65534's socket took none of %d unicast datagrams; doc.go says it takes them", sent)
+	}
+}
+
+// TestMulticastOptionsReadBack: the options read back from a multicast
+// receiver are those of doc.go's "multicast" column, for each mode.
+func TestMulticastOptionsReadBack(t *testing.T) {
+	if !sockettest.RunInNetNS(t) {
+		return
+	}
+	table := docTable(t, "linux,android")
+	ifi := enableMulticast(t, "udp4")
+	for i, mode := range []reuse.Mode{reuse.Share, reuse.Exclusive} {
+		cfg := &reuse.Config{Mode: mode}
+		group := &net.UDPAddr{IP: net.IPv4(239, 1, 9, 10), Port: 5010 + i}
+		conn, err := cfg.ListenMulticastUDP(context.Background(), "udp4", ifi, group)
+		if err != nil {
+			t.Fatalf("%v: %v", mode, err)
+		}
+		got := readOpts(t, conn)
+		conn.Close()
+		want := map[string]int{"SO_REUSEADDR": 0, "SO_REUSEPORT": 0}
+		for name, v := range table[mode.String()][3] {
+			want[name] = v
+		}
+		if diff := cmp.Diff(want, got); diff != "" {
+			t.Errorf("%v multicast receiver: options read back differ from doc.go's table (-want +got):\n%s", mode, diff)
+		}
 	}
 }
