@@ -12,6 +12,9 @@ import (
 	"github.com/sockreuse/reuse"
 )
 
+// The retry tests run on Linux, where every refused bind below is EADDRINUSE;
+// Windows refuses some of them with WSAEACCES instead, which is not retried.
+
 // holdTCP listens on a fresh loopback port with plain net, which carries no
 // SO_REUSEPORT, so that every reuse socket is refused on its port.
 func holdTCP(t *testing.T) net.Listener {
