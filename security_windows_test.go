@@ -24,7 +24,7 @@ import (
 // golang.org/x/sys/windows, so that Config.Control can set its options.
 type handleConn windows.Handle
 
-func (h handleConn) Control(f func(fd uintptr)) error { f(uintptr(h)); return nil }
+func (h handleConn) Control(f func(fd uintptr)) error  { f(uintptr(h)); return nil }
 func (h handleConn) Read(func(fd uintptr) bool) error  { return errors.ErrUnsupported }
 func (h handleConn) Write(func(fd uintptr) bool) error { return errors.ErrUnsupported }
 
