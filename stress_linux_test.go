@@ -159,4 +159,3 @@ func TestStressFailingCalls(t *testing.T) {
 	t.Logf("%d failing calls in %v", stressCycles, time.Since(start).Round(time.Millisecond))
 	settle(t, fds, goroutines)
 }
-
