@@ -118,8 +118,9 @@
 // Several connections may leave from one local address and port to
 // different remote addresses. A second connection between the same local
 // and remote address and port would repeat the connection's 5-tuple;
-// connect refuses it with EADDRINUSE, and Dial's error says so and still
-// matches the errno with [errors.Is].
+// connect refuses it (Linux with EADDRNOTAVAIL, measured; other systems may
+// use EADDRINUSE), and Dial's error says so and still matches the errno with
+// [errors.Is].
 //
 // # Errors
 //

@@ -350,7 +350,9 @@ func (c *Config) reservePort(ctx context.Context, network, address string) (int,
 // option is set: the kernel's ephemeral port is left alone.
 //
 // A second connection between the same laddr and raddr would repeat a
-// 5-tuple; that error still matches EADDRINUSE with errors.Is, and says so.
+// 5-tuple; connect refuses it (Linux with EADDRNOTAVAIL, others may use
+// EADDRINUSE), and the error says so and still matches the errno with
+// errors.Is.
 func (c *Config) Dial(ctx context.Context, network, laddr, raddr string) (net.Conn, error) {
 	kind, ok, err := kindOf(network, true)
 	if err != nil {
@@ -393,7 +395,7 @@ func (c *Config) Dial(ctx context.Context, network, laddr, raddr string) (net.Co
 	}
 	conn, err := d.DialContext(ctx, network, raddr)
 	if err != nil && len(opts) > 0 {
-		err = explainTupleInUse(err)
+		err = explainBind(c.Mode, opts, explainTupleInUse(err))
 	}
 	return conn, err
 }
@@ -413,8 +415,8 @@ func localPort(a net.Addr) int {
 	return 0
 }
 
-// errTupleInUse explains an EADDRINUSE from connect: with a shared local
-// address, it means another socket already joins the same local and remote
+// errTupleInUse explains an EADDRINUSE or EADDRNOTAVAIL from connect: with
+// a shared local address, it means another socket already joins the same local and remote
 // address and port, which the kernel cannot tell apart.
 type errTupleInUse struct{ err error }
 
@@ -424,11 +426,12 @@ func (e *errTupleInUse) Error() string {
 
 func (e *errTupleInUse) Unwrap() error { return e.err }
 
-// explainTupleInUse wraps the error of a connect refused with EADDRINUSE.
+// explainTupleInUse wraps the error of a connect refused with EADDRINUSE or,
+// as Linux does when the 5-tuple is taken, EADDRNOTAVAIL.
 func explainTupleInUse(err error) error {
 	var oe *net.OpError
 	var se *os.SyscallError
-	if !errors.As(err, &oe) || !errors.As(oe.Err, &se) || !strings.HasPrefix(se.Syscall, "connect") || !isAddrInUse(se) {
+	if !errors.As(err, &oe) || !errors.As(oe.Err, &se) || !strings.HasPrefix(se.Syscall, "connect") || !(isAddrInUse(se) || isAddrNotAvail(se)) {
 		return err
 	}
 	e := *oe

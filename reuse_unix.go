@@ -19,3 +19,5 @@ func setsockoptInt(fd uintptr, level, opt, value int) error {
 }
 
 func isAddrInUse(err error) bool { return errors.Is(err, unix.EADDRINUSE) }
+
+func isAddrNotAvail(err error) bool { return errors.Is(err, unix.EADDRNOTAVAIL) }

@@ -39,3 +39,5 @@ func setsockoptInt(fd uintptr, level, opt, value int) error {
 }
 
 func isAddrInUse(err error) bool { return errors.Is(err, windows.WSAEADDRINUSE) }
+
+func isAddrNotAvail(err error) bool { return errors.Is(err, windows.WSAEADDRNOTAVAIL) }
