@@ -416,8 +416,8 @@ func localPort(a net.Addr) int {
 }
 
 // errTupleInUse explains an EADDRINUSE or EADDRNOTAVAIL from connect: with
-// a shared local address, it means another socket already joins the same local and remote
-// address and port, which the kernel cannot tell apart.
+// a shared local address, it means another socket already joins the same
+// local and remote address and port, which the kernel cannot tell apart.
 type errTupleInUse struct{ err error }
 
 func (e *errTupleInUse) Error() string {
