@@ -5,8 +5,10 @@ import (
 	"errors"
 	"net"
 	"strconv"
+	"strings"
 	"syscall"
 	"testing"
+	"time"
 
 	"golang.org/x/sys/windows"
 
@@ -99,11 +101,47 @@ func TestHijackOverExclusiveListener(t *testing.T) {
 	}
 	defer ln.Close()
 	port := ln.Addr().(*net.TCPAddr).Port
-	for _, control := range []func(syscall.RawConn) error{withReuseAddr, func(syscall.RawConn) error { return nil }} {
-		if _, err := boundTCP4(t, port, control); err == nil {
-			t.Errorf("a socket bound 127.0.0.1:%s under an Exclusive listener", strconv.Itoa(port))
+	for _, tt := range []struct {
+		name    string
+		control func(syscall.RawConn) error
+		want    error
+	}{
+		{"SO_REUSEADDR", withReuseAddr, windows.WSAEACCES},
+		{"plain", func(syscall.RawConn) error { return nil }, windows.WSAEADDRINUSE},
+	} {
+		if _, err := boundTCP4(t, port, tt.control); !errors.Is(err, tt.want) {
+			t.Errorf("%s socket binding 127.0.0.1:%s under an Exclusive listener: %v, want %v", tt.name, strconv.Itoa(port), err, tt.want)
 		} else {
-			t.Logf("binding 127.0.0.1:%d under an Exclusive listener: %v", port, err)
+			t.Logf("%s socket binding 127.0.0.1:%d under an Exclusive listener: %v", tt.name, port, err)
+		}
+	}
+}
+
+// TestRetryNotOnAccessDenied: a bind refused with WSAEACCES, because another
+// socket holds the address exclusively, is not retried; one refused with
+// WSAEADDRINUSE is.
+func TestRetryNotOnAccessDenied(t *testing.T) {
+	port, err := boundTCP4(t, 0, modeControl(reuse.Exclusive))
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := "127.0.0.1:" + strconv.Itoa(port)
+	for _, tt := range []struct {
+		mode  reuse.Mode
+		want  error
+		tries string
+	}{
+		{reuse.Share, windows.WSAEACCES, "(1 try)"},
+		{reuse.Exclusive, windows.WSAEADDRINUSE, "(3 tries)"},
+	} {
+		c := reuse.Config{Mode: tt.mode, Retry: reuse.RetryPolicy{Attempts: 3, Initial: time.Millisecond}}
+		ln, err := c.Listen(context.Background(), "tcp4", addr)
+		if err == nil {
+			ln.Close()
+			t.Fatalf("%v Listen(%s) succeeded on an exclusively held address", tt.mode, addr)
+		}
+		if !errors.Is(err, tt.want) || !strings.Contains(err.Error(), tt.tries) {
+			t.Errorf("%v Listen(%s): %v, want %v after %s", tt.mode, addr, err, tt.want, tt.tries)
 		}
 	}
 }
