@@ -158,6 +158,56 @@
 // namespace; the other OSes follow their documentation. Solaris and illumos
 // share a multicast port with SO_REUSEADDR alone, as Go's net does there.
 //
+// # Busy ports
+//
+// A restarted server may find its port still held, for a moment, by the
+// process it replaces. [Config.Retry] makes Listen and ListenPacket try a
+// bind refused with EADDRINUSE again, after waits that double from
+// [RetryPolicy.Initial] up to [RetryPolicy.Max], each drawn at random from
+// its upper half so that servers restarted together do not retry in step,
+// until the attempts are spent or the context is done. [Config.Fallback]
+// names other addresses tried in order after the first; the first that
+// binds wins. When none binds, the error lists every address, how often it
+// was tried and why it failed, then the context's error if it ended the
+// tries; errors.Is matches each. The zero Config tries once, as net does.
+// On Windows an address held exclusively refuses with WSAEACCES, which is
+// not retried.
+//
+// # Security
+//
+// What a neighbour on the same machine can do to a port the package holds,
+// and what the package does about it. "Refused" means the bind fails with
+// EADDRINUSE; every Linux row is run by the tests, as root with a second
+// process as uid 65534, and the wildcard rows in a private network namespace:
+//
+//	Attempt                                                   Linux     What the package does
+//	another user joins a Share TCP group                      refused   nothing needed: SO_REUSEPORT admits one effective UID
+//	another user joins a Share UDP socket                     refused   nothing needed: as above
+//	another user binds the UDP port with SO_REUSEADDR         refused   Share datagram sockets clear SO_REUSEADDR
+//	                                                                    (a plain socket with SO_REUSEADDR is taken over:
+//	                                                                    uid 65534 received the datagrams sent to it)
+//	same user binds 127.0.0.1:P under an Exclusive 0.0.0.0:P  refused   Exclusive clears SO_REUSEPORT (and, on UDP, SO_REUSEADDR)
+//	same user binds 127.0.0.1:P under a Share 0.0.0.0:P       allowed   none possible: it takes that address's connections
+//	same user joins a Share group                             allowed   none possible: that is what Share means
+//	another user binds a Share multicast receiver's port      allowed   none under Share: receivers of a group need SO_REUSEADDR,
+//	with SO_REUSEADDR, and takes its unicast datagrams                  so the port is open to all; use Exclusive
+//
+// The OS cannot keep a process of the same user out of a Share group, nor
+// stop it from binding a specific address on a Share wildcard's port: a
+// server that must not share with its own user's other processes uses
+// Exclusive, or runs as a user of its own.
+//
+// On Windows, Share sets SO_REUSEADDR, which lets any socket, of any user
+// and without privilege (from Microsoft's documentation; the tests show it
+// for a socket of the same user), bind the port over it: the package cannot
+// prevent that. Exclusive sets SO_EXCLUSIVEADDRUSE, and a socket with SO_REUSEADDR
+// binding its address is refused with WSAEACCES, a plain one with
+// WSAEADDRINUSE; the tests run this under Wine, as one user, since Wine
+// cannot run a process as another. From their documentation: FreeBSD and
+// OpenBSD refuse another user unless privileged; on the BSDs and macOS,
+// Exclusive cannot stop a socket with SO_REUSEADDR from binding a more
+// specific address on its port.
+//
 // BUG(reuse): On js/wasm, wasip1 and plan9 there are no socket options: every
 // call fails with an error wrapping [errors.ErrUnsupported].
 package reuse
