@@ -52,11 +52,11 @@ func udpReuseAddrReceiver(args []string) error {
 	return nil
 }
 
-// TestMulticastAnotherUser pins what doc.go says of multicast under Share
+// TestHijackMulticastOtherUser pins what doc.go says of multicast under Share
 // on Linux: SO_REUSEADDR lets a receiver of another user join the group on
 // the port, and lets a process of another user bind the port with
 // SO_REUSEADDR alone and take the unicast datagrams sent to it.
-func TestMulticastAnotherUser(t *testing.T) {
+func TestHijackMulticastOtherUser(t *testing.T) {
 	sockettest.RequireRoot(t, "map uid 65534 into a private network namespace")
 	if !sockettest.RunInNetNS(t) {
 		return
