@@ -53,6 +53,14 @@ type Config struct {
 	// runs after the options of Mode are set, and its error is returned. Its
 	// LocalAddr is used when Dial's laddr is "".
 	Dialer net.Dialer
+
+	// RequireBalancing, under Share, makes Listen, ListenPacket and the
+	// group functions fail with an error wrapping errors.ErrUnsupported,
+	// before any socket is opened, where the OS would share the port without
+	// spreading connections and datagrams across the sockets (see
+	// BalancingHere), instead of handing them all to one socket. It does not
+	// affect Exclusive, Dial or Control.
+	RequireBalancing bool
 }
 
 // sockKind is what a socket is for; each OS maps (Mode, sockKind) to options.
@@ -204,6 +212,9 @@ func (c *Config) prepare(network, address string, wantStream bool) ([]sockOpt, b
 		return nil, false, nil
 	}
 	opts, err := options(c.Mode, kind)
+	if err == nil {
+		err = c.checkBalancing()
+	}
 	if err != nil {
 		return nil, false, opError("listen", network, address, err)
 	}
