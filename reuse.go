@@ -65,6 +65,14 @@ type Config struct {
 	// first that binds wins. When none does, the error lists every address
 	// tried and why it failed.
 	Fallback []string
+
+	// RequireBalancing, under Share, makes Listen, ListenPacket and the
+	// group functions fail with an error wrapping errors.ErrUnsupported,
+	// before any socket is opened, where the OS would share the port without
+	// spreading connections and datagrams across the sockets (see
+	// BalancingHere), instead of handing them all to one socket. It does not
+	// affect Exclusive, Dial or Control.
+	RequireBalancing bool
 }
 
 // sockKind is what a socket is for; each OS maps (Mode, sockKind) to options.
@@ -219,6 +227,9 @@ func (c *Config) prepare(network, address string, wantStream bool) ([]sockOpt, b
 		return nil, false, nil
 	}
 	opts, err := options(c.Mode, kind)
+	if err == nil {
+		err = c.checkBalancing()
+	}
 	if err != nil {
 		return nil, false, opError("listen", network, address, err)
 	}
