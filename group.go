@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"strings"
 )
 
 // ListenGroup opens n listeners on one local address and port, like n calls
@@ -58,7 +59,8 @@ type errGroupMember struct {
 }
 
 func (e *errGroupMember) Error() string {
-	return fmt.Sprintf("%smember %d of %d: %v", errPrefix, e.member, e.n, e.err)
+	// The package's own errors start with the prefix already: say it once.
+	return fmt.Sprintf("%smember %d of %d: %s", errPrefix, e.member, e.n, strings.TrimPrefix(e.err.Error(), errPrefix))
 }
 
 func (e *errGroupMember) Unwrap() error { return e.err }
