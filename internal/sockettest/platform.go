@@ -45,3 +45,13 @@ func RequireUDP(t testing.TB) {
 	}
 	t.Fatalf("a plain UDP socket on loopback fails: %v", err)
 }
+
+// envPrivateNet says that the whole test runs in a network namespace of its
+// own, where binding the wildcard address reaches no other host: .ci/wine.sh
+// sets it when it runs Wine in one.
+const envPrivateNet = "SOCKETTEST_PRIVATE_NET"
+
+// PrivateNetwork reports whether this process's network is private to the
+// test, so that it may bind the wildcard address: inside RunInNetNS, or
+// where SOCKETTEST_PRIVATE_NET says so.
+func PrivateNetwork() bool { return InNetNS() || os.Getenv(envPrivateNet) != "" }
