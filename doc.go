@@ -27,18 +27,18 @@
 // that Go's defaults cannot share what should not be shared; "none" sets
 // nothing; "unsupported" fails with an error wrapping [errors.ErrUnsupported]):
 //
-//	OS              Mode       stream listener                 stream dialer                   datagram
-//	linux,android   Share      SO_REUSEADDR+SO_REUSEPORT       SO_REUSEADDR+SO_REUSEPORT       -SO_REUSEADDR+SO_REUSEPORT
-//	linux,android   Exclusive  SO_REUSEADDR-SO_REUSEPORT       -SO_REUSEADDR-SO_REUSEPORT      -SO_REUSEADDR-SO_REUSEPORT
-//	freebsd         Share      SO_REUSEADDR+SO_REUSEPORT_LB    SO_REUSEADDR+SO_REUSEPORT       -SO_REUSEADDR+SO_REUSEPORT_LB
-//	freebsd         Exclusive  SO_REUSEADDR-SO_REUSEPORT-SO_REUSEPORT_LB  -SO_REUSEADDR-SO_REUSEPORT-SO_REUSEPORT_LB  -SO_REUSEADDR-SO_REUSEPORT-SO_REUSEPORT_LB
-//	darwin,ios,dragonfly,netbsd,openbsd,aix  Share      SO_REUSEADDR+SO_REUSEPORT  SO_REUSEADDR+SO_REUSEPORT  -SO_REUSEADDR+SO_REUSEPORT
-//	darwin,ios,dragonfly,netbsd,openbsd,aix  Exclusive  SO_REUSEADDR-SO_REUSEPORT  -SO_REUSEADDR-SO_REUSEPORT  -SO_REUSEADDR-SO_REUSEPORT
-//	windows         Share      SO_REUSEADDR                    SO_REUSEADDR                    SO_REUSEADDR
-//	windows         Exclusive  SO_EXCLUSIVEADDRUSE             SO_EXCLUSIVEADDRUSE             SO_EXCLUSIVEADDRUSE
-//	solaris,illumos Share      unsupported                     unsupported                     unsupported
-//	solaris,illumos Exclusive  SO_REUSEADDR+SO_EXCLBIND        -SO_REUSEADDR+SO_EXCLBIND       -SO_REUSEADDR+SO_EXCLBIND
-//	js,wasip1,plan9 (both)     unsupported                     unsupported                     unsupported
+//	OS              Mode       stream listener                 stream dialer                   datagram  multicast
+//	linux,android   Share      SO_REUSEADDR+SO_REUSEPORT       SO_REUSEADDR+SO_REUSEPORT       -SO_REUSEADDR+SO_REUSEPORT  SO_REUSEADDR+SO_REUSEPORT
+//	linux,android   Exclusive  SO_REUSEADDR-SO_REUSEPORT       -SO_REUSEADDR-SO_REUSEPORT      -SO_REUSEADDR-SO_REUSEPORT  -SO_REUSEADDR-SO_REUSEPORT
+//	freebsd         Share      SO_REUSEADDR+SO_REUSEPORT_LB    SO_REUSEADDR+SO_REUSEPORT       -SO_REUSEADDR+SO_REUSEPORT_LB  SO_REUSEADDR+SO_REUSEPORT
+//	freebsd         Exclusive  SO_REUSEADDR-SO_REUSEPORT-SO_REUSEPORT_LB  -SO_REUSEADDR-SO_REUSEPORT-SO_REUSEPORT_LB  -SO_REUSEADDR-SO_REUSEPORT-SO_REUSEPORT_LB  -SO_REUSEADDR-SO_REUSEPORT-SO_REUSEPORT_LB
+//	darwin,ios,dragonfly,netbsd,openbsd,aix  Share      SO_REUSEADDR+SO_REUSEPORT  SO_REUSEADDR+SO_REUSEPORT  -SO_REUSEADDR+SO_REUSEPORT  SO_REUSEADDR+SO_REUSEPORT
+//	darwin,ios,dragonfly,netbsd,openbsd,aix  Exclusive  SO_REUSEADDR-SO_REUSEPORT  -SO_REUSEADDR-SO_REUSEPORT  -SO_REUSEADDR-SO_REUSEPORT  -SO_REUSEADDR-SO_REUSEPORT
+//	windows         Share      SO_REUSEADDR                    SO_REUSEADDR                    SO_REUSEADDR  SO_REUSEADDR
+//	windows         Exclusive  SO_EXCLUSIVEADDRUSE             SO_EXCLUSIVEADDRUSE             SO_EXCLUSIVEADDRUSE  SO_EXCLUSIVEADDRUSE
+//	solaris,illumos Share      unsupported                     unsupported                     unsupported  SO_REUSEADDR
+//	solaris,illumos Exclusive  SO_REUSEADDR+SO_EXCLBIND        -SO_REUSEADDR+SO_EXCLBIND       -SO_REUSEADDR+SO_EXCLBIND  -SO_REUSEADDR+SO_EXCLBIND
+//	js,wasip1,plan9 (both)     unsupported                     unsupported                     unsupported  unsupported
 //
 // A stream dialer is a socket of [Config.Dial] with a fixed local port; with
 // none (laddr "" or port 0) Dial sets nothing, since the kernel's ephemeral
@@ -117,9 +117,12 @@
 //
 // Several connections may leave from one local address and port to
 // different remote addresses. A second connection between the same local
-// and remote address and port would repeat the connection's 5-tuple;
-// connect refuses it with EADDRINUSE, and Dial's error says so and still
-// matches the errno with [errors.Is].
+// and remote address and port would repeat the connection's 5-tuple, and
+// connect refuses it: Linux with EADDRNOTAVAIL (measured on 6.18, whatever
+// the options), the BSDs and Windows with EADDRINUSE. Dial's error then says
+// that the address pair is in use, wraps the OS's errno, and also matches
+// EADDRINUSE with [errors.Is] on every OS. Connected UDP sockets on Linux may
+// repeat a 4-tuple: the second connect succeeds.
 //
 // # Errors
 //
@@ -128,6 +131,82 @@
 // *os.SyscallError and names the option; a mode the OS cannot deliver, and
 // unix and ip networks, where there is no port, wrap [errors.ErrUnsupported].
 // Messages of the package's own start with "reuse: ".
+//
+// # Multicast
+//
+// [Config.ListenMulticastUDP] and [ListenMulticastUDP] mirror
+// net.ListenMulticastUDP with the options of a Mode (column "multicast"
+// above). Under Share, every socket and process that joins a group on a port
+// receives its own copy of each datagram to the group, and a unicast
+// datagram to the port still reaches one of them; under Exclusive, no other
+// socket can bind the port. The socket is bound to the wildcard address of
+// the group's port, as in package net (which binds the wildcard before any
+// Control runs), so an Exclusive receiver holds the port on every address.
+//
+// Unlike unicast datagram sockets, multicast receivers carry SO_REUSEADDR
+// under Share on Linux too: it is what lets applications of different users
+// receive one group. It also lets a process of any user bind the port and
+// take unicast datagrams sent to it.
+//
+// On Linux, a socket bound to the wildcard receives by default the
+// datagrams of every group that any socket of the host joined on its port;
+// the package clears IP_MULTICAST_ALL and IPV6_MULTICAST_ALL (Linux 4.20+;
+// older kernels deliver them), so that a receiver gets only its own groups.
+// Unlike net.ListenMulticastUDP, IP_MULTICAST_LOOP is left on, so that what
+// one receiver sends to the group reaches the others on the host.
+// The Linux behaviour is checked by the tests in a private network
+// namespace; the other OSes follow their documentation. Solaris and illumos
+// share a multicast port with SO_REUSEADDR alone, as Go's net does there.
+//
+// # Busy ports
+//
+// A restarted server may find its port still held, for a moment, by the
+// process it replaces. [Config.Retry] makes Listen and ListenPacket try a
+// bind refused with EADDRINUSE again, after waits that double from
+// [RetryPolicy.Initial] up to [RetryPolicy.Max], each drawn at random from
+// its upper half so that servers restarted together do not retry in step,
+// until the attempts are spent or the context is done. [Config.Fallback]
+// names other addresses tried in order after the first; the first that
+// binds wins. When none binds, the error lists every address, how often it
+// was tried and why it failed, then the context's error if it ended the
+// tries; errors.Is matches each. The zero Config tries once, as net does.
+// On Windows an address held exclusively refuses with WSAEACCES, which is
+// not retried.
+//
+// # Security
+//
+// What a neighbour on the same machine can do to a port the package holds,
+// and what the package does about it. "Refused" means the bind fails with
+// EADDRINUSE; every Linux row is run by the tests, as root with a second
+// process as uid 65534, and the wildcard rows in a private network namespace:
+//
+//	Attempt                                                   Linux     What the package does
+//	another user joins a Share TCP group                      refused   nothing needed: SO_REUSEPORT admits one effective UID
+//	another user joins a Share UDP socket                     refused   nothing needed: as above
+//	another user binds the UDP port with SO_REUSEADDR         refused   Share datagram sockets clear SO_REUSEADDR
+//	                                                                    (a plain socket with SO_REUSEADDR is taken over:
+//	                                                                    uid 65534 received the datagrams sent to it)
+//	same user binds 127.0.0.1:P under an Exclusive 0.0.0.0:P  refused   Exclusive clears SO_REUSEPORT (and, on UDP, SO_REUSEADDR)
+//	same user binds 127.0.0.1:P under a Share 0.0.0.0:P       allowed   none possible: it takes that address's connections
+//	same user joins a Share group                             allowed   none possible: that is what Share means
+//	another user binds a Share multicast receiver's port      allowed   none under Share: receivers of a group need SO_REUSEADDR,
+//	with SO_REUSEADDR, and takes its unicast datagrams                  so the port is open to all; use Exclusive
+//
+// The OS cannot keep a process of the same user out of a Share group, nor
+// stop it from binding a specific address on a Share wildcard's port: a
+// server that must not share with its own user's other processes uses
+// Exclusive, or runs as a user of its own.
+//
+// On Windows, Share sets SO_REUSEADDR, which lets any socket, of any user
+// and without privilege (from Microsoft's documentation; the tests show it
+// for a socket of the same user), bind the port over it: the package cannot
+// prevent that. Exclusive sets SO_EXCLUSIVEADDRUSE, and a socket with SO_REUSEADDR
+// binding its address is refused with WSAEACCES, a plain one with
+// WSAEADDRINUSE; the tests run this under Wine, as one user, since Wine
+// cannot run a process as another. From their documentation: FreeBSD and
+// OpenBSD refuse another user unless privileged; on the BSDs and macOS,
+// Exclusive cannot stop a socket with SO_REUSEADDR from binding a more
+// specific address on its port.
 //
 // BUG(reuse): On js/wasm, wasip1 and plan9 there are no socket options: every
 // call fails with an error wrapping [errors.ErrUnsupported].

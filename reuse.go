@@ -53,6 +53,18 @@ type Config struct {
 	// runs after the options of Mode are set, and its error is returned. Its
 	// LocalAddr is used when Dial's laddr is "".
 	Dialer net.Dialer
+
+	// Retry makes Listen and ListenPacket try a bind refused because the
+	// address is in use (EADDRINUSE) again, after a growing wait, as when an
+	// old process has not yet let go of the port. The zero RetryPolicy tries
+	// once.
+	Retry RetryPolicy
+
+	// Fallback lists other addresses that Listen and ListenPacket try, in
+	// order, when the given address cannot be bound (each with Retry); the
+	// first that binds wins. When none does, the error lists every address
+	// tried and why it failed.
+	Fallback []string
 }
 
 // sockKind is what a socket is for; each OS maps (Mode, sockKind) to options.
@@ -62,6 +74,7 @@ const (
 	streamListener sockKind = iota
 	streamDialer
 	datagram
+	multicastDatagram // a receiver of ListenMulticastUDP
 	numKinds
 )
 
@@ -73,6 +86,8 @@ func (k sockKind) String() string {
 		return "stream dialer"
 	case datagram:
 		return "datagram"
+	case multicastDatagram:
+		return "multicast datagram"
 	}
 	return "sockKind(" + strconv.Itoa(int(k)) + ")"
 }
@@ -226,12 +241,14 @@ func (c *Config) Listen(ctx context.Context, network, address string) (net.Liste
 		return lc.Listen(ctx, network, address)
 	}
 	lc.Control = listenControl(opts, c.ListenConfig.Control)
-	if c.Mode == Share {
-		return listenFreshPort(ctx, c, network, address, func(addr string) (net.Listener, error) {
-			return lc.Listen(ctx, network, addr)
-		})
-	}
-	return lc.Listen(ctx, network, address)
+	return bindAny(ctx, c, opts, network, address, func(address string) (net.Listener, error) {
+		if c.Mode == Share {
+			return listenFreshPort(ctx, c, network, address, func(addr string) (net.Listener, error) {
+				return lc.Listen(ctx, network, addr)
+			})
+		}
+		return lc.Listen(ctx, network, address)
+	})
 }
 
 // ListenPacket announces on the local network address with the options of
@@ -247,12 +264,14 @@ func (c *Config) ListenPacket(ctx context.Context, network, address string) (net
 		return lc.ListenPacket(ctx, network, address)
 	}
 	lc.Control = listenControl(opts, c.ListenConfig.Control)
-	if c.Mode == Share {
-		return listenFreshPort(ctx, c, network, address, func(addr string) (net.PacketConn, error) {
-			return lc.ListenPacket(ctx, network, addr)
-		})
-	}
-	return lc.ListenPacket(ctx, network, address)
+	return bindAny(ctx, c, opts, network, address, func(address string) (net.PacketConn, error) {
+		if c.Mode == Share {
+			return listenFreshPort(ctx, c, network, address, func(addr string) (net.PacketConn, error) {
+				return lc.ListenPacket(ctx, network, addr)
+			})
+		}
+		return lc.ListenPacket(ctx, network, address)
+	})
 }
 
 // freshPortTries bounds the retries of listenFreshPort when another socket
@@ -267,7 +286,7 @@ const freshPortTries = 8
 // closed just before the shared bind takes the port over.
 func listenFreshPort[T interface{ Close() error }](ctx context.Context, c *Config, network, address string, listen func(string) (T, error)) (T, error) {
 	host, port, err := net.SplitHostPort(address)
-	if err != nil || (port != "0" && port != "") {
+	if err != nil || !isZeroPort(port) {
 		// net reports a malformed address; a fixed port is shared on purpose.
 		return listen(address)
 	}
@@ -284,6 +303,13 @@ func listenFreshPort[T interface{ Close() error }](ctx context.Context, c *Confi
 			return conn, err
 		}
 	}
+}
+
+// isZeroPort reports whether net reads port as port 0: "", or a decimal 0
+// such as "0", "00", "+0" or "-0".
+func isZeroPort(port string) bool {
+	n, err := strconv.Atoi(port)
+	return port == "" || (err == nil && n == 0)
 }
 
 // reservePort binds address (port 0) without sharing, closes it, and returns
@@ -327,7 +353,8 @@ func (c *Config) reservePort(ctx context.Context, network, address string) (int,
 // option is set: the kernel's ephemeral port is left alone.
 //
 // A second connection between the same laddr and raddr would repeat a
-// 5-tuple; that error still matches EADDRINUSE with errors.Is, and says so.
+// 5-tuple; connect refuses it, and the error says so and matches both the
+// OS's errno (EADDRNOTAVAIL on Linux) and EADDRINUSE with errors.Is.
 func (c *Config) Dial(ctx context.Context, network, laddr, raddr string) (net.Conn, error) {
 	kind, ok, err := kindOf(network, true)
 	if err != nil {
@@ -370,7 +397,7 @@ func (c *Config) Dial(ctx context.Context, network, laddr, raddr string) (net.Co
 	}
 	conn, err := d.DialContext(ctx, network, raddr)
 	if err != nil && len(opts) > 0 {
-		err = explainTupleInUse(err)
+		err = explainBind(c.Mode, opts, explainTupleInUse(err))
 	}
 	return conn, err
 }
@@ -390,9 +417,11 @@ func localPort(a net.Addr) int {
 	return 0
 }
 
-// errTupleInUse explains an EADDRINUSE from connect: with a shared local
-// address, it means another socket already joins the same local and remote
-// address and port, which the kernel cannot tell apart.
+// errTupleInUse explains connect's refusal of a connection whose local and
+// remote address and port another socket already uses: with a shared local
+// port, the kernel cannot tell the two apart. Linux says EADDRNOTAVAIL, the
+// BSDs and Windows EADDRINUSE; the error wraps the OS's own and also matches
+// EADDRINUSE, so that one errors.Is test serves on every OS.
 type errTupleInUse struct{ err error }
 
 func (e *errTupleInUse) Error() string {
@@ -401,11 +430,15 @@ func (e *errTupleInUse) Error() string {
 
 func (e *errTupleInUse) Unwrap() error { return e.err }
 
-// explainTupleInUse wraps the error of a connect refused with EADDRINUSE.
+// Is matches this OS's EADDRINUSE.
+func (e *errTupleInUse) Is(target error) bool { return isAddrInUse(target) }
+
+// explainTupleInUse wraps the error of a connect refused for a repeated
+// 5-tuple.
 func explainTupleInUse(err error) error {
 	var oe *net.OpError
 	var se *os.SyscallError
-	if !errors.As(err, &oe) || !errors.As(oe.Err, &se) || !strings.HasPrefix(se.Syscall, "connect") || !isAddrInUse(se) {
+	if !errors.As(err, &oe) || !errors.As(oe.Err, &se) || !strings.HasPrefix(se.Syscall, "connect") || !isTupleInUse(se) {
 		return err
 	}
 	e := *oe

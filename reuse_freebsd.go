@@ -18,11 +18,16 @@ var sockOpts = [...][numKinds][]sockOpt{
 		streamListener: {reuseAddrOn, reusePortLBOn},
 		streamDialer:   {reuseAddrOn, reusePortOn},
 		datagram:       {reuseAddrOff, reusePortLBOn},
+
+		// Every receiver of a group gets its own copy (multicast.go).
+		multicastDatagram: {reuseAddrOn, reusePortOn},
 	},
 	Exclusive: {
 		streamListener: {reuseAddrOn, reusePortOff, reusePortLBOff},
 		streamDialer:   {reuseAddrOff, reusePortOff, reusePortLBOff},
 		datagram:       {reuseAddrOff, reusePortOff, reusePortLBOff},
+
+		multicastDatagram: {reuseAddrOff, reusePortOff, reusePortLBOff},
 	},
 }
 

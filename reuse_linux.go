@@ -17,11 +17,16 @@ var sockOpts = [...][numKinds][]sockOpt{
 		streamListener: {reuseAddrOn, reusePortOn},
 		streamDialer:   {reuseAddrOn, reusePortOn},
 		datagram:       {reuseAddrOff, reusePortOn},
+
+		// Every receiver of a group gets its own copy (multicast.go).
+		multicastDatagram: {reuseAddrOn, reusePortOn},
 	},
 	Exclusive: {
 		streamListener: {reuseAddrOn, reusePortOff},
 		streamDialer:   {reuseAddrOff, reusePortOff},
 		datagram:       {reuseAddrOff, reusePortOff},
+
+		multicastDatagram: {reuseAddrOff, reusePortOff},
 	},
 }
 

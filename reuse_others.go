@@ -18,3 +18,5 @@ func osOptions(Mode, sockKind) ([]sockOpt, error) { return nil, errNoSockets }
 func setsockoptInt(fd uintptr, level, opt, value int) error { return errNoSockets }
 
 func isAddrInUse(error) bool { return false }
+
+func isTupleInUse(error) bool { return false }

@@ -11,11 +11,21 @@ var exclusiveOpts = [numKinds][]sockOpt{
 	streamListener: {reuseAddrOn, exclBindOn},
 	streamDialer:   {reuseAddrOff, exclBindOn},
 	datagram:       {reuseAddrOff, exclBindOn},
+
+	multicastDatagram: {reuseAddrOff, exclBindOn},
 }
 
+// shareMulticastOpts is what Share sets on a multicast receiver: there
+// SO_REUSEADDR alone lets every receiver of a group bind its port, as in Go's
+// net.ListenMulticastUDP.
+var shareMulticastOpts = []sockOpt{reuseAddrOn}
+
 func osOptions(m Mode, k sockKind) ([]sockOpt, error) {
-	if m == Share {
-		return nil, errNoOption(m, "SO_REUSEPORT")
+	switch {
+	case m == Exclusive:
+		return exclusiveOpts[k], nil
+	case k == multicastDatagram:
+		return shareMulticastOpts, nil
 	}
-	return exclusiveOpts[k], nil
+	return nil, errNoOption(m, "SO_REUSEPORT")
 }

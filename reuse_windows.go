@@ -24,11 +24,15 @@ var sockOpts = [...][numKinds][]sockOpt{
 		streamListener: {reuseAddrOn},
 		streamDialer:   {reuseAddrOn},
 		datagram:       {reuseAddrOn},
+
+		multicastDatagram: {reuseAddrOn},
 	},
 	Exclusive: {
 		streamListener: {exclusiveAddrUseOn},
 		streamDialer:   {exclusiveAddrUseOn},
 		datagram:       {exclusiveAddrUseOn},
+
+		multicastDatagram: {exclusiveAddrUseOn},
 	},
 }
 
@@ -39,3 +43,6 @@ func setsockoptInt(fd uintptr, level, opt, value int) error {
 }
 
 func isAddrInUse(err error) bool { return errors.Is(err, windows.WSAEADDRINUSE) }
+
+// isTupleInUse reports connect's refusal of a 5-tuple that exists already.
+func isTupleInUse(err error) bool { return isAddrInUse(err) }

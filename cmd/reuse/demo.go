@@ -100,10 +100,15 @@ func runDemo(args []string, stdout io.Writer) error {
 
 	fmt.Fprintf(stdout, "%d connections in %v, each from a new source port:\n\n", *nConns, elapsed.Round(time.Millisecond))
 	fmt.Fprintf(stdout, "  worker  pid      accepted  share\n")
+	most := 0
+	for _, w := range ws {
+		most = max(most, counts[w.pid])
+	}
 	for i, w := range ws {
 		n := counts[w.pid]
 		pct := 100 * float64(n) / float64(*nConns)
-		fmt.Fprintf(stdout, "  %-6d  %-7d  %8d  %5.1f%%  %s\n", i+1, w.pid, n, pct, bar(pct, 40))
+		// Bars are scaled to the busiest worker, so that small differences show.
+		fmt.Fprintf(stdout, "  %-6d  %-7d  %8d  %5.1f%%  %s\n", i+1, w.pid, n, pct, bar(n, most, 40))
 	}
 	if failed > 0 {
 		fmt.Fprintf(stdout, "\n  %d connections failed\n", failed)
@@ -112,13 +117,13 @@ func runDemo(args []string, stdout io.Writer) error {
 	return nil
 }
 
-// bar draws pct percent of width as a row of blocks.
-func bar(pct float64, width int) string {
-	n := int(pct/100*float64(width) + 0.5)
-	if n > width {
-		n = width
+// bar draws n out of most as a row of width blocks.
+func bar(n, most, width int) string {
+	filled := 0
+	if most > 0 {
+		filled = min(width, (n*width+most/2)/most)
 	}
-	return strings.Repeat("█", n) + strings.Repeat("·", width-n)
+	return strings.Repeat("█", filled) + strings.Repeat("·", width-filled)
 }
 
 // askPid connects to addr and reads the pid the accepting worker writes.

@@ -1,6 +1,7 @@
 // Command reuse shows the reuse package at work on this machine.
 //
 //	reuse demo [-workers N] [-conns M]   N processes share one port; M connections spread across them
+//	reuse probe [-json | -markdown]      bind real sockets and print this machine's port-sharing rules
 //
 // Run "reuse help" for every subcommand.
 package main
@@ -20,7 +21,8 @@ type subcommand struct {
 
 // subcommands maps each verb to its implementation; each lives in a file of its own.
 var subcommands = map[string]subcommand{
-	"demo": {"N worker processes share one loopback port; M connections show how the kernel spreads them", runDemo},
+	"probe": {"bind real sockets and print this machine's port-sharing rules (-json, -markdown)", runProbe},
+	"demo":  {"N worker processes share one loopback port; M connections show how the kernel spreads them", runDemo},
 }
 
 func main() {

@@ -12,7 +12,9 @@ const envWorker = "REUSE_CMD_WORKER"
 // workers maps a worker name to its body; it reads commands on stdin and
 // ends when stdin closes, so that no worker outlives the command.
 var workers = map[string]func(args []string) error{
-	"demo": demoWorker,
+	"demo":        demoWorker,
+	"probe-bind":  probeBindWorker,  // the probe's other user
+	"probe-netns": probeNetNSWorker, // the probe in a private network namespace
 }
 
 func runWorker(name string, args []string) int {

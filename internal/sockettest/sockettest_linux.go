@@ -1,58 +1,35 @@
 package sockettest
 
 import (
-	"errors"
 	"os"
 	"os/exec"
 	"sync"
 	"syscall"
 	"testing"
 
-	"golang.org/x/sys/unix"
+	"github.com/sockreuse/reuse/internal/netns"
 )
 
 // netNSAttr makes a child a user and network namespace of its own, in which
 // it is root, and kills it when the parent dies.
+// netNSAttr is netns.Attr, plus, when run as root, uid and gid 65534 mapped
+// as themselves, so that AsUser works inside the namespace too.
 func netNSAttr() *syscall.SysProcAttr {
-	return &syscall.SysProcAttr{
-		Cloneflags:  syscall.CLONE_NEWUSER | syscall.CLONE_NEWNET,
-		UidMappings: []syscall.SysProcIDMap{{ContainerID: 0, HostID: os.Getuid(), Size: 1}},
-		GidMappings: []syscall.SysProcIDMap{{ContainerID: 0, HostID: os.Getgid(), Size: 1}},
-		Pdeathsig:   syscall.SIGKILL,
+	attr := netns.Attr()
+	if os.Getuid() == 0 {
+		attr.UidMappings = append(attr.UidMappings, syscall.SysProcIDMap{ContainerID: 65534, HostID: 65534, Size: 1})
+		attr.GidMappings = append(attr.GidMappings, syscall.SysProcIDMap{ContainerID: 65534, HostID: 65534, Size: 1})
+		attr.GidMappingsEnableSetgroups = true
 	}
+	return attr
 }
 
 // isRefusal reports whether starting a namespaced child failed because the
 // kernel, a sandbox or an emulator (qemu-user) does not allow namespaces.
-func isRefusal(err error) bool {
-	for _, e := range []error{unix.EPERM, unix.EINVAL, unix.ENOSYS, unix.EACCES, unix.EUSERS, unix.ENOSPC} {
-		if errors.Is(err, e) {
-			return true
-		}
-	}
-	return false
-}
+func isRefusal(err error) bool { return netns.IsRefusal(err) }
 
 // setUpNetNS brings up the loopback interface of a new network namespace.
-func setUpNetNS() error {
-	fd, err := unix.Socket(unix.AF_INET, unix.SOCK_DGRAM|unix.SOCK_CLOEXEC, 0)
-	if err != nil {
-		return os.NewSyscallError("socket", err)
-	}
-	defer unix.Close(fd)
-	ifr, err := unix.NewIfreq("lo")
-	if err != nil {
-		return err
-	}
-	if err := unix.IoctlIfreq(fd, unix.SIOCGIFFLAGS, ifr); err != nil {
-		return os.NewSyscallError("ioctl SIOCGIFFLAGS", err)
-	}
-	ifr.SetUint16(ifr.Uint16() | unix.IFF_UP)
-	if err := unix.IoctlIfreq(fd, unix.SIOCSIFFLAGS, ifr); err != nil {
-		return os.NewSyscallError("ioctl SIOCSIFFLAGS", err)
-	}
-	return nil
-}
+func setUpNetNS() error { return netns.SetUpLoopback() }
 
 // OpenFDs returns how many file descriptors this process has open.
 func OpenFDs(t testing.TB) int {

@@ -1,0 +1,11 @@
+module github.com/sockreuse/reuse/bench
+
+go 1.21
+
+require (
+	github.com/libp2p/go-reuseport v0.4.0
+	github.com/sockreuse/reuse v0.0.0
+	golang.org/x/sys v0.30.0
+)
+
+replace github.com/sockreuse/reuse => ../

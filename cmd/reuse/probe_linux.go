@@ -1,0 +1,409 @@
+package main
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/sockreuse/reuse/internal/netns"
+)
+
+// probeOptions are the matrix's rows and columns on Linux.
+var probeOptions = []sockOption{
+	{name: "none"},
+	{name: "REUSEADDR", ints: []intOpt{{unix.SOL_SOCKET, unix.SO_REUSEADDR, 1}}},
+	{name: "REUSEPORT", ints: []intOpt{{unix.SOL_SOCKET, unix.SO_REUSEPORT, 1}}},
+	{name: "both", ints: []intOpt{{unix.SOL_SOCKET, unix.SO_REUSEADDR, 1}, {unix.SOL_SOCKET, unix.SO_REUSEPORT, 1}}},
+	{name: "Share", mode: &modeShare},
+	{name: "Exclusive", mode: &modeExclusive},
+}
+
+// sysSocket is a socket the probe makes itself, so that it can bind without
+// listening and set exactly the options of a row.
+type sysSocket struct{ h int }
+
+// openSocket makes a TCP or UDP socket of family 4 or 6; IPv6 sockets are
+// IPV6_V6ONLY, as Go's tcp6 and udp6 sockets are.
+func openSocket(proto string, family int) (*sysSocket, error) {
+	domain, typ := unix.AF_INET, unix.SOCK_STREAM
+	if family == 6 {
+		domain = unix.AF_INET6
+	}
+	if proto == "udp" {
+		typ = unix.SOCK_DGRAM
+	}
+	h, err := unix.Socket(domain, typ|unix.SOCK_CLOEXEC, 0)
+	if err != nil {
+		return nil, os.NewSyscallError("socket", err)
+	}
+	s := &sysSocket{h}
+	if family == 6 {
+		if err := unix.SetsockoptInt(h, unix.IPPROTO_IPV6, unix.IPV6_V6ONLY, 1); err != nil {
+			s.close()
+			return nil, os.NewSyscallError("setsockopt", err)
+		}
+	}
+	return s, nil
+}
+
+func (s *sysSocket) fd() uintptr { return uintptr(s.h) }
+
+func (s *sysSocket) setInt(level, opt, value int) error {
+	return unix.SetsockoptInt(s.h, level, opt, value)
+}
+
+func (s *sysSocket) bind(ip net.IP, port int) error {
+	var sa unix.Sockaddr
+	if ip4 := ip.To4(); ip4 != nil {
+		a := &unix.SockaddrInet4{Port: port}
+		copy(a.Addr[:], ip4)
+		sa = a
+	} else {
+		a := &unix.SockaddrInet6{Port: port}
+		copy(a.Addr[:], ip.To16())
+		sa = a
+	}
+	return os.NewSyscallError("bind", unix.Bind(s.h, sa))
+}
+
+func (s *sysSocket) listen() error { return os.NewSyscallError("listen", unix.Listen(s.h, 16)) }
+
+func (s *sysSocket) port() (int, error) {
+	sa, err := unix.Getsockname(s.h)
+	if err != nil {
+		return 0, os.NewSyscallError("getsockname", err)
+	}
+	switch a := sa.(type) {
+	case *unix.SockaddrInet4:
+		return a.Port, nil
+	case *unix.SockaddrInet6:
+		return a.Port, nil
+	}
+	return 0, fmt.Errorf("unexpected local address %T", sa)
+}
+
+func (s *sysSocket) close() { unix.Close(s.h) }
+
+func nameOfErrno(e syscall.Errno) string { return unix.ErrnoName(e) }
+
+func kernelVersion() string {
+	var u unix.Utsname
+	if err := unix.Uname(&u); err != nil {
+		return "unknown (" + err.Error() + ")"
+	}
+	return unix.ByteSliceToString(u.Release[:])
+}
+
+// nsResult is what the probe measures inside a private network namespace.
+type nsResult struct {
+	Binds []bindRow   `json:"binds"`
+	Facts []probeFact `json:"facts"`
+}
+
+// exitNoNetNS is the exit status of a namespaced child that could not set
+// up its namespace: the probe then measures on the machine's loopback.
+const exitNoNetNS = 3
+
+// probeNetNSWorker runs in a private network namespace: it makes every row
+// of the matrix, wildcard rows included, measures the namespace's facts,
+// and prints them as JSON.
+func probeNetNSWorker([]string) error {
+	if err := netns.SetUpLoopback(); err != nil {
+		fmt.Fprintf(os.Stderr, "setting up the network namespace: %v\n", err)
+		os.Exit(exitNoNetNS)
+	}
+	res := nsResult{Binds: runMatrix(true, "")}
+	res.Facts = append(res.Facts, measureBalance("127.0.0.1"), measureSpecific())
+	res.Facts = append(res.Facts, measureSteering()...)
+	return json.NewEncoder(os.Stdout).Encode(res)
+}
+
+// inNetNS runs probeNetNSWorker in a child in a private network namespace.
+// It returns ok == false, with the reason, where no namespace can be made.
+func inNetNS() (res nsResult, why string, ok bool, err error) {
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	exe, err := os.Executable()
+	if err != nil {
+		return res, "", false, err
+	}
+	cmd := exec.CommandContext(ctx, exe)
+	cmd.Env = append(os.Environ(), envWorker+"=probe-netns")
+	cmd.SysProcAttr = netns.Attr()
+	var stdout, stderr bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	err = cmd.Run()
+	var exit *exec.ExitError
+	switch {
+	case err != nil && cmd.Process == nil && netns.IsRefusal(err):
+		return res, fmt.Sprintf("the kernel or a sandbox refuses a private user and network namespace (%v)", err), false, nil
+	case errors.As(err, &exit) && exit.ExitCode() == exitNoNetNS:
+		return res, "the private network namespace cannot be set up: " + strings.TrimSpace(stderr.String()), false, nil
+	case err != nil:
+		return res, "", false, fmt.Errorf("in the private network namespace: %v\n%s", err, stderr.Bytes())
+	}
+	if err := json.Unmarshal(stdout.Bytes(), &res); err != nil {
+		return res, "", false, fmt.Errorf("reading the namespace's results: %v", err)
+	}
+	return res, "", true, nil
+}
+
+func probe() (*probeReport, error) {
+	rep := newReport()
+	res, why, ok, err := inNetNS()
+	if err != nil {
+		return nil, err
+	}
+	if ok {
+		rep.Where = "in a private network namespace (loopback and wildcard addresses)"
+		rep.Binds, rep.Facts = res.Binds, res.Facts
+	} else {
+		why = "no wildcard bind outside a private network namespace, and " + why
+		rep.Where = "on this machine's loopback only: " + why
+		rep.Binds = runMatrix(false, why)
+		rep.Facts = append(rep.Facts, measureBalance("127.0.0.1"), probeFact{Name: factSpecific, Value: notMeasured + ": " + why, Stable: true})
+		rep.Facts = append(rep.Facts, measureSteering()...)
+	}
+	other, err := otherUserFacts()
+	if err != nil {
+		return nil, err
+	}
+	rep.Facts = append(rep.Facts, other...)
+	rep.Facts = append(rep.Facts, migrateFact(), mptcpFact(),
+		probeFact{Name: "kernel", Value: rep.Kernel}, probeFact{Name: "Go", Value: rep.Go})
+	return rep, nil
+}
+
+// measureSteering attaches a classic BPF program that picks the group's
+// first socket to a TCP and a UDP socket with SO_REUSEPORT.
+func measureSteering() []probeFact {
+	var facts []probeFact
+	for _, proto := range []string{"tcp", "udp"} {
+		f := probeFact{Name: "a steering program attaches (SO_ATTACH_REUSEPORT_CBPF, " + proto + "4)", Stable: true}
+		o, _ := optionByName("REUSEPORT")
+		s, err := prepare(proto, 4, o)
+		if err != nil {
+			f.Value = "not measured: " + describe(err)
+			facts = append(facts, f)
+			continue
+		}
+		prog := []unix.SockFilter{{Code: unix.BPF_RET | unix.BPF_K, K: 0}}
+		err = unix.SetsockoptSockFprog(s.h, unix.SOL_SOCKET, unix.SO_ATTACH_REUSEPORT_CBPF, &unix.SockFprog{Len: uint16(len(prog)), Filter: &prog[0]})
+		s.close()
+		f.Value = "yes"
+		if err != nil {
+			f.Value = "no: " + errnoName(err)
+		}
+		facts = append(facts, f)
+	}
+	return facts
+}
+
+// otherUserFacts binds, as uid 65534, ports that root holds on loopback;
+// it needs root.
+func otherUserFacts() ([]probeFact, error) {
+	cases := []struct{ proto, option string }{{"tcp", "Share"}, {"udp", "Share"}, {"udp", "REUSEADDR"}}
+	name := func(proto, option string) string {
+		return "uid 65534 binds a " + proto + "4 port root holds, both with " + option
+	}
+	var facts []probeFact
+	if os.Geteuid() != 0 {
+		for _, c := range cases {
+			facts = append(facts, probeFact{Name: name(c.proto, c.option), Value: notMeasured + ": needs root, to run as uid 65534"})
+		}
+		return facts, nil
+	}
+	w, err := startAsNobody()
+	if err != nil {
+		return nil, err
+	}
+	defer w.stop()
+	loopback := net.IPv4(127, 0, 0, 1)
+	for _, c := range cases {
+		f := probeFact{Name: name(c.proto, c.option)}
+		o, _ := optionByName(c.option)
+		port, err := freePort(c.proto, 4, loopback)
+		if err != nil {
+			return nil, err
+		}
+		s, fail := open(c.proto, 4, o, loopback, port, c.proto == "tcp")
+		if fail != "" {
+			f.Value = notMeasured + ": root's socket: " + fail
+			facts = append(facts, f)
+			continue
+		}
+		answer, err := w.ask(fmt.Sprintf("%s 4 127.0.0.1 %d %s", c.proto, port, c.option))
+		s.close()
+		if err != nil {
+			return nil, err
+		}
+		f.Value = "allowed"
+		if answer != "ok" {
+			f.Value = "refused: " + answer
+		}
+		facts = append(facts, f)
+	}
+	return facts, nil
+}
+
+// nobody is the probe-bind worker, running as uid 65534.
+type nobody struct {
+	cmd   *exec.Cmd
+	dir   string
+	stdin io.WriteCloser
+	out   *bufio.Reader
+}
+
+// startAsNobody runs a copy of this program as uid and gid 65534. The copy
+// lives in a directory every user may read: go run builds in one only its
+// owner may.
+func startAsNobody() (*nobody, error) {
+	exe, err := os.Executable()
+	if err != nil {
+		return nil, err
+	}
+	data, err := os.ReadFile(exe)
+	if err != nil {
+		return nil, err
+	}
+	dir, err := os.MkdirTemp("", "reuse-probe")
+	if err != nil {
+		return nil, err
+	}
+	w := &nobody{dir: dir}
+	path := filepath.Join(dir, "reuse")
+	if err := os.Chmod(dir, 0o755); err != nil {
+		w.stop()
+		return nil, err
+	}
+	if err := os.WriteFile(path, data, 0o755); err != nil {
+		w.stop()
+		return nil, err
+	}
+	w.cmd = exec.Command(path)
+	w.cmd.Dir = dir
+	w.cmd.Env = append(os.Environ(), envWorker+"=probe-bind")
+	w.cmd.Stderr = os.Stderr
+	w.cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: 65534, Gid: 65534}, Pdeathsig: syscall.SIGKILL}
+	if w.stdin, err = w.cmd.StdinPipe(); err != nil {
+		w.stop()
+		return nil, err
+	}
+	stdout, err := w.cmd.StdoutPipe()
+	if err != nil {
+		w.stop()
+		return nil, err
+	}
+	w.out = bufio.NewReader(stdout)
+	if err := w.cmd.Start(); err != nil {
+		w.cmd = nil
+		w.stop()
+		return nil, fmt.Errorf("running as uid 65534: %w", err)
+	}
+	return w, nil
+}
+
+// ask sends one request and reads the answer, within a few seconds.
+func (w *nobody) ask(req string) (string, error) {
+	if _, err := io.WriteString(w.stdin, req+"\n"); err != nil {
+		return "", fmt.Errorf("uid 65534 worker: %w", err)
+	}
+	type answer struct {
+		line string
+		err  error
+	}
+	ch := make(chan answer, 1)
+	go func() {
+		line, err := w.out.ReadString('\n')
+		ch <- answer{strings.TrimSpace(line), err}
+	}()
+	select {
+	case a := <-ch:
+		if a.err != nil {
+			return "", fmt.Errorf("uid 65534 worker: %w", a.err)
+		}
+		return a.line, nil
+	case <-time.After(5 * time.Second):
+		return "", errors.New("uid 65534 worker: no answer in 5s")
+	}
+}
+
+// stop ends the worker (it exits when its stdin closes) and removes the copy.
+func (w *nobody) stop() {
+	if w.stdin != nil {
+		w.stdin.Close()
+	}
+	if w.cmd != nil {
+		done := make(chan struct{})
+		go func() { _ = w.cmd.Wait(); close(done) }()
+		select {
+		case <-done:
+		case <-time.After(5 * time.Second):
+			_ = w.cmd.Process.Kill()
+			<-done
+		}
+	}
+	_ = os.RemoveAll(w.dir)
+}
+
+// migrateFact reads the machine's net.ipv4.tcp_migrate_req.
+func migrateFact() probeFact {
+	f := probeFact{Name: "net.ipv4.tcp_migrate_req (closing a listener hands its queue to the group)"}
+	data, err := os.ReadFile("/proc/sys/net/ipv4/tcp_migrate_req")
+	switch v := strings.TrimSpace(string(data)); {
+	case errors.Is(err, os.ErrNotExist):
+		f.Value = "absent (Linux before 5.14): a closed listener resets its queue"
+	case err != nil:
+		f.Value = notMeasured + ": " + err.Error()
+	case v == "0":
+		f.Value = "0: off, a closed listener resets its queued connections"
+	default:
+		f.Value = v + ": on"
+	}
+	return f
+}
+
+// mptcpFact says whether net.Listen gives an MPTCP socket here: Go 1.24+
+// asks for one where the kernel allows it.
+func mptcpFact() probeFact {
+	f := probeFact{Name: "net.Listen(\"tcp\") makes an MPTCP listener"}
+	ln, err := net.Listen("tcp4", "127.0.0.1:0")
+	if err != nil {
+		f.Value = notMeasured + ": " + errnoName(err)
+		return f
+	}
+	defer ln.Close()
+	rc, err := ln.(*net.TCPListener).SyscallConn()
+	if err != nil {
+		f.Value = notMeasured + ": " + err.Error()
+		return f
+	}
+	var proto int
+	var gerr error
+	if err := rc.Control(func(fd uintptr) { proto, gerr = unix.GetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_PROTOCOL) }); err != nil {
+		gerr = err
+	}
+	switch {
+	case gerr != nil:
+		f.Value = notMeasured + ": " + errnoName(gerr)
+	case proto == unix.IPPROTO_MPTCP:
+		f.Value = "yes (IPPROTO_MPTCP)"
+	default:
+		f.Value = "no (protocol " + strconv.Itoa(proto) + ")"
+	}
+	return f
+}

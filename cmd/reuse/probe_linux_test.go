@@ -1,0 +1,140 @@
+package main
+
+import (
+	"os"
+	"strings"
+	"testing"
+
+	"github.com/google/go-cmp/cmp"
+)
+
+// inNamespace reports whether the probe made its binds in a private network
+// namespace, where it measures the wildcard rows.
+func (r *probeReport) inNamespace() bool {
+	return strings.HasPrefix(r.Where, "in a private network namespace")
+}
+
+// TestProbeLinuxMatrix checks the probe's Linux cells against the rules the
+// package's own tests assert (DESIGN.md, "Known behaviour"): the same facts
+// seen from two sides, so that a change on either side fails a test.
+func TestProbeLinuxMatrix(t *testing.T) {
+	before := openFDs(t)
+	rep := runProbeJSON(t)
+	if after := openFDs(t); after != before {
+		t.Errorf("the probe left %d descriptors open", after-before)
+	}
+	type want struct{ proto, state, addrs, first, second, result string }
+	same := []want{
+		// A Share group takes any Share socket of the same user.
+		{"tcp", stateListening, addrSame, "Share", "Share", "ok"},
+		{"udp", stateBound, addrSame, "Share", "Share", "ok"},
+		// One socket without SO_REUSEPORT closes the group, either way round.
+		{"tcp", stateListening, addrSame, "Share", "none", "EADDRINUSE"},
+		{"tcp", stateListening, addrSame, "Share", "Exclusive", "EADDRINUSE"},
+		{"tcp", stateListening, addrSame, "Exclusive", "Share", "EADDRINUSE"},
+		{"udp", stateBound, addrSame, "Share", "Exclusive", "EADDRINUSE"},
+		{"udp", stateBound, addrSame, "Exclusive", "Share", "EADDRINUSE"},
+		// SO_REUSEADDR lets TCP sockets share only while neither listens.
+		{"tcp", stateListening, addrSame, "REUSEADDR", "REUSEADDR", "EADDRINUSE"},
+		{"tcp", stateBound, addrSame, "REUSEADDR", "REUSEADDR", "ok"},
+		// On UDP it shares (with no UID check); Share's UDP sockets do not carry it.
+		{"udp", stateBound, addrSame, "REUSEADDR", "REUSEADDR", "ok"},
+		{"udp", stateBound, addrSame, "REUSEADDR", "Share", "EADDRINUSE"},
+	}
+	wildcard := []want{
+		// With SO_REUSEADDR alone a listening wildcard blocks the specific
+		// address; with SO_REUSEPORT on both they can both listen.
+		{"tcp", stateListening, addrWildcardSpecific, "REUSEADDR", "REUSEADDR", "EADDRINUSE"},
+		{"tcp", stateListening, addrWildcardSpecific, "REUSEPORT", "REUSEPORT", "ok"},
+		{"tcp", stateListening, addrWildcardSpecific, "Share", "Share", "ok"},
+		{"tcp", stateListening, addrSpecificWildcard, "Share", "Share", "ok"},
+	}
+	check := func(ws []want) {
+		for _, w := range ws {
+			for _, family := range []string{"IPv4", "IPv6"} {
+				if got := rep.cell(t, w.proto, w.state, w.addrs, family, w.first, w.second).Result; got != w.result {
+					t.Errorf("%s %s %s, first %s %s, then %s: %s, want %s", w.proto, family, w.addrs, w.first, w.state, w.second, got, w.result)
+				}
+			}
+		}
+	}
+	check(same)
+	if !rep.inNamespace() {
+		t.Skipf("wildcard rows not measured: %s", rep.Where)
+	}
+	check(wildcard)
+}
+
+// TestProbeLinuxFacts checks the probe's facts against the package's claims.
+func TestProbeLinuxFacts(t *testing.T) {
+	rep := runProbeJSON(t)
+	for _, f := range rep.Facts {
+		t.Logf("%s: %s %s", f.Name, f.Value, f.Detail)
+	}
+	wants := map[string]string{
+		factBalance: "yes",
+		"a steering program attaches (SO_ATTACH_REUSEPORT_CBPF, tcp4)": "yes",
+		"a steering program attaches (SO_ATTACH_REUSEPORT_CBPF, udp4)": "yes",
+	}
+	if rep.inNamespace() {
+		wants[factSpecific] = "yes"
+	}
+	if os.Geteuid() == 0 {
+		// The same-UID rule of SO_REUSEPORT, and SO_REUSEADDR's lack of it on UDP.
+		wants["uid 65534 binds a tcp4 port root holds, both with Share"] = "refused: EADDRINUSE"
+		wants["uid 65534 binds a udp4 port root holds, both with Share"] = "refused: EADDRINUSE"
+		wants["uid 65534 binds a udp4 port root holds, both with REUSEADDR"] = "allowed"
+	}
+	for name, want := range wants {
+		if got := rep.fact(t, name); got != want {
+			t.Errorf("%s: %s, want %s", name, got, want)
+		}
+	}
+	if os.Geteuid() != 0 {
+		t.Skipf("the other-user facts need root; running as uid %d", os.Geteuid())
+	}
+}
+
+// The markers around the Linux table in README.md.
+const (
+	readmeBegin = "<!-- probe -markdown (linux) -->\n"
+	readmeEnd   = "<!-- /probe -->"
+)
+
+// TestREADMETable checks that the Linux table in the README is what the
+// probe prints on this kernel.
+func TestREADMETable(t *testing.T) {
+	data, err := os.ReadFile("../../README.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, rest, ok := strings.Cut(string(data), readmeBegin)
+	if !ok {
+		t.Fatalf("README.md has no %q marker", strings.TrimSpace(readmeBegin))
+	}
+	committed, _, ok := strings.Cut(rest, readmeEnd)
+	if !ok {
+		t.Fatalf("README.md has no %q marker after %q", readmeEnd, strings.TrimSpace(readmeBegin))
+	}
+	rep, err := probe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !rep.inNamespace() {
+		t.Skipf("the README's table is measured in a private network namespace, and none can be made here: %s", rep.Where)
+	}
+	lines := func(s string) []string { return strings.Split(strings.TrimSpace(s), "\n") }
+	if diff := cmp.Diff(lines(committed), lines(rep.markdown())); diff != "" {
+		t.Errorf("README.md's Linux table is not what `go run ./cmd/reuse probe -markdown` prints here (-want +got):\n%s", diff)
+	}
+}
+
+// openFDs returns how many file descriptors this process has open.
+func openFDs(t *testing.T) int {
+	t.Helper()
+	entries, err := os.ReadDir("/proc/self/fd")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return len(entries) - 1 // the directory being read
+}

@@ -1,0 +1,199 @@
+package reuse_test
+
+import (
+	"context"
+	"errors"
+	"net"
+	"os"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/sockreuse/reuse"
+)
+
+// TestErrors checks every kind of error the package returns: what it wraps
+// (errors.Is), the fields of its *net.OpError (errors.As), and that its
+// message names the network, the address and the option or mode at fault.
+func TestErrors(t *testing.T) {
+	ctx := context.Background()
+	excl := &reuse.Config{Mode: reuse.Exclusive}
+	held, err := excl.Listen(ctx, "tcp4", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer held.Close()
+	heldUDP, err := excl.ListenPacket(ctx, "udp4", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer heldUDP.Close()
+	addr, udpAddr := held.Addr().String(), heldUDP.LocalAddr().String()
+
+	// A local address held by a connection to held, for the 5-tuple case.
+	first, err := reuse.Dial("tcp4", "127.0.0.1:0", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer first.Close()
+	// Dial with port 0 binds nothing shared: take a shared port explicitly.
+	shared, err := reuse.Listen("tcp4", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	sharedAddr := shared.Addr().String()
+	shared.Close()
+	c1, err := reuse.Dial("tcp4", sharedAddr, addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c1.Close()
+
+	unixPath := filepath.Join(t.TempDir(), "sock")
+	cancelled, cancel := context.WithCancel(ctx)
+	cancel()
+
+	tests := []struct {
+		name    string
+		call    func() error
+		is      []error // errors.Is must hold for each
+		op      string  // the *net.OpError's Op
+		network string  // ... Net
+		source  string  // ... Source, "" for none
+		address string  // ... Addr, "" for none
+		option  string  // the option or mode the message must name, "" when none is at fault
+	}{
+		{"Exclusive listen on a held port", func() error { return closeIfNil(excl.Listen(ctx, "tcp4", addr)) },
+			[]error{syscall.EADDRINUSE}, "listen", "tcp4", "", addr, "Exclusive (SO_REUSEADDR=1 SO_REUSEPORT=0)"},
+		{"Share listen on a held port", func() error { return closeIfNil(reuse.Listen("tcp4", addr)) },
+			[]error{syscall.EADDRINUSE}, "listen", "tcp4", "", addr, "Share (SO_REUSEADDR=1 SO_REUSEPORT=1)"},
+		{"Share datagram on a held port", func() error { return closeIfNil(reuse.ListenPacket("udp4", udpAddr)) },
+			[]error{syscall.EADDRINUSE}, "listen", "udp4", "", udpAddr, "Share (SO_REUSEADDR=0 SO_REUSEPORT=1)"},
+		{"Exclusive datagram on a held port", func() error { return closeIfNil(excl.ListenPacket(ctx, "udp4", udpAddr)) },
+			[]error{syscall.EADDRINUSE}, "listen", "udp4", "", udpAddr, "Exclusive (SO_REUSEADDR=0 SO_REUSEPORT=0)"},
+		{"retries spent", func() error {
+			c := reuse.Config{Retry: reuse.RetryPolicy{Attempts: 2, Initial: time.Millisecond}}
+			return closeIfNil(c.Listen(ctx, "tcp4", addr))
+		}, []error{syscall.EADDRINUSE}, "listen", "tcp4", "", addr, "(2 tries): reuse: Share (SO_REUSEADDR=1 SO_REUSEPORT=1)"},
+		{"retries cut by the context", func() error {
+			c := reuse.Config{Retry: reuse.RetryPolicy{Attempts: 5}}
+			return closeIfNil(c.Listen(cancelled, "tcp4", addr))
+		}, []error{syscall.EADDRINUSE, context.Canceled}, "listen", "tcp4", "", addr, "SO_REUSEPORT=1"},
+		{"every fallback fails", func() error {
+			c := reuse.Config{Mode: reuse.Exclusive, Fallback: []string{"127.0.0.1:65536"}}
+			return closeIfNil(c.Listen(ctx, "tcp4", addr))
+		}, []error{syscall.EADDRINUSE}, "listen", "tcp4", "", addr, "SO_REUSEPORT=0): bind: address already in use; 127.0.0.1:65536 (1 try)"},
+		{"Exclusive dial from a held port", func() error { return closeIfNil(excl.Dial(ctx, "tcp4", addr, addr)) },
+			[]error{syscall.EADDRINUSE}, "dial", "tcp4", addr, addr, "Exclusive (SO_REUSEADDR=0 SO_REUSEPORT=0)"},
+		{"dial repeating a 5-tuple", func() error { return closeIfNil(reuse.Dial("tcp4", sharedAddr, addr)) },
+			[]error{syscall.EADDRNOTAVAIL}, "dial", "tcp4", sharedAddr, addr, "local and remote address pair is already in use"},
+		{"listen on a unix socket", func() error { return closeIfNil(reuse.Listen("unix", unixPath)) },
+			[]error{errors.ErrUnsupported}, "listen", "unix", "", unixPath, "port sharing"},
+		{"datagram on an ip socket", func() error { return closeIfNil(reuse.ListenPacket("ip4:icmp", "127.0.0.1")) },
+			[]error{errors.ErrUnsupported}, "listen", "ip4:icmp", "", "127.0.0.1", "port sharing"},
+		{"dial a unixgram socket", func() error { return closeIfNil(reuse.Dial("unixgram", "", unixPath)) },
+			[]error{errors.ErrUnsupported}, "dial", "unixgram", "", unixPath, "port sharing"},
+		{"listen with an unknown Mode", func() error {
+			c := reuse.Config{Mode: 7}
+			return closeIfNil(c.Listen(ctx, "tcp4", "127.0.0.1:0"))
+		}, nil, "listen", "tcp4", "", "127.0.0.1:0", "Mode(7)"},
+		{"dial from a fixed port with an unknown Mode", func() error {
+			c := reuse.Config{Mode: 7}
+			return closeIfNil(c.Dial(ctx, "tcp4", "127.0.0.1:1", addr))
+		}, nil, "dial", "tcp4", "", addr, "Mode(7)"},
+		{"dial from an invalid local address", func() error { return closeIfNil(reuse.Dial("tcp4", "127.0.0.1:65536", addr)) },
+			nil, "dial", "tcp4", "127.0.0.1:65536", addr, ""},
+		{"Control of a caller's listener fails in setsockopt", func() error {
+			lc := net.ListenConfig{Control: func(_, address string, rc syscall.RawConn) error {
+				// SO_REUSEPORT on a unix socket: EOPNOTSUPP since Linux 6.12.9.
+				return reuse.Control("tcp", address, rc)
+			}}
+			return closeIfNil(lc.Listen(ctx, "unix", unixPath))
+		}, []error{syscall.EOPNOTSUPP}, "listen", "unix", "", unixPath, "SO_REUSEPORT=1"},
+		{"unknown network, rejected by net", func() error { return closeIfNil(reuse.Listen("sctp", "127.0.0.1:0")) },
+			nil, "listen", "sctp", "", "", ""},
+	}
+	for _, tt := range tests {
+		tt := tt
+		t.Run(tt.name, func(t *testing.T) {
+			err := tt.call()
+			if err == nil {
+				t.Fatal("no error")
+			}
+			t.Logf("%v", err)
+			for _, want := range tt.is {
+				if !errors.Is(err, want) {
+					t.Errorf("errors.Is(err, %v) = false", want)
+				}
+			}
+			var oe *net.OpError
+			if !errors.As(err, &oe) {
+				t.Fatalf("error %T is not a *net.OpError", err)
+			}
+			if oe.Op != tt.op || oe.Net != tt.network || addrString(oe.Source) != tt.source || addrString(oe.Addr) != tt.address {
+				t.Errorf("OpError{Op: %q, Net: %q, Source: %q, Addr: %q}, want {%q, %q, %q, %q}",
+					oe.Op, oe.Net, addrString(oe.Source), addrString(oe.Addr), tt.op, tt.network, tt.source, tt.address)
+			}
+			for _, want := range []string{tt.network, tt.source, tt.address, tt.option} {
+				if !strings.Contains(err.Error(), want) {
+					t.Errorf("message %q does not name %q", err, want)
+				}
+			}
+		})
+	}
+}
+
+// TestControlErrors checks the errors of Control, which net wraps in its
+// own *net.OpError when Control runs inside a listen or dial.
+func TestControlErrors(t *testing.T) {
+	conn, err := net.ListenPacket("udp4", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	rc, err := conn.(*net.UDPConn).SyscallConn()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tt := range []struct {
+		name    string
+		c       reuse.Config
+		network string
+		want    string
+	}{
+		{"unknown network", reuse.Config{}, "sctp", `reuse: unknown network "sctp"`},
+		{"unix network", reuse.Config{}, "unix", "reuse: port sharing does not apply to unix sockets"},
+		{"unknown Mode", reuse.Config{Mode: 9}, "udp4", "reuse: unknown Mode(9)"},
+	} {
+		err := tt.c.Control(tt.network, "127.0.0.1:0", rc)
+		if err == nil || !strings.HasPrefix(err.Error(), tt.want) {
+			t.Errorf("%s: Control(%q) = %v, want an error starting %q", tt.name, tt.network, err, tt.want)
+		}
+		var oe *net.OpError
+		if errors.As(err, &oe) {
+			t.Errorf("%s: Control returned a *net.OpError, which net adds itself", tt.name)
+		}
+	}
+	var se *os.SyscallError
+	if err := reuse.Control("udp4", "127.0.0.1:0", rc); err != nil || errors.As(err, &se) {
+		t.Errorf("Control on a datagram socket: %v", err)
+	}
+}
+
+// closeIfNil closes the socket of a call that unexpectedly succeeded, and
+// returns its error.
+func closeIfNil[T interface{ Close() error }](c T, err error) error {
+	if err == nil {
+		c.Close()
+	}
+	return err
+}
+
+func addrString(a net.Addr) string {
+	if a == nil {
+		return ""
+	}
+	return a.String()
+}

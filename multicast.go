@@ -1,0 +1,157 @@
+package reuse
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"strconv"
+)
+
+// ListenMulticastUDP joins the group address gaddr on the interface ifi and
+// receives its datagrams on gaddr's port, with the options of c.Mode, like
+// net.ListenMulticastUDP. The network must be "udp", "udp4" or "udp6", of
+// the group's family; ifi nil means the interface the system picks for the
+// group (the one its route goes through).
+//
+// Under Share, every socket and process that joins a group on the port gets
+// its own copy of each datagram sent to the group. Unicast datagrams to the
+// port still go to one receiver. Under Exclusive, no other socket can bind
+// the port while this one is open.
+//
+// The socket is bound to the wildcard address of the port (0.0.0.0 or ::),
+// as net.ListenMulticastUDP does. On Linux it receives only the groups it
+// joined, not those that other sockets of the host joined on the same port.
+// Unlike net.ListenMulticastUDP, it leaves IP_MULTICAST_LOOP on, so that
+// what one receiver sends to the group also reaches the others on the host.
+//
+// Closing the connection leaves the group and releases the port.
+// c.ListenConfig's Control, if any, runs after the options are set.
+func (c *Config) ListenMulticastUDP(ctx context.Context, network string, ifi *net.Interface, gaddr *net.UDPAddr) (*net.UDPConn, error) {
+	var addr net.Addr
+	if gaddr != nil {
+		addr = gaddr
+	}
+	fail := func(err error) (*net.UDPConn, error) {
+		return nil, &net.OpError{Op: "listen", Net: network, Addr: addr, Err: err}
+	}
+	bindNetwork, err := multicastNetwork(network, gaddr)
+	if err != nil {
+		return fail(err)
+	}
+	opts, err := options(c.Mode, multicastDatagram)
+	if err != nil {
+		return fail(err)
+	}
+	lc := c.ListenConfig
+	lc.Control = listenControl(opts, c.ListenConfig.Control)
+	listen := func(address string) (*net.UDPConn, error) {
+		pc, err := lc.ListenPacket(ctx, bindNetwork, address)
+		if err != nil {
+			return nil, err
+		}
+		return pc.(*net.UDPConn), nil
+	}
+	// net binds a multicast address to the wildcard only after setting
+	// SO_REUSEADDR itself; binding the wildcard leaves every option to Mode.
+	wildcard := net.JoinHostPort("0.0.0.0", strconv.Itoa(gaddr.Port))
+	if bindNetwork == "udp6" {
+		wildcard = net.JoinHostPort("::", strconv.Itoa(gaddr.Port))
+	}
+	var conn *net.UDPConn
+	if c.Mode == Share {
+		conn, err = listenFreshPort(ctx, c, bindNetwork, wildcard, listen)
+	} else {
+		conn, err = listen(wildcard)
+	}
+	if err != nil {
+		var oe *net.OpError
+		if errors.As(err, &oe) {
+			return fail(oe.Err)
+		}
+		return fail(err)
+	}
+	if err := joinGroup(conn, ifi, gaddr.IP); err != nil {
+		conn.Close()
+		return fail(err)
+	}
+	return conn, nil
+}
+
+// ListenMulticastUDP joins the group address gaddr on the interface ifi
+// under Share, like (*Config).ListenMulticastUDP with the zero Config.
+func ListenMulticastUDP(network string, ifi *net.Interface, gaddr *net.UDPAddr) (*net.UDPConn, error) {
+	var c Config
+	return c.ListenMulticastUDP(context.Background(), network, ifi, gaddr)
+}
+
+// multicastNetwork checks network and the group address, and returns the
+// network of the group's family.
+func multicastNetwork(network string, gaddr *net.UDPAddr) (string, error) {
+	switch network {
+	case "udp", "udp4", "udp6":
+	default:
+		return "", net.UnknownNetworkError(network)
+	}
+	switch {
+	case gaddr == nil || gaddr.IP == nil:
+		return "", errors.New(errPrefix + "missing multicast group address")
+	case !gaddr.IP.IsMulticast():
+		return "", fmt.Errorf("%s%v is not a multicast address", errPrefix, gaddr.IP)
+	case gaddr.IP.To4() != nil && network == "udp6":
+		return "", fmt.Errorf("%sIPv4 group %v on network udp6, which is IPv6 only", errPrefix, gaddr.IP)
+	case gaddr.IP.To4() == nil && network == "udp4":
+		return "", fmt.Errorf("%sIPv6 group %v on network udp4, which is IPv4 only", errPrefix, gaddr.IP)
+	case gaddr.IP.To4() != nil:
+		return "udp4", nil
+	}
+	return "udp6", nil
+}
+
+// joinGroup joins group on ifi, or on the system's choice if ifi is nil.
+func joinGroup(conn *net.UDPConn, ifi *net.Interface, group net.IP) error {
+	rc, err := conn.SyscallConn()
+	if err != nil {
+		return err
+	}
+	var jerr error
+	err = rc.Control(func(fd uintptr) {
+		if ip4 := group.To4(); ip4 != nil {
+			jerr = joinIPv4(fd, ifi, ip4)
+		} else {
+			jerr = joinIPv6(fd, ifi, group)
+		}
+	})
+	if err != nil {
+		return err
+	}
+	if jerr != nil {
+		on := "the default interface"
+		if ifi != nil {
+			on = fmt.Sprintf("interface %q (index %d)", ifi.Name, ifi.Index)
+		}
+		return fmt.Errorf("%sjoin %v on %s: %w", errPrefix, group, on, jerr)
+	}
+	return nil
+}
+
+// optError names the socket option that failed.
+func optError(name string, err error) error {
+	return fmt.Errorf("%s: %w", name, os.NewSyscallError("setsockopt", err))
+}
+
+// interfaceIPv4 returns the first IPv4 address of ifi, by which BSD stacks
+// and Winsock name an interface for IPv4 multicast.
+func interfaceIPv4(ifi *net.Interface) (net.IP, error) {
+	addrs, err := ifi.Addrs()
+	if err != nil {
+		return nil, err
+	}
+	for _, a := range addrs {
+		if ipn, ok := a.(*net.IPNet); ok && ipn.IP.To4() != nil {
+			return ipn.IP.To4(), nil
+		}
+	}
+	return nil, fmt.Errorf("%sinterface %q has no IPv4 address to join an IPv4 group on", errPrefix, ifi.Name)
+}

@@ -1,0 +1,52 @@
+//go:build aix || darwin || dragonfly || freebsd || netbsd || openbsd || solaris
+
+package reuse
+
+import (
+	"net"
+
+	"golang.org/x/sys/unix"
+)
+
+// joinIPv4 joins the IPv4 group on ifi, which these stacks name by its IPv4
+// address.
+func joinIPv4(fd uintptr, ifi *net.Interface, group net.IP) error {
+	s := int(fd)
+	mreq := &unix.IPMreq{}
+	copy(mreq.Multiaddr[:], group)
+	if ifi != nil {
+		ip, err := interfaceIPv4(ifi)
+		if err != nil {
+			return err
+		}
+		copy(mreq.Interface[:], ip)
+	}
+	if err := unix.SetsockoptIPMreq(s, unix.IPPROTO_IP, unix.IP_ADD_MEMBERSHIP, mreq); err != nil {
+		return optError("IP_ADD_MEMBERSHIP", err)
+	}
+	if ifi != nil {
+		if err := unix.SetsockoptInet4Addr(s, unix.IPPROTO_IP, unix.IP_MULTICAST_IF, mreq.Interface); err != nil {
+			return optError("IP_MULTICAST_IF", err)
+		}
+	}
+	return nil
+}
+
+// joinIPv6 joins the IPv6 group on ifi.
+func joinIPv6(fd uintptr, ifi *net.Interface, group net.IP) error {
+	s := int(fd)
+	mreq := &unix.IPv6Mreq{}
+	copy(mreq.Multiaddr[:], group)
+	if ifi != nil {
+		mreq.Interface = uint32(ifi.Index)
+	}
+	if err := unix.SetsockoptIPv6Mreq(s, unix.IPPROTO_IPV6, unix.IPV6_JOIN_GROUP, mreq); err != nil {
+		return optError("IPV6_JOIN_GROUP", err)
+	}
+	if ifi != nil {
+		if err := unix.SetsockoptInt(s, unix.IPPROTO_IPV6, unix.IPV6_MULTICAST_IF, ifi.Index); err != nil {
+			return optError("IPV6_MULTICAST_IF", err)
+		}
+	}
+	return nil
+}

@@ -1,0 +1,12 @@
+//go:build !aix && !darwin && !dragonfly && !freebsd && !linux && !netbsd && !openbsd && !solaris && !windows
+
+package reuse
+
+import "net"
+
+// There are no groups to join here; ListenMulticastUDP fails before, when
+// it asks for the options of its Mode.
+
+func joinIPv4(uintptr, *net.Interface, net.IP) error { return errNoSockets }
+
+func joinIPv6(uintptr, *net.Interface, net.IP) error { return errNoSockets }
