@@ -151,6 +151,11 @@ func StartWorker(t testing.TB, name string, args []string, opts ...WorkerOption)
 			t.Fatalf("worker %s: %v", name, err)
 		}
 	}
+	if emu := Emulator(); emu != "" {
+		if err := underEmulator(cmd, emu); err != nil {
+			t.Fatalf("worker %s: running it under %s: %v", name, emu, err)
+		}
+	}
 	w := &Worker{t: t, name: name, cmd: cmd, lines: make(chan string, 64), stderr: new(strings.Builder), done: make(chan struct{})}
 	stdout, err := cmd.StdoutPipe()
 	if err != nil {
@@ -161,6 +166,9 @@ func StartWorker(t testing.TB, name string, args []string, opts ...WorkerOption)
 	}
 	cmd.Stderr = &lockedWriter{b: w.stderr}
 	if err := cmd.Start(); err != nil {
+		if isExecFormatError(err) {
+			t.Skipf("cannot run the test binary again: %v (under qemu-user without binfmt_misc, set %s=qemu-<arch>, as .ci/bin's wrappers do)", err, envEmulator)
+		}
 		t.Fatalf("starting worker %s: %v", name, err)
 	}
 	go func() {

@@ -1,0 +1,13 @@
+#!/usr/bin/env bash
+# Runs the Linux tests under qemu-user for other architectures, on this
+# machine's kernel: bash .ci/qemu.sh ARCH [go test flags]
+# ARCH is a GOARCH with a wrapper in .ci/bin: arm64, s390x, riscv64, ppc64le,
+# mips64. It installs qemu-user when missing (Debian).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+. .ci/lib.sh
+arch=$1
+shift
+[ -x ".ci/bin/go_linux_${arch}_exec" ] || { echo "no .ci/bin/go_linux_${arch}_exec" >&2; exit 2; }
+need_apt qemu-aarch64 qemu-user
+PATH=$PWD/.ci/bin:$PATH GOOS=linux GOARCH=$arch CGO_ENABLED=0 exec go test ./... "$@"
