@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/sockreuse/reuse"
+	"github.com/sockreuse/reuse/internal/sockettest"
 )
 
 // The fuzz targets call Listen, ListenPacket and Dial with fuzzed networks
@@ -94,6 +95,8 @@ func holdFuzzPort(f *testing.F, c *reuse.Config, serve func(net.Listener)) int {
 // setUpFuzz holds the ports of a fuzz target and starts the poller, whose
 // descriptors stay open for the life of the process.
 func setUpFuzz(f *testing.F) fuzzPorts {
+	// Every target holds UDP ports of its own, and fuzzes udp networks.
+	sockettest.RequireUDP(f)
 	var p fuzzPorts
 	p.bind = holdFuzzPort(f, &reuse.Config{}, nil)
 	p.dial = holdFuzzPort(f, &reuse.Config{Mode: reuse.Exclusive}, func(ln net.Listener) {

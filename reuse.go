@@ -392,6 +392,11 @@ func (c *Config) Dial(ctx context.Context, network, laddr, raddr string) (net.Co
 			return nil, opError("dial", network, raddr, err)
 		}
 	}
+	if len(opts) == 0 {
+		// Nothing to set: leave the Dialer as the caller made it, since a
+		// Control where none is needed fails on js, whose net is simulated.
+		return d.DialContext(ctx, network, raddr)
+	}
 	userCtx, user := c.Dialer.ControlContext, c.Dialer.Control
 	d.Control = nil
 	d.ControlContext = func(ctx context.Context, network, address string, rc syscall.RawConn) error {
@@ -407,7 +412,7 @@ func (c *Config) Dial(ctx context.Context, network, laddr, raddr string) (net.Co
 		return nil
 	}
 	conn, err := d.DialContext(ctx, network, raddr)
-	if err != nil && len(opts) > 0 {
+	if err != nil {
 		err = explainBind(c.Mode, opts, explainTupleInUse(err))
 	}
 	return conn, err

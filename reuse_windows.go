@@ -44,5 +44,9 @@ func setsockoptInt(fd uintptr, level, opt, value int) error {
 
 func isAddrInUse(err error) bool { return errors.Is(err, windows.WSAEADDRINUSE) }
 
-// isTupleInUse reports connect's refusal of a 5-tuple that exists already.
-func isTupleInUse(err error) bool { return isAddrInUse(err) }
+// isTupleInUse reports connect's refusal of a 5-tuple that exists already:
+// WSAEADDRINUSE on Windows; Wine, which follows the Linux kernel under it,
+// says WSAEADDRNOTAVAIL.
+func isTupleInUse(err error) bool {
+	return isAddrInUse(err) || errors.Is(err, windows.WSAEADDRNOTAVAIL)
+}

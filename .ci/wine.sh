@@ -12,6 +12,10 @@ need_apt x86_64-w64-mingw32-dlltool binutils-mingw-w64-x86-64
 .ci/wine/prefix.sh >/dev/null
 go mod download
 export PATH=$PWD/.ci/bin:$PATH GOOS=windows GOARCH=amd64
+# Examples are not run here: several open a second listener on a shared
+# port, which Windows allows and Wine refuses once the first one listens
+# (it applies the Linux rules under it). They are compiled, and run natively.
+set -- -run '^(Test|Fuzz)' "$@"
 # A wineserver left running outside the namespace would own the sockets.
 WINEPREFIX=$(.ci/wine/prefix.sh) "$(dirname "$(.ci/wine/wine64-path.sh)")/wineserver" -w 2>/dev/null || true
 if unshare --net --map-root-user true 2>/dev/null; then

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"github.com/sockreuse/reuse/internal/sockettest"
 	"regexp"
 	"strconv"
 	"strings"
@@ -12,6 +13,10 @@ import (
 // chance that the kernel's hash gives one of 3 workers none of 300 is about
 // 3*(2/3)^300, or 1e-52.
 func TestDemo(t *testing.T) {
+	requireSelfExec(t)
+	if sockettest.IsWine() {
+		t.Skip("Wine refuses a second listener on a port that Windows shares (it applies Linux's rules once a socket listens)")
+	}
 	var out strings.Builder
 	if err := runDemo([]string{"-workers", "3", "-conns", "300"}, &out); err != nil {
 		t.Fatalf("demo: %v\n%s", err, out.String())

@@ -3,6 +3,8 @@ package main
 import (
 	"os"
 	"testing"
+
+	"github.com/sockreuse/reuse/internal/sockettest"
 )
 
 // TestMain lets the test binary serve as the command's own worker
@@ -12,4 +14,15 @@ func TestMain(m *testing.M) {
 		os.Exit(runWorker(name, os.Args[1:]))
 	}
 	os.Exit(m.Run())
+}
+
+// requireSelfExec skips a test in which the command starts itself again (as
+// a worker, another user, or in a private network namespace): under a
+// user-mode emulator without a binfmt_misc handler, the host kernel cannot
+// execute the binary.
+func requireSelfExec(t *testing.T) {
+	t.Helper()
+	if e := sockettest.Emulator(); e != "" {
+		t.Skipf("the command starts itself again, which the host cannot execute under %s (no binfmt_misc handler)", e)
+	}
 }

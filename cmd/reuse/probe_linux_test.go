@@ -18,6 +18,7 @@ func (r *probeReport) inNamespace() bool {
 // package's own tests assert (DESIGN.md, "Known behaviour"): the same facts
 // seen from two sides, so that a change on either side fails a test.
 func TestProbeLinuxMatrix(t *testing.T) {
+	requireSelfExec(t)
 	before := openFDs(t)
 	rep := runProbeJSON(t)
 	if after := openFDs(t); after != before {
@@ -67,6 +68,7 @@ func TestProbeLinuxMatrix(t *testing.T) {
 
 // TestProbeLinuxFacts checks the probe's facts against the package's claims.
 func TestProbeLinuxFacts(t *testing.T) {
+	requireSelfExec(t)
 	rep := runProbeJSON(t)
 	for _, f := range rep.Facts {
 		t.Logf("%s: %s %s", f.Name, f.Value, f.Detail)
@@ -104,6 +106,7 @@ const (
 // TestREADMETable checks that the Linux table in the README is what the
 // probe prints on this kernel.
 func TestREADMETable(t *testing.T) {
+	requireSelfExec(t)
 	data, err := os.ReadFile("../../README.md")
 	if err != nil {
 		t.Fatal(err)

@@ -68,6 +68,7 @@ func (r *probeReport) fact(t *testing.T, name string) string {
 // TestProbeRows checks that the probe made every row it lists: the
 // same-address rows on every OS, the wildcard rows only with a reason.
 func TestProbeRows(t *testing.T) {
+	requireSelfExec(t)
 	rep := runProbeJSON(t)
 	if got, want := len(rep.Binds), len(matrixRows()); got != want {
 		t.Errorf("the probe printed %d rows, want %d", got, want)
@@ -97,6 +98,7 @@ func TestProbeRows(t *testing.T) {
 // ListenPacket: the probe sets the options with Config.Control on sockets
 // of its own, the package through net; both must meet the same answer.
 func TestProbeAgreesWithPackage(t *testing.T) {
+	requireSelfExec(t)
 	rep := runProbeJSON(t)
 	modes := map[string]reuse.Mode{"Share": reuse.Share, "Exclusive": reuse.Exclusive}
 	ctx := context.Background()
@@ -155,6 +157,7 @@ func resultOf(err error) string {
 // TestProbeBindWorker checks the worker the probe runs as another user:
 // it answers each request and exits when its stdin closes.
 func TestProbeBindWorker(t *testing.T) {
+	requireSelfExec(t)
 	cmd, err := workerCommand("probe-bind")
 	if err != nil {
 		t.Fatal(err)
