@@ -133,7 +133,8 @@ func plainTCP(tl *net.TCPListener) (syscall.RawConn, error) {
 // groupSize counts the listening sockets of the current network namespace
 // on the same local address and port as the socket behind rc, of the same
 // family and owner: the members of its SO_REUSEPORT group. It reads
-// /proc/net/tcp or tcp6, which list every socket of the namespace.
+// /proc/net/tcp or tcp6, which list every socket of the namespace,
+// listening ones first.
 func groupSize(rc syscall.RawConn) (int, error) {
 	var sa unix.Sockaddr
 	var serr error
@@ -160,10 +161,16 @@ func groupSize(rc syscall.RawConn) (int, error) {
 	uid := strconv.Itoa(os.Geteuid())
 	n := 0
 	sc := bufio.NewScanner(f)
+	sc.Scan() // the header
 	for sc.Scan() {
 		// sl local_address rem_address st tx_queue:rx_queue tr:tm->when retrnsmt uid ...
 		fields := strings.Fields(sc.Text())
-		if len(fields) > 7 && fields[1] == local && fields[3] == "0A" && fields[7] == uid {
+		if len(fields) <= 7 || fields[3] != "0A" {
+			// The kernel lists the listening sockets first; stop before
+			// it walks the (maybe huge) table of connections.
+			break
+		}
+		if fields[1] == local && fields[7] == uid {
 			n++
 		}
 	}

@@ -17,6 +17,7 @@ import (
 
 	"github.com/sockreuse/reuse"
 	"github.com/sockreuse/reuse/internal/sockettest"
+	"golang.org/x/sys/unix"
 )
 
 func init() { sockettest.Register("handover", handoverWorker) }
@@ -154,7 +155,6 @@ func restartUnderLoad(t *testing.T, migrate, handover bool) *loadCounts {
 			}
 		}()
 	}
-	start := time.Now()
 	for i := 0; i < handovers; i++ {
 		next := sockettest.StartWorker(t, "handover", []string{addr})
 		next.Expect("addr ", 10*time.Second)
@@ -173,7 +173,6 @@ func restartUnderLoad(t *testing.T, migrate, handover bool) *loadCounts {
 			next.Send("release")
 			next.Expect("released", 10*time.Second)
 		}
-		t.Logf("handover %d done at %v: %v", i+1, time.Since(start).Round(time.Millisecond), counts)
 		old = next
 	}
 	close(stop)
@@ -254,4 +253,157 @@ func TestNaiveCloseUnderLoadResets(t *testing.T) {
 	if counts.reset.Load() == 0 {
 		t.Errorf("%d naive restarts reset no connection: %v", handovers, counts)
 	}
+}
+
+// TestTakeOverSteersAndReleases checks that after TakeOver every connection
+// reaches the new listener, and that after Release the hash spreads them
+// again. 200 connections: under the hash, all landing on one of two
+// listeners has probability 2^-199.
+func TestTakeOverSteersAndReleases(t *testing.T) {
+	cfg := plainConfig()
+	oldLn, err := cfg.Listen(context.Background(), "tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer oldLn.Close()
+	newLn, err := cfg.Listen(context.Background(), "tcp", oldLn.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer newLn.Close()
+	tk, err := reuse.TakeOver(newLn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got, want := countAccepted(t, oldLn, newLn, 200), [2]int{0, 200}; got != want {
+		t.Errorf("after TakeOver, (old, new) accepted %v, want %v", got, want)
+	}
+	if err := tk.Release(); err != nil {
+		t.Fatal(err)
+	}
+	if got := countAccepted(t, oldLn, newLn, 200); got[0] == 0 || got[1] == 0 {
+		t.Errorf("after Release, (old, new) accepted %v, want both some", got)
+	}
+}
+
+// countAccepted dials n connections to a's address and counts how many
+// each of a and b accepted.
+func countAccepted(t *testing.T, a, b net.Listener, n int) [2]int {
+	t.Helper()
+	var got [2]int
+	var mu sync.Mutex
+	var wg sync.WaitGroup
+	for i, ln := range []net.Listener{a, b} {
+		i, ln := i, ln
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for {
+				c, err := ln.(*net.TCPListener).AcceptTCP()
+				if err != nil {
+					return
+				}
+				mu.Lock()
+				got[i]++
+				mu.Unlock()
+				c.Close()
+			}
+		}()
+	}
+	for i := 0; i < n; i++ {
+		c, err := net.Dial("tcp", a.Addr().String())
+		if err != nil {
+			t.Fatal(err)
+		}
+		c.Close()
+	}
+	for {
+		mu.Lock()
+		total := got[0] + got[1]
+		mu.Unlock()
+		if total == n {
+			break
+		}
+		time.Sleep(time.Millisecond)
+	}
+	// Stop the accept loops without closing: a deadline in the past.
+	for _, ln := range []net.Listener{a, b} {
+		_ = ln.(*net.TCPListener).SetDeadline(time.Now())
+	}
+	wg.Wait()
+	for _, ln := range []net.Listener{a, b} {
+		_ = ln.(*net.TCPListener).SetDeadline(time.Time{})
+	}
+	return got
+}
+
+func TestTakeOverErrors(t *testing.T) {
+	alone, err := plainConfig().Listen(context.Background(), "tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer alone.Close()
+	fds := sockettest.OpenFDs(t) // after the first socket, which opens the poller
+	if _, err := reuse.TakeOver(alone); err == nil || !strings.Contains(err.Error(), "exactly one other listener") {
+		t.Errorf("TakeOver of a listener alone on its port: %v, want an error naming the one other listener it needs", err)
+	}
+	t.Run("MPTCP", func(t *testing.T) {
+		var mptcp reuse.Config
+		mptcp.ListenConfig.SetMultipathTCP(true)
+		m, err := mptcp.Listen(context.Background(), "tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer m.Close()
+		if !isMPTCP(t, m) {
+			t.Skipf("the kernel gave a plain TCP listener: MPTCP is off here (net.mptcp.enabled)")
+		}
+		if _, err := reuse.TakeOver(m); !errors.Is(err, errors.ErrUnsupported) || !strings.Contains(err.Error(), "MPTCP") {
+			t.Errorf("TakeOver of an MPTCP listener: %v, want an error naming MPTCP and wrapping errors.ErrUnsupported", err)
+		}
+	})
+	unixLn, err := net.Listen("unix", t.TempDir()+"/sock")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer unixLn.Close()
+	if _, err := reuse.TakeOver(unixLn); err == nil || !strings.Contains(err.Error(), "*net.UnixListener") {
+		t.Errorf("TakeOver of a unix listener: %v, want an error naming its type", err)
+	}
+	if err := reuse.WaitDrained(context.Background(), alone, 0); err == nil || !strings.Contains(err.Error(), "quiet period") {
+		t.Errorf("WaitDrained with no quiet period: %v, want an error naming it", err)
+	}
+	unixLn.Close()
+	if got := sockettest.OpenFDs(t); got != fds {
+		t.Errorf("open descriptors: %d after the errors, %d before", got, fds)
+	}
+}
+
+func TestMigratesQueue(t *testing.T) {
+	if !sockettest.RunInNetNS(t) {
+		return
+	}
+	for _, v := range []string{"1", "0"} {
+		writeSysctl(t, "net/ipv4/tcp_migrate_req", v)
+		got, err := reuse.MigratesQueue()
+		if err != nil || got != (v == "1") {
+			t.Errorf("with tcp_migrate_req=%s, MigratesQueue() = %v, %v; want %v", v, got, err, v == "1")
+		}
+	}
+}
+
+func isMPTCP(t *testing.T, ln net.Listener) bool {
+	rc, err := ln.(*net.TCPListener).SyscallConn()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var proto int
+	var serr error
+	if err := rc.Control(func(fd uintptr) { proto, serr = unix.GetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_PROTOCOL) }); err != nil {
+		t.Fatal(err)
+	}
+	if serr != nil {
+		t.Fatal(serr)
+	}
+	return proto == unix.IPPROTO_MPTCP
 }
