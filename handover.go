@@ -126,4 +126,4 @@ func tcpListener(op string, ln net.Listener) (*net.TCPListener, error) {
 
 // errMPTCP is the error for an MPTCP listener, whose group the kernel does
 // not let a program steer.
-var errMPTCP = fmt.Errorf("%san MPTCP listener cannot steer its group (SO_ATTACH_REUSEPORT_CBPF fails with EOPNOTSUPP); listen with net.ListenConfig.SetMultipathTCP(false): %w", errPrefix, errors.ErrUnsupported)
+var errMPTCP = fmt.Errorf("%sthe listener is MPTCP, which a handover does not support (the kernel refuses SO_ATTACH_REUSEPORT_CBPF on it); listen with net.ListenConfig.SetMultipathTCP(false): %w", errPrefix, errors.ErrUnsupported)

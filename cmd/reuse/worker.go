@@ -12,7 +12,8 @@ const envWorker = "REUSE_CMD_WORKER"
 // workers maps a worker name to its body; it reads commands on stdin and
 // ends when stdin closes, so that no worker outlives the command.
 var workers = map[string]func(args []string) error{
-	"demo": demoWorker,
+	"demo":    demoWorker,
+	"restart": restartWorker,
 }
 
 func runWorker(name string, args []string) int {
