@@ -144,4 +144,3 @@ func ExampleMigratesQueue() {
 		fmt.Println("closing a shared listener resets its queue: hand over with TakeOver and WaitDrained")
 	}
 }
-

@@ -13,7 +13,6 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
-	"syscall"
 	"time"
 
 	"github.com/sockreuse/reuse"
@@ -109,11 +108,11 @@ func runRestart(args []string, stdout io.Writer) error {
 					return
 				}
 				switch connectAndRead(addr) {
-				case nil:
+				case "":
 					served.Add(1)
-				case syscall.ECONNREFUSED:
+				case "refused":
 					refused.Add(1)
-				case syscall.ECONNRESET:
+				case "reset":
 					reset.Add(1)
 				default:
 					other.Add(1)
@@ -162,23 +161,25 @@ func runRestart(args []string, stdout io.Writer) error {
 	return nil
 }
 
-// connectAndRead opens one connection, reads the server's line and closes;
-// it returns nil when served, else the errno that ended it, or the error.
-func connectAndRead(addr string) error {
+// connectAndRead opens one connection, reads the server's line and closes.
+// It returns "" when served, else "refused", "reset" or the error's text.
+// It matches the errors' text: plan9's syscall package has no errno values.
+func connectAndRead(addr string) string {
 	c, err := net.DialTimeout("tcp", addr, 10*time.Second)
 	if err == nil {
 		defer c.Close()
 		_ = c.SetDeadline(time.Now().Add(10 * time.Second))
 		_, err = bufio.NewReader(c).ReadString('\n')
 	}
-	var errno syscall.Errno
-	if errors.As(err, &errno) {
-		return errno
+	switch {
+	case err == nil:
+		return ""
+	case strings.Contains(err.Error(), "connection refused"):
+		return "refused"
+	case strings.Contains(err.Error(), "connection reset"), errors.Is(err, io.EOF):
+		return "reset" // EOF: closed before the server wrote a line
 	}
-	if errors.Is(err, io.EOF) {
-		return syscall.ECONNRESET // closed before it wrote a line
-	}
-	return err
+	return err.Error()
 }
 
 // restartWorker listens on args[0], prints its address, serves each
