@@ -21,8 +21,9 @@ type subcommand struct {
 
 // subcommands maps each verb to its implementation; each lives in a file of its own.
 var subcommands = map[string]subcommand{
-	"probe": {"bind real sockets and print this machine's port-sharing rules (-json, -markdown)", runProbe},
-	"demo":  {"N worker processes share one loopback port; M connections show how the kernel spreads them", runDemo},
+	"demo":    {"N worker processes share one loopback port; M connections show how the kernel spreads them", runDemo},
+	"probe":   {"bind real sockets and print this machine's port-sharing rules (-json, -markdown)", runProbe},
+	"restart": {"restart a server under load N times, with a handover or (-naive) without; count lost connections", runRestart},
 }
 
 func main() {

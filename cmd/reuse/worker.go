@@ -15,6 +15,7 @@ var workers = map[string]func(args []string) error{
 	"demo":        demoWorker,
 	"probe-bind":  probeBindWorker,  // the probe's other user
 	"probe-netns": probeNetNSWorker, // the probe in a private network namespace
+	"restart":     restartWorker,
 }
 
 func runWorker(name string, args []string) int {
