@@ -181,8 +181,10 @@ func checkNoLeak(t *testing.T, call string, before int) {
 	}
 	deadline := time.Now().Add(5 * time.Second)
 	for {
+		// Fewer is no leak: the fuzz targets' servers close the connections
+		// of earlier calls as they go.
 		now := openFDs(t)
-		if now == before {
+		if now <= before {
 			return
 		}
 		if time.Now().After(deadline) {
