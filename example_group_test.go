@@ -4,10 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"log"
 	"net"
-	"net/http"
 	"runtime"
 	"sync"
 
@@ -67,48 +65,6 @@ func ExampleConfig_ListenPacketGroup() {
 	}
 	wg.Wait()
 	// Output: ping
-}
-
-// A web server runs one http.Server per listener of a group on one port.
-func ExampleConfig_ListenGroup() {
-	var c reuse.Config
-	lns, err := c.ListenGroup(context.Background(), "tcp", "127.0.0.1:0", 2)
-	if err != nil {
-		log.Fatal(err)
-	}
-	hello := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		fmt.Fprintln(w, "hello from one port")
-	})
-	var servers []*http.Server
-	served := make(chan error, len(lns))
-	for _, ln := range lns {
-		srv := &http.Server{Handler: hello}
-		servers = append(servers, srv)
-		go func(ln net.Listener) { served <- srv.Serve(ln) }(ln)
-	}
-
-	resp, err := http.Get("http://" + lns[0].Addr().String() + "/")
-	if err != nil {
-		log.Fatal(err)
-	}
-	body, err := io.ReadAll(resp.Body)
-	resp.Body.Close()
-	if err != nil {
-		log.Fatal(err)
-	}
-	fmt.Print(string(body))
-
-	for _, srv := range servers {
-		if err := srv.Shutdown(context.Background()); err != nil {
-			log.Fatal(err)
-		}
-	}
-	for range servers {
-		if err := <-served; err != http.ErrServerClosed {
-			log.Fatal(err)
-		}
-	}
-	// Output: hello from one port
 }
 
 func ExampleListenGroup() {

@@ -3,10 +3,8 @@ package reuse_test
 import (
 	"context"
 	"fmt"
-	"io"
 	"log"
 	"net"
-	"net/http"
 
 	"github.com/sockreuse/reuse"
 )
@@ -199,44 +197,3 @@ func ExampleConfig_Dial() {
 	// Output: connected
 }
 
-// Two http.Servers serve one port; on Linux the kernel spreads the
-// connections across them, and either can be restarted while the other
-// serves.
-func ExampleListen_httpServe() {
-	handler := func(name string) http.Handler {
-		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-			fmt.Fprintln(w, "hello from", name)
-		})
-	}
-	first, err := reuse.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		log.Fatal(err)
-	}
-	second, err := reuse.Listen("tcp", first.Addr().String())
-	if err != nil {
-		log.Fatal(err)
-	}
-	servers := []*http.Server{{Handler: handler("first")}, {Handler: handler("second")}}
-	for i, ln := range []net.Listener{first, second} {
-		srv := servers[i]
-		ln := ln
-		go func() {
-			if err := srv.Serve(ln); err != http.ErrServerClosed {
-				log.Print(err)
-			}
-		}()
-		defer srv.Close()
-	}
-
-	resp, err := http.Get("http://" + first.Addr().String())
-	if err != nil {
-		log.Fatal(err)
-	}
-	defer resp.Body.Close()
-	body, err := io.ReadAll(resp.Body)
-	if err != nil {
-		log.Fatal(err)
-	}
-	fmt.Println(len(body) > 0)
-	// Output: true
-}

@@ -95,7 +95,8 @@ func holdFuzzPort(f *testing.F, c *reuse.Config, serve func(net.Listener)) int {
 // setUpFuzz holds the ports of a fuzz target and starts the poller, whose
 // descriptors stay open for the life of the process.
 func setUpFuzz(f *testing.F) fuzzPorts {
-	// Every target holds UDP ports of its own, and fuzzes udp networks.
+	// Every target holds TCP and UDP ports of its own.
+	requireSockets(f)
 	sockettest.RequireUDP(f)
 	var p fuzzPorts
 	p.bind = holdFuzzPort(f, &reuse.Config{}, nil)

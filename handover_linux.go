@@ -56,8 +56,13 @@ func takeOver(tl *net.TCPListener) error {
 	}
 	if serr != nil {
 		err := fmt.Errorf("%ssteering the port's group: %w", errPrefix, os.NewSyscallError("setsockopt SO_ATTACH_REUSEPORT_CBPF", serr))
-		if errors.Is(serr, unix.EOPNOTSUPP) {
+		switch {
+		case errors.Is(serr, unix.EOPNOTSUPP):
 			err = fmt.Errorf("%w (is the other listener MPTCP?)", err)
+		case errors.Is(serr, unix.ENOPROTOOPT):
+			// Linux before 4.5 lacks the option (and so does qemu-user's
+			// translation of setsockopt).
+			err = fmt.Errorf("%w: %w", err, errors.ErrUnsupported)
 		}
 		return err
 	}

@@ -14,7 +14,7 @@ import (
 )
 
 // requireSockets skips the test where the OS has no sockets to share.
-func requireSockets(t *testing.T) {
+func requireSockets(t testing.TB) {
 	t.Helper()
 	ln, err := reuse.Listen("tcp4", "127.0.0.1:0")
 	if errors.Is(err, errors.ErrUnsupported) {

@@ -2,6 +2,7 @@ package main
 
 import (
 	"os"
+	"runtime"
 	"testing"
 
 	"github.com/sockreuse/reuse/internal/sockettest"
@@ -22,6 +23,9 @@ func TestMain(m *testing.M) {
 // execute the binary.
 func requireSelfExec(t *testing.T) {
 	t.Helper()
+	if _, err := os.Executable(); err != nil {
+		t.Skipf("the command starts itself again, which %s cannot: %v", runtime.GOOS, err)
+	}
 	if e := sockettest.Emulator(); e != "" {
 		t.Skipf("the command starts itself again, which the host cannot execute under %s (no binfmt_misc handler)", e)
 	}
