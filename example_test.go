@@ -196,4 +196,3 @@ func ExampleConfig_Dial() {
 	fmt.Println("connected")
 	// Output: connected
 }
-
