@@ -61,7 +61,7 @@ func (c *Config) ListenMulticastUDP(ctx context.Context, network string, ifi *ne
 	}
 	var conn *net.UDPConn
 	if c.Mode == Share {
-		conn, err = listenFreshPort(ctx, c, bindNetwork, wildcard, listen)
+		conn, err = listenFreshPort(ctx, bindNetwork, wildcard, listen)
 	} else {
 		conn, err = listen(wildcard)
 	}

@@ -254,7 +254,7 @@ func (c *Config) Listen(ctx context.Context, network, address string) (net.Liste
 	lc.Control = listenControl(opts, c.ListenConfig.Control)
 	return bindAny(ctx, c, opts, network, address, func(address string) (net.Listener, error) {
 		if c.Mode == Share {
-			return listenFreshPort(ctx, c, network, address, func(addr string) (net.Listener, error) {
+			return listenFreshPort(ctx, network, address, func(addr string) (net.Listener, error) {
 				return lc.Listen(ctx, network, addr)
 			})
 		}
@@ -277,7 +277,7 @@ func (c *Config) ListenPacket(ctx context.Context, network, address string) (net
 	lc.Control = listenControl(opts, c.ListenConfig.Control)
 	return bindAny(ctx, c, opts, network, address, func(address string) (net.PacketConn, error) {
 		if c.Mode == Share {
-			return listenFreshPort(ctx, c, network, address, func(addr string) (net.PacketConn, error) {
+			return listenFreshPort(ctx, network, address, func(addr string) (net.PacketConn, error) {
 				return lc.ListenPacket(ctx, network, addr)
 			})
 		}
@@ -295,14 +295,13 @@ const freshPortTries = 8
 // the new socket would silently join that group. An Exclusive socket sets no
 // sharing option, so the port the kernel gives it is held by nobody; it is
 // closed just before the shared bind takes the port over.
-func listenFreshPort[T interface{ Close() error }](ctx context.Context, c *Config, network, address string, listen func(string) (T, error)) (T, error) {
+func listenFreshPort[T interface{ Close() error }](ctx context.Context, network, address string, listen func(string) (T, error)) (T, error) {
 	host, port, err := net.SplitHostPort(address)
 	if err != nil || !isZeroPort(port) {
 		// net reports a malformed address; a fixed port is shared on purpose.
 		return listen(address)
 	}
 	excl := Config{Mode: Exclusive}
-	excl.ListenConfig.KeepAlive = c.ListenConfig.KeepAlive
 	var zero T
 	for try := 1; ; try++ {
 		reserved, err := excl.reservePort(ctx, network, address)
