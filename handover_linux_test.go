@@ -223,6 +223,8 @@ func writeSysctl(t *testing.T, name, value string) {
 }
 
 func TestHandoverUnderLoadMigrating(t *testing.T) {
+	// Each load runs in a namespace of its own: the three overlap.
+	t.Parallel()
 	if !sockettest.RunInNetNS(t) {
 		return
 	}
@@ -234,6 +236,8 @@ func TestHandoverUnderLoadMigrating(t *testing.T) {
 }
 
 func TestHandoverUnderLoadNotMigrating(t *testing.T) {
+	// Each load runs in a namespace of its own: the three overlap.
+	t.Parallel()
 	if !sockettest.RunInNetNS(t) {
 		return
 	}
@@ -247,6 +251,8 @@ func TestHandoverUnderLoadNotMigrating(t *testing.T) {
 // TestNaiveCloseUnderLoadResets shows the problem: without a handover and
 // without migration, the old listener's queue is reset when it closes.
 func TestNaiveCloseUnderLoadResets(t *testing.T) {
+	// Each load runs in a namespace of its own: the three overlap.
+	t.Parallel()
 	if !sockettest.RunInNetNS(t) {
 		return
 	}
