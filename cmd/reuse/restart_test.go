@@ -2,6 +2,7 @@ package main
 
 import (
 	"regexp"
+	"runtime"
 	"strconv"
 	"strings"
 	"testing"
@@ -25,6 +26,9 @@ func restartCounts(t *testing.T, out string) map[string]int {
 // package's handover tests assert under longer loads).
 func TestRestart(t *testing.T) {
 	requireSelfExec(t)
+	if runtime.GOOS != "linux" {
+		t.Skipf("the handover (reuse.TakeOver) is Linux's; on %s it fails with errors.ErrUnsupported", runtime.GOOS)
+	}
 	for _, naive := range []bool{false, true} {
 		args := []string{"-handovers", "5"}
 		if naive {
