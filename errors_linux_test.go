@@ -20,17 +20,7 @@ import (
 func TestErrors(t *testing.T) {
 	ctx := context.Background()
 	excl := &reuse.Config{Mode: reuse.Exclusive}
-	held, err := excl.Listen(ctx, "tcp4", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer held.Close()
-	heldUDP, err := excl.ListenPacket(ctx, "udp4", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer heldUDP.Close()
-	addr, udpAddr := held.Addr().String(), heldUDP.LocalAddr().String()
+	addr, udpAddr := holdExclusive(t)
 
 	// A local address held by a connection to held, for the 5-tuple case.
 	first, err := reuse.Dial("tcp4", "127.0.0.1:0", addr)
@@ -196,4 +186,23 @@ func addrString(a net.Addr) string {
 		return ""
 	}
 	return a.String()
+}
+
+// holdExclusive holds a TCP and a UDP port on 127.0.0.1 under Exclusive until
+// the test ends, and returns their addresses.
+func holdExclusive(t *testing.T) (tcpAddr, udpAddr string) {
+	t.Helper()
+	ctx := context.Background()
+	excl := &reuse.Config{Mode: reuse.Exclusive}
+	held, err := excl.Listen(ctx, "tcp4", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { held.Close() })
+	heldUDP, err := excl.ListenPacket(ctx, "udp4", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { heldUDP.Close() })
+	return held.Addr().String(), heldUDP.LocalAddr().String()
 }

@@ -112,17 +112,7 @@ func TestStressListenClose(t *testing.T) {
 func TestStressFailingCalls(t *testing.T) {
 	ctx := context.Background()
 	excl := &reuse.Config{Mode: reuse.Exclusive}
-	held, err := excl.Listen(ctx, "tcp4", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer held.Close()
-	heldUDP, err := excl.ListenPacket(ctx, "udp4", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer heldUDP.Close()
-	addr, udpAddr := held.Addr().String(), heldUDP.LocalAddr().String()
+	addr, udpAddr := holdExclusive(t)
 	retry := &reuse.Config{Retry: reuse.RetryPolicy{Attempts: 2, Initial: time.Microsecond}, Fallback: []string{"127.0.0.1:65536"}}
 	bad := &reuse.Config{Mode: reuse.Mode(7)}
 
