@@ -34,19 +34,5 @@ func joinIPv4(fd uintptr, ifi *net.Interface, group net.IP) error {
 
 // joinIPv6 joins the IPv6 group on ifi.
 func joinIPv6(fd uintptr, ifi *net.Interface, group net.IP) error {
-	s := int(fd)
-	mreq := &unix.IPv6Mreq{}
-	copy(mreq.Multiaddr[:], group)
-	if ifi != nil {
-		mreq.Interface = uint32(ifi.Index)
-	}
-	if err := unix.SetsockoptIPv6Mreq(s, unix.IPPROTO_IPV6, unix.IPV6_JOIN_GROUP, mreq); err != nil {
-		return optError("IPV6_JOIN_GROUP", err)
-	}
-	if ifi != nil {
-		if err := unix.SetsockoptInt(s, unix.IPPROTO_IPV6, unix.IPV6_MULTICAST_IF, ifi.Index); err != nil {
-			return optError("IPV6_MULTICAST_IF", err)
-		}
-	}
-	return nil
+	return joinIPv6Group(int(fd), ifi, group)
 }

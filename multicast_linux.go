@@ -39,18 +39,5 @@ func joinIPv6(fd uintptr, ifi *net.Interface, group net.IP) error {
 	if err := unix.SetsockoptInt(s, unix.IPPROTO_IPV6, unix.IPV6_MULTICAST_ALL, 0); err != nil && !errors.Is(err, unix.ENOPROTOOPT) {
 		return optError("IPV6_MULTICAST_ALL", err)
 	}
-	mreq := &unix.IPv6Mreq{}
-	copy(mreq.Multiaddr[:], group)
-	if ifi != nil {
-		mreq.Interface = uint32(ifi.Index)
-	}
-	if err := unix.SetsockoptIPv6Mreq(s, unix.IPPROTO_IPV6, unix.IPV6_JOIN_GROUP, mreq); err != nil {
-		return optError("IPV6_JOIN_GROUP", err)
-	}
-	if ifi != nil {
-		if err := unix.SetsockoptInt(s, unix.IPPROTO_IPV6, unix.IPV6_MULTICAST_IF, ifi.Index); err != nil {
-			return optError("IPV6_MULTICAST_IF", err)
-		}
-	}
-	return nil
+	return joinIPv6Group(s, ifi, group)
 }

@@ -2,55 +2,17 @@ package reuse_test
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"net"
 	"strconv"
-	"syscall"
 	"testing"
 	"time"
 
 	"github.com/google/go-cmp/cmp"
-	"golang.org/x/sys/unix"
 
 	"github.com/sockreuse/reuse"
 	"github.com/sockreuse/reuse/internal/sockettest"
 )
-
-func init() {
-	sockettest.Register("udp-reuseaddr-receiver", udpReuseAddrReceiver)
-}
-
-// udpReuseAddrReceiver is a worker: it binds udp4 0.0.0.0:args[0] with
-// SO_REUSEADDR alone, as any program may, prints "ready", and once no
-// datagram came for a second, "got N".
-func udpReuseAddrReceiver(args []string) error {
-	lc := net.ListenConfig{Control: func(network, address string, rc syscall.RawConn) error {
-		var serr error
-		err := rc.Control(func(fd uintptr) { serr = unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_REUSEADDR, 1) })
-		return errors.Join(err, serr)
-	}}
-	pc, err := lc.ListenPacket(context.Background(), "udp4", "0.0.0.0:"+args[0])
-	if err != nil {
-		fmt.Printf("ready refused: %v\n", err)
-		return nil
-	}
-	defer pc.Close()
-	fmt.Println("ready ok")
-	n := 0
-	buf := make([]byte, 64)
-	for {
-		if err := pc.SetReadDeadline(time.Now().Add(time.Second)); err != nil {
-			return err
-		}
-		if _, _, err := pc.ReadFrom(buf); err != nil {
-			break
-		}
-		n++
-	}
-	fmt.Printf("got %d\n", n)
-	return nil
-}
 
 // TestHijackMulticastOtherUser pins what doc.go says of multicast under Share
 // on Linux: SO_REUSEADDR lets a receiver of another user join the group on
@@ -90,9 +52,10 @@ func TestHijackMulticastOtherUser(t *testing.T) {
 		t.Errorf("uid 65534's receiver of the group got %s, want A=%d", got, sent)
 	}
 
-	hijacker := sockettest.StartWorker(t, "udp-reuseaddr-receiver", []string{strconv.Itoa(group.Port)}, sockettest.AsUser(65534, 65534))
-	if got := hijacker.Expect("ready ", 10*time.Second); got != "ok" {
-		t.Fatalf("uid 65534 binding the port with SO_REUSEADDR alone: %s, want ok", got)
+	// The security tests' worker: a plain socket with SO_REUSEADDR alone.
+	hijacker := sockettest.StartWorker(t, "bind", []string{"reuseaddr", "udp4", "0.0.0.0:" + strconv.Itoa(group.Port)}, sockettest.AsUser(65534, 65534))
+	if got := hijacker.Expect("", 10*time.Second); got != "bound" {
+		t.Fatalf("uid 65534 binding the port with SO_REUSEADDR alone: %s, want bound", got)
 	}
 	uni, err := net.Dial("udp4", "127.0.0.1:"+strconv.Itoa(group.Port))
 	if err != nil {
@@ -104,7 +67,7 @@ func TestHijackMulticastOtherUser(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	got := hijacker.Expect("got ", 10*time.Second)
+	got := hijacker.Expect("received ", 10*time.Second)
 	t.Logf("unicast datagrams to the port taken by uid 65534's SO_REUSEADDR socket: %s of %d", got, sent)
 	if got == "0" {
 		t.Errorf("uid 65534's socket took none of %d unicast datagrams; doc.go says it takes them", sent)
