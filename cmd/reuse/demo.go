@@ -8,7 +8,6 @@ import (
 	"io"
 	"net"
 	"os"
-	"os/exec"
 	"strconv"
 	"strings"
 	"sync"
@@ -24,48 +23,30 @@ func runDemo(args []string, stdout io.Writer) error {
 	nWorkers := fs.Int("workers", 4, "worker processes sharing the port")
 	nConns := fs.Int("conns", 1000, "connections to open")
 	addr := fs.String("addr", "127.0.0.1:0", "loopback address to share (port 0: any free port)")
-	if err := fs.Parse(args); err != nil {
+	if err := parseArgs(fs, args); err != nil {
 		return err
 	}
 	if *nWorkers < 1 || *nConns < 1 {
-		return errors.New("-workers and -conns must be at least 1")
-	}
-	type worker struct {
-		cmd   *exec.Cmd
-		stdin io.WriteCloser
-		pid   int
+		return badFlag(fs, "-workers and -conns must be at least 1")
 	}
 	var ws []*worker
 	defer func() {
 		for _, w := range ws {
-			_ = w.stdin.Close() // the worker exits when its stdin closes
-			_ = w.cmd.Wait()
+			_ = w.stop()
 		}
 	}()
 	shared := *addr
 	for i := 0; i < *nWorkers; i++ {
-		cmd, err := workerCommand("demo", shared)
+		w, err := startWorker("demo", []string{shared})
 		if err != nil {
 			return err
 		}
-		stdin, err := cmd.StdinPipe()
-		if err != nil {
-			return err
-		}
-		out, err := cmd.StdoutPipe()
-		if err != nil {
-			return err
-		}
-		if err := cmd.Start(); err != nil {
-			return err
-		}
-		w := &worker{cmd: cmd, stdin: stdin, pid: cmd.Process.Pid}
 		ws = append(ws, w)
-		line, err := bufio.NewReader(out).ReadString('\n')
+		line, err := w.ask("")
 		if err != nil {
-			return fmt.Errorf("worker %d (pid %d) did not start listening", i+1, w.pid)
+			return fmt.Errorf("worker %d did not start listening: %v", i+1, err)
 		}
-		shared = strings.TrimSpace(line) // the first worker fixes port 0
+		shared = line // the first worker fixes port 0
 	}
 	fmt.Fprintf(stdout, "%d worker processes listen on %s with reuse.Listen (Share)\n", len(ws), shared)
 
@@ -91,24 +72,27 @@ func runDemo(args []string, stdout io.Writer) error {
 			}
 		}()
 	}
+	prog := newProgress("demo: connections", *nConns)
 	for i := 0; i < *nConns; i++ {
 		jobs <- struct{}{}
+		prog.add(1)
 	}
 	close(jobs)
 	wg.Wait()
+	prog.end()
 	elapsed := time.Since(start)
 
 	fmt.Fprintf(stdout, "%d connections in %v, each from a new source port:\n\n", *nConns, elapsed.Round(time.Millisecond))
 	fmt.Fprintf(stdout, "  worker  pid      accepted  share\n")
 	most := 0
 	for _, w := range ws {
-		most = max(most, counts[w.pid])
+		most = max(most, counts[w.pid()])
 	}
 	for i, w := range ws {
-		n := counts[w.pid]
+		n := counts[w.pid()]
 		pct := 100 * float64(n) / float64(*nConns)
 		// Bars are scaled to the busiest worker, so that small differences show.
-		fmt.Fprintf(stdout, "  %-6d  %-7d  %8d  %5.1f%%  %s\n", i+1, w.pid, n, pct, bar(n, most, 40))
+		fmt.Fprintf(stdout, "  %-6d  %-7d  %8d  %5.1f%%  %s\n", i+1, w.pid(), n, pct, bar(n, most, 40))
 	}
 	if failed > 0 {
 		fmt.Fprintf(stdout, "\n  %d connections failed\n", failed)

@@ -1,21 +1,17 @@
 package main
 
 import (
-	"bufio"
-	"bytes"
-	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime/debug"
 	"strconv"
 	"strings"
 	"syscall"
-	"time"
 
 	"golang.org/x/sys/unix"
 
@@ -135,28 +131,27 @@ func probeNetNSWorker([]string) error {
 // inNetNS runs probeNetNSWorker in a child in a private network namespace.
 // It returns ok == false, with the reason, where no namespace can be made.
 func inNetNS() (res nsResult, why string, ok bool, err error) {
-	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
-	defer cancel()
-	exe, err := os.Executable()
+	w, err := startWorker("probe-netns", nil, func(cmd *exec.Cmd) (func(), error) {
+		cmd.SysProcAttr = netns.Attr()
+		return nil, nil
+	})
 	if err != nil {
+		if netns.IsRefusal(err) {
+			return res, fmt.Sprintf("the kernel or a sandbox refuses a private user and network namespace (%v)", err), false, nil
+		}
 		return res, "", false, err
 	}
-	cmd := exec.CommandContext(ctx, exe)
-	cmd.Env = append(os.Environ(), envWorker+"=probe-netns")
-	cmd.SysProcAttr = netns.Attr()
-	var stdout, stderr bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &stdout, &stderr
-	err = cmd.Run()
-	var exit *exec.ExitError
+	line, err := w.ask("")
+	serr := w.stop()
 	switch {
-	case err != nil && cmd.Process == nil && netns.IsRefusal(err):
-		return res, fmt.Sprintf("the kernel or a sandbox refuses a private user and network namespace (%v)", err), false, nil
-	case errors.As(err, &exit) && exit.ExitCode() == exitNoNetNS:
-		return res, "the private network namespace cannot be set up: " + strings.TrimSpace(stderr.String()), false, nil
+	case err != nil && w.cmd.ProcessState != nil && w.cmd.ProcessState.ExitCode() == exitNoNetNS:
+		return res, "the private network namespace cannot be set up (its error is above)", false, nil
 	case err != nil:
-		return res, "", false, fmt.Errorf("in the private network namespace: %v\n%s", err, stderr.Bytes())
+		return res, "", false, fmt.Errorf("in the private network namespace: %v", err)
+	case serr != nil:
+		return res, "", false, fmt.Errorf("in the private network namespace: %v", serr)
 	}
-	if err := json.Unmarshal(stdout.Bytes(), &res); err != nil {
+	if err := json.Unmarshal([]byte(line), &res); err != nil {
 		return res, "", false, fmt.Errorf("reading the namespace's results: %v", err)
 	}
 	return res, "", true, nil
@@ -227,11 +222,11 @@ func otherUserFacts() ([]probeFact, error) {
 		}
 		return facts, nil
 	}
-	w, err := startAsNobody()
+	w, err := startWorker("probe-bind", nil, asNobody)
 	if err != nil {
 		return nil, err
 	}
-	defer w.stop()
+	defer func() { _ = w.stop() }()
 	loopback := net.IPv4(127, 0, 0, 1)
 	for _, c := range cases {
 		f := probeFact{Name: name(c.proto, c.option)}
@@ -260,23 +255,11 @@ func otherUserFacts() ([]probeFact, error) {
 	return facts, nil
 }
 
-// nobody is the probe-bind worker, running as uid 65534.
-type nobody struct {
-	cmd   *exec.Cmd
-	dir   string
-	stdin io.WriteCloser
-	out   *bufio.Reader
-}
-
-// startAsNobody runs a copy of this program as uid and gid 65534. The copy
-// lives in a directory every user may read: go run builds in one only its
-// owner may.
-func startAsNobody() (*nobody, error) {
-	exe, err := os.Executable()
-	if err != nil {
-		return nil, err
-	}
-	data, err := os.ReadFile(exe)
+// asNobody runs a worker as uid and gid 65534, from a copy of this program
+// in a directory every user may read: go run builds in one only its owner
+// may. The copy is removed after the worker exits.
+func asNobody(cmd *exec.Cmd) (func(), error) {
+	data, err := os.ReadFile(cmd.Path)
 	if err != nil {
 		return nil, err
 	}
@@ -284,80 +267,19 @@ func startAsNobody() (*nobody, error) {
 	if err != nil {
 		return nil, err
 	}
-	w := &nobody{dir: dir}
+	cleanup := func() { _ = os.RemoveAll(dir) }
 	path := filepath.Join(dir, "reuse")
 	if err := os.Chmod(dir, 0o755); err != nil {
-		w.stop()
+		cleanup()
 		return nil, err
 	}
 	if err := os.WriteFile(path, data, 0o755); err != nil {
-		w.stop()
+		cleanup()
 		return nil, err
 	}
-	w.cmd = exec.Command(path)
-	w.cmd.Dir = dir
-	w.cmd.Env = append(os.Environ(), envWorker+"=probe-bind")
-	w.cmd.Stderr = os.Stderr
-	w.cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: 65534, Gid: 65534}, Pdeathsig: syscall.SIGKILL}
-	if w.stdin, err = w.cmd.StdinPipe(); err != nil {
-		w.stop()
-		return nil, err
-	}
-	stdout, err := w.cmd.StdoutPipe()
-	if err != nil {
-		w.stop()
-		return nil, err
-	}
-	w.out = bufio.NewReader(stdout)
-	if err := w.cmd.Start(); err != nil {
-		w.cmd = nil
-		w.stop()
-		return nil, fmt.Errorf("running as uid 65534: %w", err)
-	}
-	return w, nil
-}
-
-// ask sends one request and reads the answer, within a few seconds.
-func (w *nobody) ask(req string) (string, error) {
-	if _, err := io.WriteString(w.stdin, req+"\n"); err != nil {
-		return "", fmt.Errorf("uid 65534 worker: %w", err)
-	}
-	type answer struct {
-		line string
-		err  error
-	}
-	ch := make(chan answer, 1)
-	go func() {
-		line, err := w.out.ReadString('\n')
-		ch <- answer{strings.TrimSpace(line), err}
-	}()
-	select {
-	case a := <-ch:
-		if a.err != nil {
-			return "", fmt.Errorf("uid 65534 worker: %w", a.err)
-		}
-		return a.line, nil
-	case <-time.After(5 * time.Second):
-		return "", errors.New("uid 65534 worker: no answer in 5s")
-	}
-}
-
-// stop ends the worker (it exits when its stdin closes) and removes the copy.
-func (w *nobody) stop() {
-	if w.stdin != nil {
-		w.stdin.Close()
-	}
-	if w.cmd != nil {
-		done := make(chan struct{})
-		go func() { _ = w.cmd.Wait(); close(done) }()
-		select {
-		case <-done:
-		case <-time.After(5 * time.Second):
-			_ = w.cmd.Process.Kill()
-			<-done
-		}
-	}
-	_ = os.RemoveAll(w.dir)
+	cmd.Path, cmd.Args[0], cmd.Dir = path, path, dir
+	cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: 65534, Gid: 65534}, Pdeathsig: syscall.SIGKILL}
+	return cleanup, nil
 }
 
 // migrateFact reads the machine's net.ipv4.tcp_migrate_req.
@@ -377,10 +299,12 @@ func migrateFact() probeFact {
 	return f
 }
 
-// mptcpFact says whether net.Listen gives an MPTCP socket here: Go 1.24+
-// asks for one where the kernel allows it.
+// mptcpFact says whether net.Listen gives an MPTCP socket here, and under
+// which GODEBUG multipathtcp setting: Go 1.24+ asks for one where the
+// kernel allows it in modules whose go line is 1.24 or later.
 func mptcpFact() probeFact {
-	f := probeFact{Name: "net.Listen(\"tcp\") makes an MPTCP listener"}
+	value, source := multipathTCPSetting()
+	f := probeFact{Name: "net.Listen(\"tcp\") makes an MPTCP listener", Detail: "GODEBUG multipathtcp=" + value + ": " + source}
 	ln, err := net.Listen("tcp4", "127.0.0.1:0")
 	if err != nil {
 		f.Value = notMeasured + ": " + errnoName(err)
@@ -406,4 +330,37 @@ func mptcpFact() probeFact {
 		f.Value = "no (protocol " + strconv.Itoa(proto) + ")"
 	}
 	return f
+}
+
+// multipathTCPSetting returns the GODEBUG multipathtcp setting in force in
+// this program, and where it comes from: the environment, or the default
+// built in (this command's //go:debug line).
+func multipathTCPSetting() (value, source string) {
+	if v, ok := godebugValue(os.Getenv("GODEBUG"), "multipathtcp"); ok {
+		return v, "set by the GODEBUG environment variable"
+	}
+	if bi, ok := debug.ReadBuildInfo(); ok {
+		for _, s := range bi.Settings {
+			if s.Key != "DefaultGODEBUG" {
+				continue
+			}
+			if v, ok := godebugValue(s.Value, "multipathtcp"); ok {
+				if v == "2" {
+					return v, "the default of a module whose go line is 1.24 or later, which this command's //go:debug line sets"
+				}
+				return v, "built into this command"
+			}
+		}
+	}
+	return "", "the toolchain's default"
+}
+
+// godebugValue returns the value of key in a GODEBUG list; the last one wins.
+func godebugValue(list, key string) (value string, ok bool) {
+	for _, kv := range strings.Split(list, ",") {
+		if v, found := strings.CutPrefix(strings.TrimSpace(kv), key+"="); found {
+			value, ok = v, true
+		}
+	}
+	return value, ok
 }

@@ -6,6 +6,7 @@ import (
 	"testing"
 
 	"github.com/google/go-cmp/cmp"
+	"golang.org/x/sys/unix"
 )
 
 // inNamespace reports whether the probe made its binds in a private network
@@ -140,4 +141,31 @@ func openFDs(t *testing.T) int {
 		t.Fatal(err)
 	}
 	return len(entries) - 1 // the directory being read
+}
+
+// TestProbeMPTCP checks that the command, like a program of a module
+// whose go line is 1.24 or later, makes MPTCP listeners (its //go:debug
+// line), and that the probe says so and under which setting. Under a
+// GODEBUG that turns MPTCP off for listeners the probe must say no.
+func TestProbeMPTCP(t *testing.T) {
+	fd, err := unix.Socket(unix.AF_INET, unix.SOCK_STREAM, unix.IPPROTO_MPTCP)
+	if err != nil {
+		t.Skipf("this kernel makes no MPTCP socket (socket(AF_INET, SOCK_STREAM, IPPROTO_MPTCP): %v)", err)
+	}
+	unix.Close(fd)
+	value, source := multipathTCPSetting()
+	want := "yes (IPPROTO_MPTCP)"
+	if value == "0" || value == "3" {
+		want = "no (protocol 6)"
+	}
+	if !strings.Contains(os.Getenv("GODEBUG"), "multipathtcp=") && (value != "2" || !strings.Contains(source, "//go:debug")) {
+		t.Errorf("without GODEBUG in the environment the setting is multipathtcp=%q (%s), want 2 from the //go:debug line", value, source)
+	}
+	f := mptcpFact()
+	if f.Value != want {
+		t.Errorf("%s: %q, want %q (%s)", f.Name, f.Value, want, f.Detail)
+	}
+	if !strings.Contains(f.Detail, "multipathtcp="+value) {
+		t.Errorf("the fact's detail %q does not name the setting multipathtcp=%s", f.Detail, value)
+	}
 }

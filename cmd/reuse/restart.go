@@ -74,11 +74,11 @@ func runRestart(args []string, stdout io.Writer) error {
 	naive := fs.Bool("naive", false, "close the old listener without a handover")
 	clients := fs.Int("clients", 2, "client goroutines opening connections as fast as they can")
 	maxConns := fs.Int("conns", 20000, "stop the load after this many connections")
-	if err := fs.Parse(args); err != nil {
+	if err := parseArgs(fs, args); err != nil {
 		return err
 	}
 	if *n < 1 || *clients < 1 || *maxConns < 1 {
-		return errors.New("-handovers, -clients and -conns must be at least 1")
+		return badFlag(fs, "-handovers, -clients and -conns must be at least 1")
 	}
 	migrates, err := reuse.MigratesQueue()
 	if err != nil {
