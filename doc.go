@@ -2,24 +2,42 @@
 // and processes, or refuse to share it, with the same meaning on every OS and
 // an error wrapping [errors.ErrUnsupported] where the OS cannot deliver.
 //
+// Every worker process of a server runs this, and they all serve port 8080;
+// on Linux the kernel spreads the connections across them, and a new
+// process can join the port before the old one leaves:
+//
+//	ln, err := reuse.Listen("tcp", ":8080")
+//	if err != nil {
+//		log.Fatal(err)
+//	}
+//	log.Fatal(http.Serve(ln, handler))
+//
+// A server that must not share its port, even with a socket that asks to:
+//
+//	cfg := reuse.Config{Mode: reuse.Exclusive}
+//	ln, err := cfg.Listen(ctx, "tcp", ":443")
+//
 // # Sharing
 //
 // Two sockets may bind the same IP address and port only when the OS is told
 // so, and each OS means something different by it. A [Config] names what is
 // wanted, a [Mode]:
 //
-//   - [Share]: sockets of the same user may bind the same address and port.
-//     Where the OS balances, connections and datagrams are spread across
-//     them, so several processes, or one accept loop per core, serve one
-//     port; a new process can join the port before the old one leaves.
+//   - [Share] (the zero value): sockets of the same user may bind the same
+//     address and port. Where the OS balances, connections and datagrams are
+//     spread across them, so several processes, or one accept loop per
+//     core, serve one port.
 //   - [Exclusive]: no other socket may bind the address and port, where the
 //     OS can enforce it; a server restarted on its port still binds while
 //     its old connections sit in TIME_WAIT.
 //
 // [Listen], [ListenPacket] and [Dial] mirror the functions of package net;
-// [Config.Control] fits the Control field of a net.ListenConfig or net.Dialer
-// of the caller's own. Every option is set before bind, on every socket,
-// and the caller's own Control runs after them.
+// [Config.Control] fits the Control field of a [net.ListenConfig] or
+// [net.Dialer] of the caller's own. Every option is set before bind, on
+// every socket, and the caller's own Control runs after them.
+//
+// The repository's README says which of these rules the tests measure on
+// which OS, and with what figures.
 //
 // # Options set, per OS
 //
@@ -72,16 +90,15 @@
 //
 // # FreeBSD, DragonFly, macOS, iOS, NetBSD, OpenBSD
 //
-// From the OS's documentation and sources; not run by the tests. SO_REUSEPORT
-// lets sockets bind one address and port but does not balance, except on
-// DragonFly (3.6+). macOS and iOS give unicast traffic to the last socket
-// bound; NetBSD and OpenBSD to one socket. FreeBSD 12+ balances with
-// SO_REUSEPORT_LB (at most 256 sockets a group, listening and bound datagram
-// sockets only), which Share uses for listeners and datagram sockets.
-// FreeBSD and OpenBSD refuse another user unless privileged. Under
-// Exclusive, a BSD socket cannot stop another that sets SO_REUSEADDR from
-// binding a more specific address on the same port: only the new socket's
-// flag is checked.
+// From the OS's documentation and sources. SO_REUSEPORT lets sockets bind
+// one address and port but does not balance, except on DragonFly (3.6+).
+// macOS and iOS give unicast traffic to the last socket bound; NetBSD and
+// OpenBSD to one socket. FreeBSD 12+ balances with SO_REUSEPORT_LB (at most
+// 256 sockets a group, listening and bound datagram sockets only), which
+// Share uses for listeners and datagram sockets. FreeBSD and OpenBSD refuse
+// another user unless privileged. Under Exclusive, a BSD socket cannot stop
+// another that sets SO_REUSEADDR from binding a more specific address on
+// the same port: only the new socket's flag is checked.
 //
 // # Windows
 //
@@ -121,30 +138,27 @@
 // other socket holds. Sharing is only worth it where the OS spreads the work;
 // [BalancingHere] says whether it does, probed once on this kernel, and
 // [Config.RequireBalancing] refuses, with an error wrapping
-// [errors.ErrUnsupported], to open a group that the OS would not balance:
+// [errors.ErrUnsupported], to open a group that the OS would not balance.
+// From the OSes' documentation and sources:
 //
-//	OS                       shares with       balances  picks a member by
-//	linux, android (3.9+)    SO_REUSEPORT      yes       hash of the 4-tuple
-//	freebsd (12+)            SO_REUSEPORT_LB   yes       hash of the 4-tuple
-//	dragonfly                SO_REUSEPORT      yes       hash of the 4-tuple
-//	aix                      SO_REUSEPORT      yes       hash of the 4-tuple (7.2.5+)
-//	darwin, ios              SO_REUSEPORT      no        the last socket bound
-//	netbsd, openbsd          SO_REUSEPORT      no        one socket of the group
-//	windows                  SO_REUSEADDR      no        undefined: one socket
-//	solaris, illumos         (Share unsupported)
-//	js, wasip1, plan9        (no socket options)
+//   - Linux, Android (3.9+): SO_REUSEPORT balances by a hash of the 4-tuple.
+//   - FreeBSD (12+): SO_REUSEPORT_LB balances by a hash of the 4-tuple; it
+//     groups only listening and bound datagram sockets, at most 256, so
+//     Share sets plain SO_REUSEPORT on dialers (sys/netinet/in_pcb.c).
+//   - DragonFly: SO_REUSEPORT balances by a hash of the 4-tuple.
+//   - AIX (7.2.5+): SO_REUSEPORT balances by a hash.
+//   - macOS, iOS: SO_REUSEPORT shares without balancing; the last socket
+//     bound gets the traffic.
+//   - NetBSD, OpenBSD: SO_REUSEPORT shares without balancing; one socket of
+//     the group gets the traffic.
+//   - Windows: SO_REUSEADDR shares without balancing; which socket gets the
+//     traffic is undefined.
+//   - Solaris, illumos: Share is not supported.
+//   - js, wasip1, plan9: no socket options.
 //
-// On Linux the tests measure it: 4,000 connections, and 4,000 datagrams,
-// each from its own source port, spread over a group of 4 with every member
-// within 20% of the mean; every datagram of one connected source reaches the
-// same member; closing one member leaves the others taking all the traffic.
-// The other rows are from the OSes' documentation and sources, not run by the
-// tests. FreeBSD's row is from its sources (sys/netinet/in_pcb.c):
-// SO_REUSEPORT_LB groups only listening and bound datagram sockets, at most
-// 256 of them, so Share sets it on those and plain SO_REUSEPORT on dialers;
-// the package is only compile-checked for FreeBSD. Where the option that
-// Share sets is missing (Linux before 3.9, FreeBSD before 12), the probe
-// finds it so and [BalancingHere] reports that the OS does not share.
+// Where the option that Share sets is missing (Linux before 3.9, FreeBSD
+// before 12), [BalancingHere] finds it so and reports that the OS does not
+// share.
 //
 // # Dialing from a shared port
 //
@@ -187,8 +201,7 @@
 // older kernels deliver them), so that a receiver gets only its own groups.
 // Unlike net.ListenMulticastUDP, IP_MULTICAST_LOOP is left on, so that what
 // one receiver sends to the group reaches the others on the host.
-// The Linux behaviour is checked by the tests in a private network
-// namespace; the other OSes follow their documentation. Solaris and illumos
+// Other OSes are described from their documentation. Solaris and illumos
 // share a multicast port with SO_REUSEADDR alone, as Go's net does there.
 //
 // # Busy ports
@@ -209,21 +222,22 @@
 // # Security
 //
 // What a neighbour on the same machine can do to a port the package holds,
-// and what the package does about it. "Refused" means the bind fails with
-// EADDRINUSE; every Linux row is run by the tests, as root with a second
-// process as uid 65534, and the wildcard rows in a private network namespace:
+// on Linux, and what the package does about it. "Refused" means the bind
+// fails with EADDRINUSE.
 //
-//	Attempt                                                   Linux     What the package does
-//	another user joins a Share TCP group                      refused   nothing needed: SO_REUSEPORT admits one effective UID
-//	another user joins a Share UDP socket                     refused   nothing needed: as above
-//	another user binds the UDP port with SO_REUSEADDR         refused   Share datagram sockets clear SO_REUSEADDR
-//	                                                                    (a plain socket with SO_REUSEADDR is taken over:
-//	                                                                    uid 65534 received the datagrams sent to it)
-//	same user binds 127.0.0.1:P under an Exclusive 0.0.0.0:P  refused   Exclusive clears SO_REUSEPORT (and, on UDP, SO_REUSEADDR)
-//	same user binds 127.0.0.1:P under a Share 0.0.0.0:P       allowed   none possible: it takes that address's connections
-//	same user joins a Share group                             allowed   none possible: that is what Share means
-//	another user binds a Share multicast receiver's port      allowed   none under Share: receivers of a group need SO_REUSEADDR,
-//	with SO_REUSEADDR, and takes its unicast datagrams                  so the port is open to all; use Exclusive
+//   - Another user joins a Share TCP group or UDP socket: refused, since
+//     SO_REUSEPORT admits one effective UID.
+//   - Another user binds a Share UDP port with SO_REUSEADDR: refused, since
+//     Share datagram sockets clear SO_REUSEADDR. (A plain socket with
+//     SO_REUSEADDR is taken over: the other user receives its datagrams.)
+//   - The same user binds 127.0.0.1:P under an Exclusive 0.0.0.0:P: refused;
+//     Exclusive clears SO_REUSEPORT (and, on UDP, SO_REUSEADDR).
+//   - The same user binds 127.0.0.1:P under a Share 0.0.0.0:P: allowed, and
+//     it takes that address's connections; nothing can prevent it.
+//   - The same user joins a Share group: allowed; that is what Share means.
+//   - Another user binds a Share multicast receiver's port with
+//     SO_REUSEADDR and takes its unicast datagrams: allowed, since the
+//     receivers of a group need SO_REUSEADDR. Use Exclusive.
 //
 // The OS cannot keep a process of the same user out of a Share group, nor
 // stop it from binding a specific address on a Share wildcard's port: a
@@ -231,15 +245,13 @@
 // Exclusive, or runs as a user of its own.
 //
 // On Windows, Share sets SO_REUSEADDR, which lets any socket, of any user
-// and without privilege (from Microsoft's documentation; the tests show it
-// for a socket of the same user), bind the port over it: the package cannot
-// prevent that. Exclusive sets SO_EXCLUSIVEADDRUSE, and a socket with SO_REUSEADDR
-// binding its address is refused with WSAEACCES, a plain one with
-// WSAEADDRINUSE; the tests run this under Wine, as one user, since Wine
-// cannot run a process as another. From their documentation: FreeBSD and
-// OpenBSD refuse another user unless privileged; on the BSDs and macOS,
-// Exclusive cannot stop a socket with SO_REUSEADDR from binding a more
-// specific address on its port.
+// and without privilege, bind the port over it (from Microsoft's
+// documentation): the package cannot prevent that. Exclusive sets
+// SO_EXCLUSIVEADDRUSE, and a socket with SO_REUSEADDR binding its address
+// is refused with WSAEACCES, a plain one with WSAEADDRINUSE. From their
+// documentation: FreeBSD and OpenBSD refuse another user unless
+// privileged; on the BSDs and macOS, Exclusive cannot stop a socket with
+// SO_REUSEADDR from binding a more specific address on its port.
 //
 // # Restarts without losing a connection
 //
@@ -264,7 +276,7 @@
 // (lost and retransmitted, later than WaitDrained's quiet period) is reset
 // when tcp_migrate_req is 0. The handover works on Linux only; elsewhere
 // TakeOver and WaitDrained fail with an error wrapping [errors.ErrUnsupported].
-//
+package reuse
+
 // BUG(reuse): On js/wasm, wasip1 and plan9 there are no socket options: every
 // call fails with an error wrapping [errors.ErrUnsupported].
-package reuse

@@ -13,12 +13,15 @@ import (
 )
 
 // A server runs one read loop per core, each on its own socket of one port;
-// where the OS balances, it spreads the datagrams across them.
+// where the OS balances, it spreads the datagrams across them. With
+// [Config.RequireBalancing], an OS that would not balance is told apart by
+// an error wrapping [errors.ErrUnsupported].
 func ExampleConfig_ListenPacketGroup() {
 	c := &reuse.Config{RequireBalancing: true}
 	conns, err := c.ListenPacketGroup(context.Background(), "udp", "127.0.0.1:0", runtime.NumCPU())
 	if errors.Is(err, errors.ErrUnsupported) {
-		log.Fatalf("this OS would hand every datagram to one socket: %v", err)
+		// This OS would hand every datagram to one socket: one is enough.
+		conns, err = reuse.ListenPacketGroup("udp", "127.0.0.1:0", 1)
 	}
 	if err != nil {
 		log.Fatal(err)
@@ -67,6 +70,7 @@ func ExampleConfig_ListenPacketGroup() {
 	// Output: ping
 }
 
+// Four listeners share one port, opened in one call: all or none.
 func ExampleListenGroup() {
 	lns, err := reuse.ListenGroup("tcp", "127.0.0.1:0", 4)
 	if err != nil {
@@ -83,6 +87,7 @@ func ExampleListenGroup() {
 	// Output: 4 listeners on one address: true
 }
 
+// Four datagram sockets share one port, opened in one call: all or none.
 func ExampleListenPacketGroup() {
 	conns, err := reuse.ListenPacketGroup("udp", "127.0.0.1:0", 4)
 	if err != nil {
@@ -118,6 +123,8 @@ func ExampleBalancingHere() {
 	// Output: true
 }
 
+// What sharing a port gives on the OS that runs the example. (Not run as a
+// test: the answer is the OS's.)
 func ExampleBalancing() {
 	b := reuse.BalancingHere()
 	if !b.Shares {

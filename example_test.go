@@ -44,7 +44,8 @@ func ExampleListenPacket() {
 		log.Fatal(err)
 	}
 	defer second.Close()
-	fmt.Println(first.LocalAddr().String() == second.LocalAddr().String())
+	fmt.Println("both bound:", first.LocalAddr().String() == second.LocalAddr().String())
+	// Output: both bound: true
 }
 
 // Two connections leave from one local port, to two servers.
@@ -83,7 +84,8 @@ func ExampleDial() {
 	// Output: true
 }
 
-// Control fits the Control field of a net.ListenConfig of the caller's own.
+// [Control] fits the Control field of a [net.ListenConfig] of the caller's
+// own.
 func ExampleControl() {
 	lc := net.ListenConfig{Control: reuse.Control}
 	first, err := lc.Listen(context.Background(), "tcp", "127.0.0.1:0")
@@ -114,6 +116,7 @@ func ExampleMode() {
 	// Output: Share is refused by Exclusive
 }
 
+// A Mode prints as its name.
 func ExampleMode_String() {
 	fmt.Println(reuse.Share, reuse.Exclusive)
 	// Output: Share Exclusive
@@ -132,7 +135,8 @@ func ExampleConfig() {
 	// Output: tcp
 }
 
-// Config.Control sets the mode's options in a ListenConfig of the caller's.
+// [Config.Control] sets the mode's options in a [net.ListenConfig] of the
+// caller's own.
 func ExampleConfig_Control() {
 	cfg := reuse.Config{Mode: reuse.Exclusive}
 	lc := net.ListenConfig{Control: cfg.Control}
@@ -175,8 +179,9 @@ func ExampleConfig_ListenPacket() {
 	}
 	defer pc.Close()
 	if _, err := reuse.ListenPacket("udp", pc.LocalAddr().String()); err != nil {
-		fmt.Println("refused")
+		fmt.Println("a Share socket is refused")
 	}
+	// Output: a Share socket is refused
 }
 
 // Config.Dial with the caller's own Dialer settings.
