@@ -2,8 +2,10 @@ package reuse_test
 
 import (
 	"context"
+	"fmt"
 	"net"
 	"os"
+	"runtime"
 	"runtime/debug"
 	"strings"
 	"testing"
@@ -38,6 +40,18 @@ func multipathTCP() (value, source string) {
 		}
 	}
 	return "", "the toolchain's default"
+}
+
+// listenersMPTCP reports whether Go makes MPTCP listeners by default under
+// the toolchain goVersion ("go1.26.8") and the GODEBUG multipathtcp value:
+// since Go 1.24 unless the value is 0 or 3 (dialers only); before, only
+// with 1 (src/net/dial.go).
+func listenersMPTCP(goVersion, value string) bool {
+	var minor int
+	if _, err := fmt.Sscanf(goVersion, "go1.%d", &minor); err == nil && minor < 24 {
+		return value == "1"
+	}
+	return value != "0" && value != "3"
 }
 
 // requireMPTCP skips a test where the kernel makes no MPTCP socket.
@@ -78,9 +92,9 @@ func protocolOf(t *testing.T, ln net.Listener) int {
 func TestUsersDefaultMPTCP(t *testing.T) {
 	requireMPTCP(t)
 	value, source := multipathTCP()
-	want := unix.IPPROTO_MPTCP
-	if value == "0" || value == "3" {
-		want = unix.IPPROTO_TCP
+	want := unix.IPPROTO_TCP
+	if listenersMPTCP(runtime.Version(), value) {
+		want = unix.IPPROTO_MPTCP
 	}
 	t.Logf("GODEBUG multipathtcp=%q (%s): want protocol %d", value, source, want)
 	ln, err := reuse.Listen("tcp", "127.0.0.1:0")

@@ -40,9 +40,10 @@
 // with status 2, a failure with 1. Steps that take more than a second
 // report their progress on standard error.
 //
-// The command is built as a program of a module whose go line is 1.24 or
-// later would be: its listeners are MPTCP sockets where the kernel allows
-// it (GODEBUG multipathtcp=2), so that it meets what users' servers meet.
+// Built with Go 1.24 or later, the command behaves as a program of a module
+// whose go line is 1.24 or later: its listeners are MPTCP sockets where the
+// kernel allows it (GODEBUG multipathtcp=2), so that it meets what users'
+// servers meet. The probe says which setting it ran with.
 package main
 
 import (

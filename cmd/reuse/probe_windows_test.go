@@ -5,8 +5,8 @@ import (
 	"testing"
 )
 
-// TestProbeWindowsRefusals checks the refusals of the Windows rows (see
-// PLATFORMS.md). Only refusals: under Wine, a listening first socket follows
+// TestProbeWindowsRefusals checks the refusals of the Windows rows (from
+// Microsoft's "Using SO_REUSEADDR and SO_EXCLUSIVEADDRUSE"). Only refusals: under Wine, a listening first socket follows
 // Linux's rules, so a bind that Windows itself allows may be refused there.
 func TestProbeWindowsRefusals(t *testing.T) {
 	rep := runProbeJSON(t)
