@@ -182,7 +182,7 @@
 // # Multicast
 //
 // [Config.ListenMulticastUDP] and [ListenMulticastUDP] mirror
-// net.ListenMulticastUDP with the options of a Mode (column "multicast"
+// [net.ListenMulticastUDP] with the options of a Mode (column "multicast"
 // above). Under Share, every socket and process that joins a group on a port
 // receives its own copy of each datagram to the group, and a unicast
 // datagram to the port still reaches one of them; under Exclusive, no other
@@ -199,7 +199,7 @@
 // datagrams of every group that any socket of the host joined on its port;
 // the package clears IP_MULTICAST_ALL and IPV6_MULTICAST_ALL (Linux 4.20+;
 // older kernels deliver them), so that a receiver gets only its own groups.
-// Unlike net.ListenMulticastUDP, IP_MULTICAST_LOOP is left on, so that what
+// Unlike [net.ListenMulticastUDP], IP_MULTICAST_LOOP is left on, so that what
 // one receiver sends to the group reaches the others on the host.
 // Other OSes are described from their documentation. Solaris and illumos
 // share a multicast port with SO_REUSEADDR alone, as Go's net does there.
@@ -215,7 +215,7 @@
 // names other addresses tried in order after the first; the first that
 // binds wins. When none binds, the error lists every address, how often it
 // was tried and why it failed, then the context's error if it ended the
-// tries; errors.Is matches each. The zero Config tries once, as net does.
+// tries; [errors.Is] matches each. The zero Config tries once, as net does.
 // On Windows an address held exclusively refuses with WSAEACCES, which is
 // not retried.
 //
@@ -279,4 +279,4 @@
 package reuse
 
 // BUG(reuse): On js/wasm, wasip1 and plan9 there are no socket options: every
-// call fails with an error wrapping [errors.ErrUnsupported].
+// call fails with an error wrapping errors.ErrUnsupported.
