@@ -8,6 +8,7 @@ import (
 	"io"
 	"net"
 	"os"
+	"runtime"
 	"strconv"
 	"strings"
 	"sync"
@@ -97,7 +98,11 @@ func runDemo(args []string, stdout io.Writer) error {
 	if failed > 0 {
 		fmt.Fprintf(stdout, "\n  %d connections failed\n", failed)
 	}
-	fmt.Fprintf(stdout, "\nThe kernel picks a worker by a hash of each connection's addresses and ports.\n")
+	if b := reuse.BalancingHere(); b.Balances {
+		fmt.Fprintf(stdout, "\nThe kernel picks a worker by a hash of each connection's addresses and ports.\n")
+	} else {
+		fmt.Fprintf(stdout, "\n%s shares the port without balancing; a worker is picked by: %s.\n", runtime.GOOS, b.By)
+	}
 	return nil
 }
 

@@ -6,7 +6,6 @@ import (
 	"bufio"
 	"encoding/json"
 	"errors"
-	"flag"
 	"fmt"
 	"io"
 	"net"
@@ -443,25 +442,20 @@ func acceptEither(ls ...net.Listener) (int, error) {
 
 // runProbe is the probe subcommand.
 func runProbe(args []string, stdout io.Writer) error {
-	fs := flag.NewFlagSet("probe", flag.ContinueOnError)
-	asJSON := fs.Bool("json", false, "print JSON")
-	asMarkdown := fs.Bool("markdown", false, "print the matrix and the kernel's facts as markdown, for documentation")
-	if err := parseArgs(fs, args); err != nil {
+	asJSON, asMarkdown, err := probeFlags(args)
+	if err != nil {
 		return err
-	}
-	if *asJSON && *asMarkdown {
-		return badFlag(fs, "-json and -markdown exclude each other")
 	}
 	rep, err := probe()
 	if err != nil {
 		return err
 	}
 	switch {
-	case *asJSON:
+	case asJSON:
 		enc := json.NewEncoder(stdout)
 		enc.SetIndent("", "  ")
 		return enc.Encode(rep)
-	case *asMarkdown:
+	case asMarkdown:
 		_, err := io.WriteString(stdout, rep.markdown())
 		return err
 	}
