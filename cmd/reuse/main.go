@@ -22,8 +22,9 @@
 // reuse.Listen, opens M connections to it (default 4 and 1000), and prints
 // how many each process accepted: on Linux, the kernel's spread.
 //
-// probe binds real sockets, on Linux inside a private network namespace of
-// its own so that it may bind wildcard addresses, and prints for TCP and
+// probe (Linux and Windows) binds real sockets, on Linux inside a private
+// network namespace of its own so that it may bind wildcard addresses, and
+// prints for TCP and
 // UDP, IPv4 and IPv6, whether a second socket can bind a port a first one
 // holds, with every combination of options; then whether the kernel
 // balances, whether a specific address beats a wildcard, whether another
