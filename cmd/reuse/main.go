@@ -110,9 +110,6 @@ func run(args []string, stdout, stderr io.Writer) int {
 	case errors.As(err, &ue):
 		fmt.Fprintf(stderr, "reuse %s: %v\n%s", args[0], ue.err, subcommandUsage(args[0], ue.flags))
 		return 2
-	case errors.Is(err, flag.ErrHelp):
-		// A subcommand whose FlagSet printed its own usage.
-		return 0
 	}
 	fmt.Fprintf(stderr, "reuse %s: %v\n", args[0], err)
 	return 1
