@@ -120,15 +120,19 @@ func (w *worker) ask(req string) (string, error) {
 			return "", fmt.Errorf("worker %s (pid %d): %w", w.name, w.pid(), err)
 		}
 	}
+	what := fmt.Sprintf("an answer to %q", req)
+	if req == "" {
+		what = "a line"
+	}
 	select {
 	case line, ok := <-w.lines:
 		if !ok {
 			<-w.done
-			return "", fmt.Errorf("worker %s (pid %d) ended before answering %q: %v", w.name, w.pid(), req, w.cmd.ProcessState)
+			return "", fmt.Errorf("worker %s (pid %d) ended (%v) before %s", w.name, w.pid(), w.cmd.ProcessState, what)
 		}
 		return line, nil
 	case <-time.After(workerTimeout):
-		return "", fmt.Errorf("worker %s (pid %d): no answer to %q in %v", w.name, w.pid(), req, workerTimeout)
+		return "", fmt.Errorf("worker %s (pid %d): no %s in %v", w.name, w.pid(), what, workerTimeout)
 	}
 }
 
