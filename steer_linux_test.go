@@ -75,6 +75,18 @@ func steerOrSkip(t *testing.T, pc net.PacketConn, s reuse.Steering) {
 	}
 }
 
+// requireSteering skips the test where the kernel (or qemu-user) cannot
+// steer: a one-member group it opens cannot be steered.
+func requireSteering(t *testing.T) {
+	t.Helper()
+	pc, err := reuse.ListenPacket("udp4", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer pc.Close()
+	steerOrSkip(t, pc, reuse.Steering{})
+}
+
 // askMembers sends each payload to addr from a socket of its own and returns
 // the member that answered each one, -1 where none answered within a
 // second. Four goroutines send at once, each waiting for its answer, so
@@ -397,6 +409,7 @@ func steerMemberWorker(args []string) error {
 // one holds member 0, workers join in turn as 1, 2 and 3) and steers it
 // from worker 2: every datagram of 1,000 reaches the member it names.
 func TestSteerAcrossProcesses(t *testing.T) {
+	requireSteering(t)
 	pc, err := reuse.ListenPacket("udp4", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -433,6 +446,7 @@ func TestSteerAcrossProcesses(t *testing.T) {
 // names it, a *net.OpError with one "reuse: " prefix, and leaves no program
 // on the group.
 func TestSteerBadInput(t *testing.T) {
+	requireSteering(t)
 	pcs, err := reuse.ListenPacketGroup("udp4", "127.0.0.1:0", 2)
 	if err != nil {
 		t.Fatal(err)
