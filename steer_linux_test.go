@@ -1,6 +1,7 @@
 package reuse_test
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"net"
@@ -375,7 +376,8 @@ func hasProgram(t *testing.T, pc net.PacketConn) bool {
 
 // steerMemberWorker joins the group on address args[0] (udp4) as a member
 // that answers with index args[1]. With a third argument, it steers the
-// group by the payload's byte at offset args[2]. It prints "ready", then
+// group by the payload's byte at offset args[2]. It prints "ready as uid
+// N", then
 // serves until its standard input closes.
 func steerMemberWorker(args []string) error {
 	if len(args) < 2 {
@@ -400,7 +402,7 @@ func steerMemberWorker(args []string) error {
 		}
 	}
 	go echoMember(pc, member)
-	fmt.Println("ready")
+	fmt.Println("ready as uid", os.Geteuid())
 	_, err = os.Stdin.Read(make([]byte, 1)) // until stdin closes
 	return nil
 }
@@ -506,5 +508,39 @@ func checkSteerError(t *testing.T, op string, err error, want string) {
 		t.Errorf("%v: want it to contain %q", err, want)
 	case strings.Count(err.Error(), "reuse: ") != 1:
 		t.Errorf("%v: want \"reuse: \" exactly once", err)
+	}
+}
+
+// TestSteerUnprivileged makes a group of two members in two processes of
+// uid 65534 and steers it from the second: steering needs no privilege.
+func TestSteerUnprivileged(t *testing.T) {
+	sockettest.RequireRoot(t, "run workers as uid 65534")
+	requireSteering(t)
+	// A port nobody holds, for the workers to share.
+	free, err := (&reuse.Config{Mode: reuse.Exclusive}).ListenPacket(context.Background(), "udp4", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := free.LocalAddr().String()
+	free.Close()
+	const offset = 0
+	var workers []*sockettest.Worker
+	for m := 0; m < 2; m++ {
+		args := []string{addr, strconv.Itoa(m)}
+		if m == 1 {
+			args = append(args, strconv.Itoa(offset))
+		}
+		w := sockettest.StartWorker(t, "steer-member", args, sockettest.AsUser(65534, 65534))
+		if uid := w.Expect("ready as uid", 10*time.Second); uid != "65534" {
+			t.Fatalf("worker %d runs as uid %s, want 65534", m, uid)
+		}
+		workers = append(workers, w)
+	}
+	payloads := tagged(tagCount/4, 1, offset, 0, 1)
+	checkTagged(t, payloads, offset, askMembers(t, addr, payloads), identity(2))
+	for _, w := range workers {
+		if err := w.Wait(); err != nil {
+			t.Error(err)
+		}
 	}
 }
