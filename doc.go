@@ -268,8 +268,10 @@
 // the last member into its index, so the datagrams named for the closed
 // member reach that one, and those named for the last index go by the hash.
 // All of this is run by the tests, with members in one process and in
-// several. On a loaded 2-core machine, steering cost no measurable
-// throughput (bench/steer.sh).
+// several. The program's cost, measured in turns with a hashed group on a
+// loaded 2-core machine (bench/steer.sh, medians of 10 rounds): 1.3% to 1.6%
+// more time to send a datagram and pick its member (±1%); the datagrams
+// read per second did not differ beyond the noise (ratios 0.97 to 1.00).
 //
 // # Restarts without losing a connection
 //
