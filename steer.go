@@ -18,9 +18,10 @@ import (
 // opens them in the order of its result). When a member closes, the kernel
 // moves the last member into its index: the datagrams named for the closed
 // one then reach that last member, and those named for the last index go by
-// the hash. A group whose members may close should close them from the last
-// one joined, or have the member that moved take over the closed one's
-// flows. A member that joins takes the next index; the others keep theirs.
+// the hash, so the moved member's flows are lost. Close members from the
+// last one joined: each close then sends only the closed member's own
+// datagrams to the hash. A member that joins takes the next index; the
+// others keep theirs.
 type Steering struct {
 	// Offset is the position in the UDP payload, from 0, of the byte that
 	// names the member: a datagram whose byte there is k goes to member k.
@@ -39,7 +40,8 @@ type Steering struct {
 // first byte of its destination connection ID (payload offset 1), whatever
 // the client's address and port, so that a connection survives the client's
 // migration or NAT rebinding. A long-header packet (first bit 1: Initial,
-// 0-RTT, Handshake) carries an ID that the client chose, so it goes by the
+// 0-RTT, Handshake) belongs to a handshake, which does not migrate, and the
+// client's first ones carry an ID that the client chose: it goes by the
 // hash, which keeps one handshake, from one address, on one member.
 func QUICSteering() Steering { return Steering{Offset: 1, HashIf: 0x80} }
 
@@ -61,8 +63,9 @@ func (s Steering) check() error {
 // steered too. It replaces the group's earlier steering, if any; Unsteer
 // removes it, and it ends when the last member closes.
 //
-// On Linux (4.5+) it attaches a classic BPF program to the group
-// (SO_ATTACH_REUSEPORT_CBPF), which needs no privilege. pc must be a UDP
+// On Linux (4.5+, from the kernel's sources) it attaches a classic BPF
+// program to the group (SO_ATTACH_REUSEPORT_CBPF), which needs no
+// privilege. pc must be a UDP
 // socket opened under Share. Elsewhere it returns an error wrapping
 // errors.ErrUnsupported without touching pc. Errors are *net.OpError values
 // with Op "steer".
@@ -80,7 +83,8 @@ func Steer(pc net.PacketConn, s Steering) error {
 // Unsteer lets the kernel pick the member of pc's UDP group by the hash
 // again, as before Steer; pc may be any member of the group. A group that
 // was not steered is left as it is. It needs Linux 5.3+
-// (SO_DETACH_REUSEPORT_BPF); elsewhere it returns an error wrapping
+// (SO_DETACH_REUSEPORT_BPF, from the kernel's sources; an older kernel's
+// refusal wraps errors.ErrUnsupported); elsewhere it returns an error wrapping
 // errors.ErrUnsupported. Errors are *net.OpError values with Op "unsteer".
 func Unsteer(pc net.PacketConn) error {
 	rc, err := groupConn(pc)

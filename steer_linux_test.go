@@ -564,3 +564,34 @@ func TestSteerUnprivileged(t *testing.T) {
 		}
 	}
 }
+
+// TestSteerReplacesAndEnds checks that a second Steer replaces the first,
+// and that the steering ends with the group: a socket that binds the port
+// after the last member closed starts a group without it.
+func TestSteerReplacesAndEnds(t *testing.T) {
+	pcs, err := reuse.ListenPacketGroup("udp4", "127.0.0.1:0", groupSize)
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := pcs[0].LocalAddr().String()
+	echoGroup(t, pcs)
+	steerOrSkip(t, pcs[0], reuse.Steering{Offset: 0})
+	if err := reuse.Steer(pcs[3], reuse.Steering{Offset: 1}); err != nil {
+		t.Fatal(err)
+	}
+	// Byte 0 names member 0 in every datagram, byte 1 each member in turn.
+	payloads := tagged(tagCount, 2, 1, 0, 1, 2, 3)
+	checkTagged(t, payloads, 1, askMembers(t, addr, payloads), identity(groupSize))
+
+	for _, pc := range pcs {
+		pc.Close()
+	}
+	again, err := reuse.ListenPacket("udp4", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer again.Close()
+	if hasProgram(t, again) {
+		t.Error("a new group on the port still has the old group's program")
+	}
+}
