@@ -50,7 +50,7 @@ const members = 4
 
 func main() {
 	clients := flag.Int("clients", 100, "connections per server")
-	timeout := flag.Duration("timeout", 3*time.Second, "how long a handshake, a path probe or an echo may take")
+	timeout := flag.Duration("timeout", 5*time.Second, "how long a handshake, a path probe or an echo may take")
 	flag.Parse()
 	log.SetFlags(0)
 
