@@ -256,7 +256,7 @@
 //
 // For QUIC, [QUICSteering] sends a short-header packet to the member named
 // by its destination connection ID, and a long-header packet (a handshake,
-// whose ID the client chose) by the hash; [QUICConnectionIDs] makes IDs that
+// which does not migrate) by the hash; [QUICConnectionIDs] makes IDs that
 // name the member: its index, a generation, then random bytes (48 bits in
 // the default 8 bytes). A 5-line adapter makes it quic-go's
 // ConnectionIDGenerator (see the repository's examples/quic, where 100 of
@@ -266,7 +266,8 @@
 // A member's index is its place in the order the members joined. A member
 // that joins takes the next index; when a member closes, the kernel moves
 // the last member into its index, so the datagrams named for the closed
-// member reach that one, and those named for the last index go by the hash.
+// member reach that one, and those named for the last index (the moved
+// member's flows) go by the hash: close members from the last one joined.
 // All of this is run by the tests, with members in one process and in
 // several. The program's cost, measured in turns with a hashed group on a
 // loaded 2-core machine (bench/steer.sh, medians of 10 rounds): 1.3% to 1.6%
