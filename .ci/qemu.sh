@@ -11,7 +11,7 @@ shift
 [ -x ".ci/bin/go_linux_${arch}_exec" ] || { echo "no .ci/bin/go_linux_${arch}_exec" >&2; exit 2; }
 need_apt qemu-aarch64 qemu-user
 # qemu-user does not translate SO_ATTACH_REUSEPORT_CBPF (ENOPROTOOPT): the
-# handover examples, which stop with log.Fatal on it, run natively instead;
+# handover and steering examples, which stop with log.Fatal on it, run natively instead;
 # the handover tests skip there themselves, naming qemu.
 PATH=$PWD/.ci/bin:$PATH GOOS=linux GOARCH=$arch CGO_ENABLED=0 exec go test ./... \
-	-skip '^Example(TakeOver|WaitDrained|Takeover_Release)$' "$@"
+	-skip '^Example(TakeOver|WaitDrained|Takeover_Release|Steer|Steering|QUICSteering|Unsteer)$' "$@"

@@ -1,0 +1,111 @@
+package reuse
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"syscall"
+
+	"golang.org/x/sys/unix"
+)
+
+func canSteer() error { return nil }
+
+// steerProgram is the classic BPF program of s. For a UDP group the kernel
+// runs it on the payload (offset 0 is its first byte; measured on 6.18),
+// and a result at or past the group's size falls back to the hash. A load
+// past the end of the datagram would end the program with 0, member 0, so
+// the length is checked first.
+func steerProgram(s Steering) []unix.SockFilter {
+	const toHash = 0xffffffff // no member: the kernel's hash picks
+	var hashIf []unix.SockFilter
+	if s.HashIf != 0 {
+		hashIf = []unix.SockFilter{
+			{Code: unix.BPF_LD | unix.BPF_B | unix.BPF_ABS, K: 0},
+			{Code: unix.BPF_JMP | unix.BPF_JSET | unix.BPF_K, K: uint32(s.HashIf), Jt: 2}, // to the hash
+		}
+	}
+	p := []unix.SockFilter{
+		{Code: unix.BPF_LD | unix.BPF_W | unix.BPF_LEN},
+		// len > Offset, or to the hash.
+		{Code: unix.BPF_JMP | unix.BPF_JGT | unix.BPF_K, K: uint32(s.Offset), Jf: uint8(len(hashIf) + 2)},
+	}
+	return append(append(p, hashIf...),
+		unix.SockFilter{Code: unix.BPF_LD | unix.BPF_B | unix.BPF_ABS, K: uint32(s.Offset)},
+		unix.SockFilter{Code: unix.BPF_RET | unix.BPF_A},
+		unix.SockFilter{Code: unix.BPF_RET | unix.BPF_K, K: toHash},
+	)
+}
+
+func steer(rc syscall.RawConn, s Steering) error {
+	if err := checkGroupMember(rc); err != nil {
+		return err
+	}
+	prog := steerProgram(s)
+	var serr error
+	if err := rc.Control(func(fd uintptr) {
+		serr = unix.SetsockoptSockFprog(int(fd), unix.SOL_SOCKET, unix.SO_ATTACH_REUSEPORT_CBPF,
+			&unix.SockFprog{Len: uint16(len(prog)), Filter: &prog[0]})
+	}); err != nil {
+		return err
+	}
+	if serr != nil {
+		err := fmt.Errorf("%ssteering the group: %w", errPrefix, os.NewSyscallError("setsockopt SO_ATTACH_REUSEPORT_CBPF", serr))
+		if errors.Is(serr, unix.ENOPROTOOPT) {
+			// Linux before 4.5 lacks the option (and so does qemu-user's
+			// translation of setsockopt).
+			err = fmt.Errorf("%w: %w", err, errors.ErrUnsupported)
+		}
+		return err
+	}
+	return nil
+}
+
+func unsteer(rc syscall.RawConn) error {
+	if err := checkGroupMember(rc); err != nil {
+		return err
+	}
+	var serr error
+	if err := rc.Control(func(fd uintptr) {
+		serr = unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_DETACH_REUSEPORT_BPF, 0)
+	}); err != nil {
+		return err
+	}
+	switch {
+	case serr == nil, errors.Is(serr, unix.ENOENT): // ENOENT: the group had no program
+		return nil
+	case errors.Is(serr, unix.ENOPROTOOPT): // before Linux 5.3
+		return fmt.Errorf("%sunsteering the group: %w: %w", errPrefix, os.NewSyscallError("setsockopt SO_DETACH_REUSEPORT_BPF", serr), errors.ErrUnsupported)
+	}
+	return fmt.Errorf("%sunsteering the group: %w", errPrefix, os.NewSyscallError("setsockopt SO_DETACH_REUSEPORT_BPF", serr))
+}
+
+// checkGroupMember returns an error naming what is wrong unless rc is an
+// IPv4 or IPv6 UDP socket with SO_REUSEPORT, so that the kernel's EINVAL
+// for a socket outside any group, or its acceptance of a TCP socket, does
+// not stand for the reason.
+func checkGroupMember(rc syscall.RawConn) error {
+	var domain, typ, proto, reusePort int
+	var serr error
+	if err := rc.Control(func(fd uintptr) {
+		for _, o := range []struct {
+			opt int
+			v   *int
+		}{{unix.SO_DOMAIN, &domain}, {unix.SO_TYPE, &typ}, {unix.SO_PROTOCOL, &proto}, {unix.SO_REUSEPORT, &reusePort}} {
+			if *o.v, serr = unix.GetsockoptInt(int(fd), unix.SOL_SOCKET, o.opt); serr != nil {
+				return
+			}
+		}
+	}); err != nil {
+		return err
+	}
+	switch {
+	case serr != nil:
+		return fmt.Errorf("%s%w", errPrefix, os.NewSyscallError("getsockopt", serr))
+	case (domain != unix.AF_INET && domain != unix.AF_INET6) || typ != unix.SOCK_DGRAM || proto != unix.IPPROTO_UDP:
+		return fmt.Errorf("%ssteering needs a UDP socket (domain %d, type %d, protocol %d here)", errPrefix, domain, typ, proto)
+	case reusePort == 0:
+		return fmt.Errorf("%ssteering needs a socket of a group: this one has no SO_REUSEPORT (open it under Share)", errPrefix)
+	}
+	return nil
+}
