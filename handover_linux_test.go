@@ -8,6 +8,7 @@ import (
 	"io"
 	"net"
 	"os"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -20,121 +21,175 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-func init() { sockettest.Register("handover", handoverWorker) }
-
-// plainConfig shares the port with plain TCP listeners: a handover cannot
-// steer an MPTCP one.
-func plainConfig() *reuse.Config {
-	c := new(reuse.Config)
-	c.ListenConfig.SetMultipathTCP(false)
-	return c
+func init() {
+	sockettest.Register("handover", handoverWorker)
+	sockettest.Register("squat", squatWorker)
 }
 
-// handoverWorker listens on args[0] (port 0: any), prints "addr A", and
-// serves each connection in its accept loop: it writes "ok\n" and waits for
-// the client to close first. It obeys commands on stdin:
+// handoverWorker is one generation of a server. Its arguments: the address
+// (port 0: any), the number of listeners k, "mptcp" or "tcp", the quiet
+// period, and "stay" to keep serving once replaced until told "close".
+// It listens, prints "addr A" and "proto P", and serves each connection:
+// it writes "ok\n" and waits for the client to close first. Commands on
+// stdin:
 //
-//	takeover  TakeOver the port; prints "steered"
-//	release   Release it; prints "released"
-//	drain     WaitDrained, then close; prints "closed N" (N connections served)
+//	takeover  TakeOver; prints "took over", then, once replaced, "replaced",
+//	          and (unless stay) closes, prints "closed N" (N connections
+//	          served) and exits
 //	close     close at once; prints "closed N"
+//	count     prints "served N"
 func handoverWorker(args []string) error {
-	ln, err := plainConfig().Listen(context.Background(), "tcp", args[0])
+	k, err := strconv.Atoi(args[1])
 	if err != nil {
 		return err
 	}
-	fmt.Println("addr", ln.Addr())
+	quiet, err := time.ParseDuration(args[3])
+	if err != nil {
+		return err
+	}
+	stay := len(args) > 4 && args[4] == "stay"
+	var cfg reuse.Config
+	cfg.ListenConfig.SetMultipathTCP(args[2] == "mptcp")
+	lns, err := cfg.ListenGroup(context.Background(), "tcp", args[0], k)
+	if err != nil {
+		return err
+	}
+	fmt.Println("addr", lns[0].Addr())
+	fmt.Println("proto", protoName(lns[0]))
 	var served atomic.Int64
-	loopDone := make(chan error, 1)
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				if errors.Is(err, net.ErrClosed) {
-					err = nil
+	var loops sync.WaitGroup
+	for _, ln := range lns {
+		ln := ln
+		loops.Add(1)
+		go func() {
+			defer loops.Done()
+			for {
+				c, err := ln.Accept()
+				if err != nil {
+					return
 				}
-				loopDone <- err
-				return
+				_ = c.SetDeadline(time.Now().Add(5 * time.Second))
+				if _, err := io.WriteString(c, "ok\n"); err == nil {
+					_, _ = io.Copy(io.Discard, c)
+					served.Add(1)
+				}
+				c.Close()
 			}
-			_ = c.SetDeadline(time.Now().Add(5 * time.Second))
-			if _, err := io.WriteString(c, "ok\n"); err == nil {
-				_, _ = io.Copy(io.Discard, c)
-				served.Add(1)
-			}
-			c.Close()
+		}()
+	}
+	closeAll := func() {
+		for _, ln := range lns {
+			ln.Close()
 		}
+		loops.Wait()
+		fmt.Println("closed", served.Load())
+	}
+	ho := reuse.Handover{Quiet: quiet}
+	cmds := make(chan string)
+	go func() {
+		sc := bufio.NewScanner(os.Stdin)
+		for sc.Scan() {
+			cmds <- sc.Text()
+		}
+		close(cmds)
 	}()
-	var takeover *reuse.Takeover
-	sc := bufio.NewScanner(os.Stdin)
-	for sc.Scan() {
-		switch sc.Text() {
-		case "takeover":
-			if takeover, err = reuse.TakeOver(ln); err != nil {
-				return err
+	for {
+		select {
+		case cmd, ok := <-cmds:
+			if !ok {
+				return ho.Close()
 			}
-			fmt.Println("steered")
-		case "release":
-			if err := takeover.Release(); err != nil {
-				return err
-			}
-			fmt.Println("released")
-		case "drain", "close":
-			if sc.Text() == "drain" {
-				ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-				err := reuse.WaitDrained(ctx, ln, 20*time.Millisecond)
+			switch cmd {
+			case "takeover":
+				ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+				socks := make([]any, len(lns))
+				for i, ln := range lns {
+					socks[i] = ln
+				}
+				err := ho.TakeOver(ctx, socks...)
 				cancel()
 				if err != nil {
 					return err
 				}
+				fmt.Println("took over")
+			case "close":
+				closeAll()
+				return ho.Close()
+			case "count":
+				fmt.Println("served", served.Load())
+			default:
+				return fmt.Errorf("unknown command %q", cmd)
 			}
-			if err := ln.Close(); err != nil {
-				return err
+		case <-ho.Replaced():
+			fmt.Println("replaced")
+			if !stay {
+				closeAll()
+				return ho.Close()
 			}
-			if err := <-loopDone; err != nil {
-				return err
+			// Only "close" (or "count") is expected from now on.
+			for cmd := range cmds {
+				if cmd == "count" {
+					fmt.Println("served", served.Load())
+					continue
+				}
+				closeAll()
+				return ho.Close()
 			}
-			fmt.Println("closed", served.Load())
-		default:
-			return fmt.Errorf("unknown command %q", sc.Text())
+			return ho.Close()
 		}
 	}
-	return sc.Err()
 }
 
-// loadCounts is what the clients of restartUnderLoad saw.
+// squatWorker binds the abstract Unix socket name args[0] and waits.
+func squatWorker(args []string) error {
+	ln, err := net.ListenUnix("unixpacket", &net.UnixAddr{Name: args[0], Net: "unixpacket"})
+	if err != nil {
+		return err
+	}
+	defer ln.Close()
+	fmt.Println("ready")
+	_, err = io.Copy(io.Discard, os.Stdin)
+	return err
+}
+
+func protoName(ln net.Listener) string {
+	rc, err := ln.(*net.TCPListener).SyscallConn()
+	if err != nil {
+		return err.Error()
+	}
+	proto := 0
+	_ = rc.Control(func(fd uintptr) { proto, _ = unix.GetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_PROTOCOL) })
+	if proto == unix.IPPROTO_MPTCP {
+		return "mptcp"
+	}
+	return "tcp"
+}
+
+// loadCounts is what the clients of a load saw.
 type loadCounts struct {
 	attempted, served, refused, reset, other atomic.Int64
 }
 
+func (c *loadCounts) lost() int64 { return c.attempted.Load() - c.served.Load() }
+
 func (c *loadCounts) String() string {
 	return fmt.Sprintf("attempted %d, served %d, lost %d (refused %d, reset %d, other %d)",
-		c.attempted.Load(), c.served.Load(), c.attempted.Load()-c.served.Load(), c.refused.Load(), c.reset.Load(), c.other.Load())
+		c.attempted.Load(), c.served.Load(), c.lost(), c.refused.Load(), c.reset.Load(), c.other.Load())
 }
 
-// Bounds of a load run: it stops after the handovers, or at either bound.
+// Bounds of a load: it stops when told, or at either bound.
 const (
 	loadClients  = 2
 	loadMaxConns = 300000 // clients close with RST (no TIME_WAIT), so ports are reused
 	loadMaxTime  = 40 * time.Second
-	handovers    = 20
+	replacements = 20
 )
 
-// restartUnderLoad sets net.ipv4.tcp_migrate_req to migrate in this private
-// namespace, then replaces the serving worker process 20 times while
-// clients open connections as fast as they can. With handover, the new
-// worker takes the port over and the old one drains before it closes;
-// without, the old one closes as soon as the new one listens.
-func restartUnderLoad(t *testing.T, migrate, handover bool) *loadCounts {
-	writeSysctl(t, "net/ipv4/tcp_migrate_req", map[bool]string{false: "0", true: "1"}[migrate])
-	writeSysctl(t, "net/ipv4/ip_local_port_range", "1024 65535")
-	if got, err := reuse.MigratesQueue(); err != nil || got != migrate {
-		t.Fatalf("MigratesQueue() = %v, %v; want %v", got, err, migrate)
-	}
-	old := sockettest.StartWorker(t, "handover", []string{"127.0.0.1:0"})
-	addr := old.Expect("addr ", 10*time.Second)
-
+// load opens connections to addr from loadClients goroutines as fast as
+// they can until stop is called, which returns the counts.
+func load(t *testing.T, addr string) (stop func() *loadCounts) {
 	counts := new(loadCounts)
-	stop := make(chan struct{})
+	done := make(chan struct{})
 	deadline := time.Now().Add(loadMaxTime)
 	var wg sync.WaitGroup
 	for i := 0; i < loadClients; i++ {
@@ -143,7 +198,7 @@ func restartUnderLoad(t *testing.T, migrate, handover bool) *loadCounts {
 			defer wg.Done()
 			for {
 				select {
-				case <-stop:
+				case <-done:
 					return
 				default:
 				}
@@ -155,37 +210,14 @@ func restartUnderLoad(t *testing.T, migrate, handover bool) *loadCounts {
 			}
 		}()
 	}
-	for i := 0; i < handovers; i++ {
-		next := sockettest.StartWorker(t, "handover", []string{addr})
-		next.Expect("addr ", 10*time.Second)
-		if handover {
-			next.Send("takeover")
-			next.Expect("steered", 10*time.Second)
-			old.Send("drain")
-		} else {
-			old.Send("close")
+	return func() *loadCounts {
+		close(done)
+		wg.Wait()
+		if counts.attempted.Load() >= loadMaxConns || time.Now().After(deadline) {
+			t.Fatalf("the load ran out of its bounds: %v", counts)
 		}
-		old.Expect("closed ", 15*time.Second)
-		if err := old.Wait(); err != nil {
-			t.Fatal(err)
-		}
-		if handover {
-			next.Send("release")
-			next.Expect("released", 10*time.Second)
-		}
-		old = next
+		return counts
 	}
-	close(stop)
-	wg.Wait()
-	old.Send("close")
-	old.Expect("closed ", 15*time.Second)
-	if err := old.Wait(); err != nil {
-		t.Fatal(err)
-	}
-	if counts.attempted.Load() >= loadMaxConns || time.Now().After(deadline) {
-		t.Fatalf("the load ran out of its bounds before the %d handovers ended: %v", handovers, counts)
-	}
-	return counts
 }
 
 // connectOnce opens one connection to addr, reads the server's "ok" and
@@ -222,201 +254,245 @@ func writeSysctl(t *testing.T, name, value string) {
 	}
 }
 
-func TestHandoverUnderLoadMigrating(t *testing.T) {
-	// Each load runs in a namespace of its own: the three overlap.
-	t.Parallel()
-	if !sockettest.RunInNetNS(t) {
-		return
-	}
-	counts := restartUnderLoad(t, true, true)
-	t.Logf("tcp_migrate_req=1, handover: %v", counts)
-	if lost := counts.attempted.Load() - counts.served.Load(); lost != 0 {
-		t.Errorf("%d handovers lost %d connections: %v", handovers, lost, counts)
-	}
+// shape is what one generation of the server listens with.
+type shape struct {
+	k     int  // listeners in the process
+	mptcp bool // Go's default since 1.24: ListenConfig.SetMultipathTCP(true)
 }
 
-func TestHandoverUnderLoadNotMigrating(t *testing.T) {
-	// Each load runs in a namespace of its own: the three overlap.
-	t.Parallel()
-	if !sockettest.RunInNetNS(t) {
-		return
+func (s shape) String() string {
+	proto := "tcp"
+	if s.mptcp {
+		proto = "mptcp"
 	}
-	counts := restartUnderLoad(t, false, true)
-	t.Logf("tcp_migrate_req=0, handover: %v", counts)
-	if lost := counts.attempted.Load() - counts.served.Load(); lost != 0 {
-		t.Errorf("%d handovers lost %d connections: %v", handovers, lost, counts)
-	}
+	return fmt.Sprintf("%d %s", s.k, proto)
 }
 
-// TestNaiveCloseUnderLoadResets shows the problem: without a handover and
-// without migration, the old listener's queue is reset when it closes.
-func TestNaiveCloseUnderLoadResets(t *testing.T) {
-	// Each load runs in a namespace of its own: the three overlap.
-	t.Parallel()
-	if !sockettest.RunInNetNS(t) {
-		return
+func (s shape) args(addr string, quiet time.Duration, extra ...string) []string {
+	proto := "tcp"
+	if s.mptcp {
+		proto = "mptcp"
 	}
-	counts := restartUnderLoad(t, false, false)
-	t.Logf("tcp_migrate_req=0, naive close: %v", counts)
-	if counts.reset.Load() == 0 {
-		t.Errorf("%d naive restarts reset no connection: %v", handovers, counts)
-	}
+	return append([]string{addr, strconv.Itoa(s.k), proto, quiet.String()}, extra...)
 }
 
-// TestTakeOverSteersAndReleases checks that after TakeOver every connection
-// reaches the new listener, and that after Release the hash spreads them
-// again. 200 connections: under the hash, all landing on one of two
-// listeners has probability 2^-199.
-func TestTakeOverSteersAndReleases(t *testing.T) {
-	cfg := plainConfig()
-	oldLn, err := cfg.Listen(context.Background(), "tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer oldLn.Close()
-	newLn, err := cfg.Listen(context.Background(), "tcp", oldLn.Addr().String())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer newLn.Close()
-	tk, err := reuse.TakeOver(newLn)
-	if e := sockettest.Emulator(); e != "" && err != nil {
-		// It neither translates SO_ATTACH_REUSEPORT_CBPF (ENOPROTOOPT) nor
-		// /proc/net/tcp, which a big-endian guest reads in the host's order.
-		t.Skipf("%s cannot run a takeover: %v", e, err)
-	}
-	if err != nil {
-		t.Fatal(err)
-	}
-	if got, want := countAccepted(t, oldLn, newLn, 200), [2]int{0, 200}; got != want {
-		t.Errorf("after TakeOver, (old, new) accepted %v, want %v", got, want)
-	}
-	if err := tk.Release(); err != nil {
-		t.Fatal(err)
-	}
-	if got := countAccepted(t, oldLn, newLn, 200); got[0] == 0 || got[1] == 0 {
-		t.Errorf("after Release, (old, new) accepted %v, want both some", got)
-	}
-}
-
-// countAccepted dials n connections to a's address and counts how many
-// each of a and b accepted.
-func countAccepted(t *testing.T, a, b net.Listener, n int) [2]int {
+// startGeneration starts a generation and returns it with its address.
+func startGeneration(t *testing.T, s shape, addr string, quiet time.Duration, extra ...string) (*sockettest.Worker, string) {
 	t.Helper()
-	var got [2]int
+	w := sockettest.StartWorker(t, "handover", s.args(addr, quiet, extra...))
+	addr = w.Expect("addr ", 10*time.Second)
+	if proto := w.Expect("proto ", 10*time.Second); s.mptcp && proto != "mptcp" {
+		t.Skipf("the kernel gave a plain TCP listener where MPTCP was asked: MPTCP is off here (net.mptcp.enabled)")
+	}
+	return w, addr
+}
+
+// restartUnderLoad replaces a server of shape s 20 times while clients
+// connect as fast as they can. With handover, each generation takes over
+// with reuse.Handover and the old one closes once replaced; without, the
+// old one closes as soon as the new one listens.
+func restartUnderLoad(t *testing.T, s shape, handover bool) *loadCounts {
+	quiet := 20 * time.Millisecond
+	if q, err := time.ParseDuration(os.Getenv("Q")); err == nil {
+		quiet = q
+	}
+	old, addr := startGeneration(t, s, "127.0.0.1:0", quiet)
+	if handover {
+		old.Send("takeover")
+		old.Expect("took over", 10*time.Second)
+	}
+	stop := load(t, addr)
+	for i := 0; i < replacements; i++ {
+		next, _ := startGeneration(t, s, addr, quiet)
+		if handover {
+			next.Send("takeover")
+			old.Expect("replaced", 15*time.Second)
+			next.Expect("took over", 15*time.Second)
+		} else {
+			old.Send("close")
+		}
+		old.Expect("closed ", 15*time.Second)
+		if err := old.Wait(); err != nil {
+			t.Fatal(err)
+		}
+		old = next
+	}
+	counts := stop()
+	old.Send("close")
+	old.Expect("closed ", 15*time.Second)
+	if err := old.Wait(); err != nil {
+		t.Fatal(err)
+	}
+	return counts
+}
+
+// TestHandoverUnderLoad replaces a server 20 times under continuous load,
+// for each shape (one listener, a group of 3) and protocol (plain TCP,
+// MPTCP), with net.ipv4.tcp_migrate_req 0 and 1, and loses no connection;
+// the naive replacement beside it, with tcp_migrate_req 0, loses some.
+func TestHandoverUnderLoad(t *testing.T) {
+	for _, migrate := range []string{"0", "1"} {
+		migrate := migrate
+		t.Run("tcp_migrate_req="+migrate, func(t *testing.T) {
+			t.Parallel()
+			if !sockettest.RunInNetNS(t) {
+				return
+			}
+			writeSysctl(t, "net/ipv4/tcp_migrate_req", migrate)
+			writeSysctl(t, "net/ipv4/ip_local_port_range", "1024 65535")
+			for _, s := range []shape{{1, false}, {1, true}, {3, false}, {3, true}} {
+				t.Run(s.String(), func(t *testing.T) {
+					counts := restartUnderLoad(t, s, true)
+					t.Logf("%d handovers of %v: %v", replacements, s, counts)
+					if counts.lost() != 0 || counts.served.Load() == 0 {
+						t.Errorf("%d handovers of %v lost %d connections: %v", replacements, s, counts.lost(), counts)
+					}
+				})
+			}
+			t.Run("naive", func(t *testing.T) {
+				s := shape{1, false}
+				counts := restartUnderLoad(t, s, false)
+				t.Logf("%d naive restarts of %v: %v", replacements, s, counts)
+				if migrate == "0" && counts.reset.Load() == 0 {
+					t.Errorf("%d naive restarts with tcp_migrate_req=0 reset no connection: %v", replacements, counts)
+				}
+			})
+		})
+	}
+}
+
+// countAccepted dials n connections to addr and counts how many each
+// listener of lns accepted.
+func countAccepted(t *testing.T, addr string, lns []net.Listener, n int) []int {
+	t.Helper()
+	got := make([]int, len(lns))
+	var total atomic.Int64
 	var mu sync.Mutex
 	var wg sync.WaitGroup
-	for i, ln := range []net.Listener{a, b} {
+	for i, ln := range lns {
 		i, ln := i, ln
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
 			for {
-				c, err := ln.(*net.TCPListener).AcceptTCP()
+				c, err := ln.Accept()
 				if err != nil {
 					return
 				}
 				mu.Lock()
 				got[i]++
 				mu.Unlock()
+				total.Add(1)
 				c.Close()
 			}
 		}()
 	}
 	for i := 0; i < n; i++ {
-		c, err := net.Dial("tcp", a.Addr().String())
+		c, err := net.Dial("tcp", addr)
 		if err != nil {
 			t.Fatal(err)
 		}
 		c.Close()
 	}
-	for {
-		mu.Lock()
-		total := got[0] + got[1]
-		mu.Unlock()
-		if total == n {
-			break
+	for start := time.Now(); total.Load() < int64(n); time.Sleep(time.Millisecond) {
+		if time.Since(start) > 10*time.Second {
+			t.Fatalf("%d of %d connections accepted", total.Load(), n)
 		}
-		time.Sleep(time.Millisecond)
 	}
 	// Stop the accept loops without closing: a deadline in the past.
-	for _, ln := range []net.Listener{a, b} {
+	for _, ln := range lns {
 		_ = ln.(*net.TCPListener).SetDeadline(time.Now())
 	}
 	wg.Wait()
-	for _, ln := range []net.Listener{a, b} {
+	for _, ln := range lns {
 		_ = ln.(*net.TCPListener).SetDeadline(time.Time{})
 	}
 	return got
 }
 
-func TestTakeOverErrors(t *testing.T) {
-	alone, err := plainConfig().Listen(context.Background(), "tcp", "127.0.0.1:0")
+func listenGroup(t *testing.T, addr string, k int, mptcp bool) []net.Listener {
+	t.Helper()
+	var cfg reuse.Config
+	cfg.ListenConfig.SetMultipathTCP(mptcp)
+	lns, err := cfg.ListenGroup(context.Background(), "tcp", addr, k)
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer alone.Close()
-	fds := sockettest.OpenFDs(t) // after the first socket, which opens the poller
-	if _, err := reuse.TakeOver(alone); err == nil || !strings.Contains(err.Error(), "exactly one other listener") {
-		t.Errorf("TakeOver of a listener alone on its port: %v, want an error naming the one other listener it needs", err)
-	}
-	t.Run("MPTCP", func(t *testing.T) {
-		var mptcp reuse.Config
-		mptcp.ListenConfig.SetMultipathTCP(true)
-		m, err := mptcp.Listen(context.Background(), "tcp", "127.0.0.1:0")
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer m.Close()
-		if !isMPTCP(t, m) {
-			t.Skipf("the kernel gave a plain TCP listener: MPTCP is off here (net.mptcp.enabled)")
-		}
-		if _, err := reuse.TakeOver(m); !errors.Is(err, errors.ErrUnsupported) || !strings.Contains(err.Error(), "MPTCP") {
-			t.Errorf("TakeOver of an MPTCP listener: %v, want an error naming MPTCP and wrapping errors.ErrUnsupported", err)
+	t.Cleanup(func() {
+		for _, ln := range lns {
+			ln.Close()
 		}
 	})
-	unixLn, err := net.Listen("unix", t.TempDir()+"/sock")
-	if err != nil {
-		t.Fatal(err)
+	if mptcp && protoName(lns[0]) != "mptcp" {
+		t.Skipf("the kernel gave a plain TCP listener where MPTCP was asked: MPTCP is off here (net.mptcp.enabled)")
 	}
-	defer unixLn.Close()
-	if _, err := reuse.TakeOver(unixLn); err == nil || !strings.Contains(err.Error(), "*net.UnixListener") {
-		t.Errorf("TakeOver of a unix listener: %v, want an error naming its type", err)
+	return lns
+}
+
+func anys[T any](s []T) []any {
+	a := make([]any, len(s))
+	for i, v := range s {
+		a[i] = v
 	}
-	if err := reuse.WaitDrained(context.Background(), alone, 0); err == nil || !strings.Contains(err.Error(), "quiet period") {
-		t.Errorf("WaitDrained with no quiet period: %v, want an error naming it", err)
-	}
-	unixLn.Close()
-	if got := sockettest.OpenFDs(t); got != fds {
-		t.Errorf("open descriptors: %d after the errors, %d before", got, fds)
+	return a
+}
+
+// TestTakeOverSteers checks, in one process, that once a new group of k
+// listeners took over, the old group receives no connection (200 of 200 go
+// to the new one), and that after the old one let go the kernel's hash
+// spreads connections over the whole new group again (each of k listeners
+// gets some of 300: all missing one has probability below k(1-1/k)^300).
+func TestTakeOverSteers(t *testing.T) {
+	for _, s := range []shape{{1, false}, {1, true}, {3, false}, {3, true}} {
+		t.Run(s.String(), func(t *testing.T) {
+			oldLns := listenGroup(t, "127.0.0.1:0", s.k, s.mptcp)
+			addr := oldLns[0].Addr().String()
+			oldHo := reuse.Handover{Quiet: 10 * time.Millisecond}
+			ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+			defer cancel()
+			if err := oldHo.TakeOver(ctx, anys(oldLns)...); err != nil {
+				t.Fatal(err)
+			}
+			newLns := listenGroup(t, addr, s.k, s.mptcp)
+			var newHo reuse.Handover
+			took := make(chan error, 1)
+			go func() { took <- newHo.TakeOver(ctx, anys(newLns)...) }()
+			select {
+			case <-oldHo.Replaced():
+			case err := <-took:
+				t.Fatalf("TakeOver returned %v before the old group was replaced", err)
+			}
+			got := countAccepted(t, addr, append(append([]net.Listener{}, oldLns...), newLns...), 200)
+			oldGot, newGot := sum(got[:s.k]), sum(got[s.k:])
+			if oldGot != 0 || newGot != 200 {
+				t.Errorf("once taken over, the old and new groups accepted %d and %d of 200, want 0 and 200 (%v)", oldGot, newGot, got)
+			}
+			for _, ln := range oldLns {
+				ln.Close()
+			}
+			if err := oldHo.Close(); err != nil {
+				t.Fatal(err)
+			}
+			if err := <-took; err != nil {
+				t.Fatal(err)
+			}
+			got = countAccepted(t, addr, newLns, 300)
+			for i, n := range got {
+				if n == 0 {
+					t.Errorf("after the handover, listener %d of %d accepted none of 300 (%v): still steered?", i+1, s.k, got)
+				}
+			}
+			if err := newHo.Close(); err != nil {
+				t.Fatal(err)
+			}
+		})
 	}
 }
 
-func TestMigratesQueue(t *testing.T) {
-	if !sockettest.RunInNetNS(t) {
-		return
+func sum(s []int) int {
+	n := 0
+	for _, v := range s {
+		n += v
 	}
-	for _, v := range []string{"1", "0"} {
-		writeSysctl(t, "net/ipv4/tcp_migrate_req", v)
-		got, err := reuse.MigratesQueue()
-		if err != nil || got != (v == "1") {
-			t.Errorf("with tcp_migrate_req=%s, MigratesQueue() = %v, %v; want %v", v, got, err, v == "1")
-		}
-	}
-}
-
-func isMPTCP(t *testing.T, ln net.Listener) bool {
-	rc, err := ln.(*net.TCPListener).SyscallConn()
-	if err != nil {
-		t.Fatal(err)
-	}
-	var proto int
-	var serr error
-	if err := rc.Control(func(fd uintptr) { proto, serr = unix.GetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_PROTOCOL) }); err != nil {
-		t.Fatal(err)
-	}
-	if serr != nil {
-		t.Fatal(serr)
-	}
-	return proto == unix.IPPROTO_MPTCP
+	return n
 }
