@@ -456,6 +456,10 @@ func (st *handoverState) steer(old []uint64) (*steering, error) {
 				}
 			}
 		}
+		if len(picks) == 0 {
+			sg.release()
+			return nil, fmt.Errorf("%severy member of the group of %s %s belongs to the old process: none to steer to", errPrefix, st.g.network, st.g.address)
+		}
 		if err := sg.attach(st.program(picks)); err != nil {
 			sg.release()
 			return nil, err

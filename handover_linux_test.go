@@ -8,6 +8,7 @@ import (
 	"io"
 	"net"
 	"os"
+	"runtime"
 	"strconv"
 	"strings"
 	"sync"
@@ -495,4 +496,276 @@ func sum(s []int) int {
 		n += v
 	}
 	return n
+}
+
+// served asks a generation how many connections it served.
+func served(t *testing.T, w *sockettest.Worker) int {
+	t.Helper()
+	w.Send("count")
+	n, err := strconv.Atoi(w.Expect("served ", 10*time.Second))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return n
+}
+
+// dialServed opens n connections to addr one after the other and fails the
+// test unless each was served.
+func dialServed(t *testing.T, addr string, n int) {
+	t.Helper()
+	counts := new(loadCounts)
+	for i := 0; i < n; i++ {
+		counts.attempted.Add(1)
+		connectOnce(addr, counts)
+	}
+	if counts.lost() != 0 {
+		t.Fatalf("%d connections: %v", n, counts)
+	}
+}
+
+// waitSteered waits until connections to addr no longer reach old.
+func waitSteered(t *testing.T, old *sockettest.Worker, addr string) {
+	t.Helper()
+	for start := time.Now(); time.Since(start) < 15*time.Second; {
+		before := served(t, old)
+		dialServed(t, addr, 30)
+		if served(t, old) == before {
+			return
+		}
+	}
+	t.Fatal("the old generation still receives connections 15 s after the new one began to take over")
+}
+
+// checkHashed fails the test unless connections to addr are spread by the
+// kernel's hash over a and a newcomer that joins without a handover: a
+// program left behind would give all of them to one slot. Of 200
+// connections, all reaching one of two listeners has probability 2^-199.
+func checkHashed(t *testing.T, s shape, a *sockettest.Worker, addr string) {
+	t.Helper()
+	q, _ := startGeneration(t, s, addr, time.Second)
+	before := served(t, a)
+	dialServed(t, addr, 200)
+	got := served(t, a) - before
+	if got == 0 || got == 200 {
+		t.Errorf("of 200 connections, the generation serving took %d, a newcomer %d: a steering program was left on the group", got, 200-got)
+	}
+	q.Send("close")
+	q.Expect("closed ", 10*time.Second)
+}
+
+// TestHandoverNewDies kills the new process in the middle of its takeover:
+// the old one, still draining, serves every connection again, and no
+// program is left on the group.
+func TestHandoverNewDies(t *testing.T) {
+	for _, s := range []shape{{1, false}, {1, true}} {
+		t.Run(s.String(), func(t *testing.T) {
+			old, addr := startGeneration(t, s, "127.0.0.1:0", time.Minute, "stay")
+			old.Send("takeover")
+			old.Expect("took over", 10*time.Second)
+			next, _ := startGeneration(t, s, addr, 10*time.Millisecond)
+			next.Send("takeover")
+			waitSteered(t, old, addr)
+			if err := syscall.Kill(next.Pid(), syscall.SIGKILL); err != nil {
+				t.Fatal(err)
+			}
+			_ = next.Wait()
+			before := served(t, old)
+			dialServed(t, addr, 100)
+			if got := served(t, old) - before; got != 100 {
+				t.Errorf("after the new process died, the old one served %d of 100 connections", got)
+			}
+			checkHashed(t, s, old, addr)
+			old.Send("close")
+			old.Expect("closed ", 10*time.Second)
+		})
+	}
+}
+
+// TestHandoverOldDies kills the old process while it drains: the new one's
+// TakeOver returns, it serves everything, and no program is left.
+func TestHandoverOldDies(t *testing.T) {
+	for _, s := range []shape{{1, false}, {1, true}} {
+		t.Run(s.String(), func(t *testing.T) {
+			old, addr := startGeneration(t, s, "127.0.0.1:0", time.Minute, "stay")
+			old.Send("takeover")
+			old.Expect("took over", 10*time.Second)
+			next, _ := startGeneration(t, s, addr, 10*time.Millisecond)
+			next.Send("takeover")
+			waitSteered(t, old, addr)
+			if err := syscall.Kill(old.Pid(), syscall.SIGKILL); err != nil {
+				t.Fatal(err)
+			}
+			_ = old.Wait()
+			next.Expect("took over", 10*time.Second)
+			dialServed(t, addr, 50)
+			checkHashed(t, s, next, addr)
+			next.Send("close")
+			next.Expect("closed ", 10*time.Second)
+		})
+	}
+}
+
+// TestHandoverRace starts two new processes that take over at once, under
+// load: one takes over from the old one, then the other from it, and no
+// connection is lost.
+func TestHandoverRace(t *testing.T) {
+	s := shape{1, true}
+	const quiet = 20 * time.Millisecond
+	old, addr := startGeneration(t, s, "127.0.0.1:0", quiet)
+	old.Send("takeover")
+	old.Expect("took over", 10*time.Second)
+	stop := load(t, addr)
+	a, _ := startGeneration(t, s, addr, quiet)
+	b, _ := startGeneration(t, s, addr, quiet)
+	a.Send("takeover")
+	b.Send("takeover")
+	old.Expect("closed ", 15*time.Second)
+	a.Expect("took over", 15*time.Second)
+	b.Expect("took over", 15*time.Second)
+	// The second TakeOver to return took over from the first, which let go.
+	_ = old.Wait()
+	counts := stop()
+	t.Logf("two racing successors: %v", counts)
+	if counts.lost() != 0 || counts.served.Load() == 0 {
+		t.Errorf("two racing successors lost %d connections: %v", counts.lost(), counts)
+	}
+	dialServed(t, addr, 50)
+	_ = a.Wait()
+	_ = b.Wait()
+}
+
+// TestTakeOverErrors gives TakeOver bad sockets and misuses a Handover:
+// each gets a *net.OpError naming what was wrong, and nothing leaks.
+func TestTakeOverErrors(t *testing.T) {
+	var nilHo *reuse.Handover
+	if err := nilHo.TakeOver(context.Background()); err == nil {
+		t.Error("TakeOver on a nil *Handover: no error")
+	}
+	if nilHo.Replaced() != nil || nilHo.Close() != nil {
+		t.Error("a nil *Handover: Replaced or Close did something")
+	}
+	var zero reuse.Handover
+	if err := zero.Close(); err != nil {
+		t.Errorf("Close of a zero Handover: %v", err)
+	}
+	select {
+	case <-zero.Replaced():
+		t.Error("a Handover that never took over was replaced")
+	default:
+	}
+
+	ln, err := reuse.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	other, err := reuse.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer other.Close()
+	pc, err := reuse.ListenPacket("udp", ln.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer pc.Close()
+	excl := reuse.Config{Mode: reuse.Exclusive}
+	exLn, err := excl.Listen(context.Background(), "tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer exLn.Close()
+	unixLn, err := net.Listen("unix", t.TempDir()+"/sock")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer unixLn.Close()
+	closed, err := reuse.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	closed.Close()
+
+	fds := sockettest.OpenFDs(t)
+	goroutines := runtime.NumGoroutine()
+	for _, tc := range []struct {
+		name  string
+		socks []any
+		want  string
+	}{
+		{"none", nil, "at least one socket"},
+		{"nil listener", []any{(*net.TCPListener)(nil)}, "nil *net.TCPListener"},
+		{"nil", []any{nil}, "is a <nil>"},
+		{"unix listener", []any{unixLn}, "*net.UnixListener"},
+		{"two addresses", []any{ln, other}, "a handover takes the sockets of one address"},
+		{"tcp and udp", []any{ln, pc}, "a handover takes the sockets of one address"},
+		{"Exclusive", []any{exLn}, "does not share its port"},
+		{"closed", []any{closed}, "closed"},
+	} {
+		var ho reuse.Handover
+		err := ho.TakeOver(context.Background(), tc.socks...)
+		var oe *net.OpError
+		if !errors.As(err, &oe) || oe.Op != "takeover" || !strings.Contains(err.Error(), tc.want) || strings.Count(err.Error(), "reuse: ") != 1 {
+			t.Errorf("%s: TakeOver: %v, want a *net.OpError of Op takeover naming %q, with one \"reuse: \"", tc.name, err, tc.want)
+		}
+		if err := ho.Close(); err != nil {
+			t.Errorf("%s: Close after a failed TakeOver: %v", tc.name, err)
+		}
+	}
+	var twice reuse.Handover
+	if err := twice.TakeOver(context.Background(), ln); err != nil {
+		t.Fatal(err)
+	}
+	if err := twice.TakeOver(context.Background(), ln); err == nil || !strings.Contains(err.Error(), "already taken over") {
+		t.Errorf("a second TakeOver on one Handover: %v, want an error saying it already took over", err)
+	}
+	if err := twice.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if got := sockettest.OpenFDs(t); got != fds {
+		t.Errorf("open descriptors: %d after the errors, %d before", got, fds)
+	}
+	for start := time.Now(); runtime.NumGoroutine() > goroutines && time.Since(start) < 5*time.Second; {
+		time.Sleep(time.Millisecond)
+	}
+	if got := runtime.NumGoroutine(); got > goroutines {
+		t.Errorf("goroutines: %d after the errors, %d before", got, goroutines)
+	}
+}
+
+// TestTakeOverStranger has a process of another user squat the name where
+// a handover's processes meet: TakeOver fails, naming that user, with EPERM,
+// and the port stays served.
+func TestTakeOverStranger(t *testing.T) {
+	sockettest.RequireRoot(t, "run a process as uid 65534")
+	ln, err := reuse.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	// The name is the package's: "@reuse/UID/NETWORK/ADDRESS/slot/SLOT".
+	name := fmt.Sprintf("@reuse/%d/tcp/%s/slot/", os.Geteuid(), ln.Addr())
+	squatter := sockettest.StartWorker(t, "squat", []string{name}, sockettest.AsUser(65534, 65534))
+	squatter.Expect("ready", 10*time.Second)
+	var ho reuse.Handover
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	err = ho.TakeOver(ctx, ln)
+	if !errors.Is(err, syscall.EPERM) || !strings.Contains(err.Error(), "uid 65534") {
+		t.Errorf("TakeOver with the rendezvous squatted by uid 65534: %v, want EPERM naming the uid", err)
+	}
+	go func() {
+		c, err := ln.Accept()
+		if err == nil {
+			c.Close()
+		}
+	}()
+	c, err := net.Dial("tcp", ln.Addr().String())
+	if err != nil {
+		t.Fatalf("the port is no longer served: %v", err)
+	}
+	c.Close()
+	if err := squatter.Wait(); err != nil {
+		t.Fatal(err)
+	}
 }
