@@ -10,6 +10,7 @@ import (
 	"net"
 	"os"
 	"os/exec"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -25,8 +26,10 @@ type restartWorkerProc struct {
 	out   *bufio.Scanner
 }
 
-func startRestartWorker(addr string) (*restartWorkerProc, string, error) {
-	cmd, err := workerCommand("restart", addr)
+// startRestartWorker starts a server generation: k listeners on addr, MPTCP
+// or not. It returns the worker and its first line: "ADDR PROTO".
+func startRestartWorker(addr string, k int, mptcp bool) (*restartWorkerProc, string, error) {
+	cmd, err := workerCommand("restart", addr, strconv.Itoa(k), strconv.FormatBool(mptcp))
 	if err != nil {
 		return nil, "", err
 	}
@@ -43,10 +46,14 @@ func startRestartWorker(addr string) (*restartWorkerProc, string, error) {
 	}
 	w := &restartWorkerProc{cmd: cmd, stdin: stdin, out: bufio.NewScanner(out)}
 	line, err := w.ask("")
+	if err != nil {
+		_ = w.stop()
+	}
 	return w, line, err
 }
 
-// ask sends cmd (if any) and returns the worker's next line.
+// ask sends cmd (if any) and returns the worker's next line; a line
+// "error ..." is returned as an error.
 func (w *restartWorkerProc) ask(cmd string) (string, error) {
 	if cmd != "" {
 		if _, err := io.WriteString(w.stdin, cmd+"\n"); err != nil {
@@ -56,44 +63,97 @@ func (w *restartWorkerProc) ask(cmd string) (string, error) {
 	if !w.out.Scan() {
 		return "", fmt.Errorf("worker pid %d ended before answering %q", w.cmd.Process.Pid, cmd)
 	}
+	if msg, ok := strings.CutPrefix(w.out.Text(), "error "); ok {
+		return "", fmt.Errorf("worker pid %d: %s: %s", w.cmd.Process.Pid, cmd, msg)
+	}
 	return w.out.Text(), nil
 }
 
+// stop closes the worker's stdin, which ends it, and waits for it.
 func (w *restartWorkerProc) stop() error {
 	_ = w.stdin.Close()
 	return w.cmd.Wait()
 }
 
-// runRestart restarts a server under load: a worker process serves a
-// loopback port, and -handovers times a new worker replaces it, with
-// reuse.TakeOver and reuse.WaitDrained, or, with -naive, by closing the old
-// listener as soon as the new one listens.
+// restartCase is one shape of server, restarted one way.
+type restartCase struct {
+	listeners int
+	mptcp     bool
+	naive     bool
+}
+
+// restartCounts is what the clients saw during one case.
+type restartCounts struct {
+	attempted, served, refused, reset, other atomic.Int64
+}
+
+// runRestart restarts a server under load, for each shape asked: a worker
+// process serves a loopback port with one listener or a group of them, and
+// -handovers times a new worker replaces it, with reuse.Handover or, with
+// -naive, also by closing the old listeners as soon as the new ones listen.
 func runRestart(args []string, stdout io.Writer) error {
 	fs := flag.NewFlagSet("restart", flag.ContinueOnError)
-	n := fs.Int("handovers", 20, "successive restarts")
-	naive := fs.Bool("naive", false, "close the old listener without a handover")
+	n := fs.Int("handovers", 20, "successive restarts of each shape")
+	listeners := fs.String("listeners", "1,4", "the shapes: listeners per server process, comma-separated")
+	mptcp := fs.Bool("mptcp", true, "listen with MPTCP, Go's default since 1.24 (false: plain TCP)")
+	naive := fs.Bool("naive", true, "also restart each shape naively: the old listeners close as soon as the new ones listen")
 	clients := fs.Int("clients", 2, "client goroutines opening connections as fast as they can")
-	maxConns := fs.Int("conns", 20000, "stop the load after this many connections")
+	maxConns := fs.Int("conns", 20000, "stop a shape's load after this many connections")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
 	if *n < 1 || *clients < 1 || *maxConns < 1 {
 		return errors.New("-handovers, -clients and -conns must be at least 1")
 	}
-	migrates, err := reuse.MigratesQueue()
-	if err != nil {
-		return err
+	var cases []restartCase
+	for _, f := range strings.Split(*listeners, ",") {
+		k, err := strconv.Atoi(strings.TrimSpace(f))
+		if err != nil || k < 1 {
+			return fmt.Errorf("-listeners %q: want positive numbers, comma-separated", *listeners)
+		}
+		cases = append(cases, restartCase{k, *mptcp, false})
+		if *naive {
+			cases = append(cases, restartCase{k, *mptcp, true})
+		}
 	}
-	old, line, err := startRestartWorker("127.0.0.1:0")
+	fmt.Fprintln(stdout, migrateReqWords())
+	for _, c := range cases {
+		if err := restartShape(c, *n, *clients, *maxConns, stdout); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// migrateReqWords says what net.ipv4.tcp_migrate_req is here.
+func migrateReqWords() string {
+	data, err := os.ReadFile("/proc/sys/net/ipv4/tcp_migrate_req")
+	switch {
+	case err != nil:
+		return "net.ipv4.tcp_migrate_req: unknown here (before Linux 5.14, or not Linux): a closing listener resets the connections in its queue"
+	case strings.TrimSpace(string(data)) == "1":
+		return "net.ipv4.tcp_migrate_req = 1: a closing listener hands the connections in its queue to the others of its port"
+	}
+	return "net.ipv4.tcp_migrate_req = 0: a closing listener resets the connections in its queue"
+}
+
+// restartShape runs one case and prints its counts.
+func restartShape(c restartCase, n, clients, maxConns int, stdout io.Writer) error {
+	old, line, err := startRestartWorker("127.0.0.1:0", c.listeners, c.mptcp)
 	if err != nil {
 		return err
 	}
 	defer func() { _ = old.stop() }()
-	addr := line
-	var attempted, served, refused, reset, other atomic.Int64
+	addr, proto, _ := strings.Cut(line, " ")
+	if !c.naive {
+		if _, err := old.ask("takeover"); err != nil {
+			return err
+		}
+	}
+	var counts restartCounts
 	stop := make(chan struct{})
 	var wg sync.WaitGroup
-	for i := 0; i < *clients; i++ {
+	for i := 0; i < clients; i++ {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
@@ -103,61 +163,64 @@ func runRestart(args []string, stdout io.Writer) error {
 					return
 				default:
 				}
-				if attempted.Add(1) > int64(*maxConns) {
-					attempted.Add(-1)
+				if counts.attempted.Add(1) > int64(maxConns) {
+					counts.attempted.Add(-1)
 					return
 				}
 				switch connectAndRead(addr) {
 				case "":
-					served.Add(1)
+					counts.served.Add(1)
 				case "refused":
-					refused.Add(1)
+					counts.refused.Add(1)
 				case "reset":
-					reset.Add(1)
+					counts.reset.Add(1)
 				default:
-					other.Add(1)
+					counts.other.Add(1)
 				}
 			}
 		}()
 	}
 	start := time.Now()
-	for i := 0; i < *n; i++ {
-		next, _, err := startRestartWorker(addr)
-		if err != nil {
-			return err
-		}
-		steps := []struct {
-			w   *restartWorkerProc
-			cmd string
-		}{{old, "close"}}
-		if !*naive {
-			steps = []struct {
-				w   *restartWorkerProc
-				cmd string
-			}{{next, "takeover"}, {old, "drain"}, {next, "release"}}
-		}
-		for _, s := range steps {
-			if line, err := s.w.ask(s.cmd); err != nil || strings.HasPrefix(line, "error") {
-				_ = next.stop()
-				return fmt.Errorf("%s: %v %s", s.cmd, err, line)
+	err = func() error {
+		for i := 0; i < n; i++ {
+			next, _, err := startRestartWorker(addr, c.listeners, c.mptcp)
+			if err != nil {
+				return err
 			}
+			if c.naive {
+				_, err = old.ask("close")
+			} else {
+				// Returns once the old worker let go; it exits by itself.
+				_, err = next.ask("takeover")
+			}
+			if err == nil {
+				err = old.stop()
+			}
+			if err != nil {
+				_ = next.stop()
+				return err
+			}
+			old = next
 		}
-		if err := old.stop(); err != nil {
-			return err
-		}
-		old = next
-	}
+		return nil
+	}()
 	elapsed := time.Since(start)
 	close(stop)
 	wg.Wait()
-	how := "with reuse.TakeOver and reuse.WaitDrained"
-	if *naive {
-		how = "naively (the old listener closes as soon as the new one listens)"
+	if err != nil {
+		return err
 	}
-	fmt.Fprintf(stdout, "%d restarts of the server on %s %s, in %v; net.ipv4.tcp_migrate_req=1: %v\n",
-		*n, addr, how, elapsed.Round(time.Millisecond), migrates)
+	how := "with reuse.Handover"
+	if c.naive {
+		how = "naively (the old listeners close as soon as the new ones listen)"
+	}
+	plural := "s"
+	if c.listeners == 1 {
+		plural = ""
+	}
+	fmt.Fprintf(stdout, "%d listener%s a process (%s), %d restarts %s, in %v:\n", c.listeners, plural, proto, n, how, elapsed.Round(time.Millisecond))
 	fmt.Fprintf(stdout, "  attempted %d\n  served    %d\n  refused   %d\n  reset     %d\n  other     %d\n",
-		attempted.Load(), served.Load(), refused.Load(), reset.Load(), other.Load())
+		counts.attempted.Load(), counts.served.Load(), counts.refused.Load(), counts.reset.Load(), counts.other.Load())
 	return nil
 }
 
@@ -168,6 +231,8 @@ func connectAndRead(addr string) string {
 	c, err := net.DialTimeout("tcp", addr, 10*time.Second)
 	if err == nil {
 		defer c.Close()
+		// Close with a reset: no TIME_WAIT, so the load never runs out of ports.
+		_ = c.(*net.TCPConn).SetLinger(0)
 		_ = c.SetDeadline(time.Now().Add(10 * time.Second))
 		_, err = bufio.NewReader(c).ReadString('\n')
 	}
@@ -182,65 +247,90 @@ func connectAndRead(addr string) string {
 	return err.Error()
 }
 
-// restartWorker listens on args[0], prints its address, serves each
-// connection with one line, and obeys takeover, release, drain and close
-// on stdin, answering each with one line.
+// restartWorker is one generation of the server: args are the address, the
+// number of listeners and whether to listen with MPTCP. It prints "ADDR
+// PROTO", serves each connection with one line, and obeys, answering each
+// with one line: takeover (reuse.Handover.TakeOver; once replaced, it closes
+// its listeners and exits by itself) and close (close the listeners at once).
 func restartWorker(args []string) error {
-	if len(args) != 1 {
-		return errors.New("want one argument: the address to share")
+	if len(args) != 3 {
+		return errors.New("want three arguments: the address to share, the number of listeners, MPTCP (true or false)")
 	}
-	var cfg reuse.Config
-	cfg.ListenConfig.SetMultipathTCP(false)
-	ln, err := cfg.Listen(context.Background(), "tcp", args[0])
+	k, err := strconv.Atoi(args[1])
 	if err != nil {
 		return err
 	}
-	fmt.Println(ln.Addr())
-	loopDone := make(chan struct{})
+	var cfg reuse.Config
+	cfg.ListenConfig.SetMultipathTCP(args[2] == "true")
+	lns, err := cfg.ListenGroup(context.Background(), "tcp", args[0], k)
+	if err != nil {
+		return err
+	}
+	fmt.Println(lns[0].Addr(), protocol(lns[0]))
+	var loops sync.WaitGroup
+	for _, ln := range lns {
+		ln := ln
+		loops.Add(1)
+		go func() {
+			defer loops.Done()
+			for {
+				c, err := ln.Accept()
+				if err != nil {
+					return
+				}
+				_ = c.SetDeadline(time.Now().Add(5 * time.Second))
+				if _, err := io.WriteString(c, "ok\n"); err == nil {
+					_, _ = io.Copy(io.Discard, c) // the client closes first
+				}
+				c.Close()
+			}
+		}()
+	}
+	closeAll := func() {
+		for _, ln := range lns {
+			ln.Close()
+		}
+		loops.Wait()
+	}
+	ho := reuse.Handover{Quiet: 20 * time.Millisecond}
+	defer ho.Close()
+	cmds := make(chan string)
 	go func() {
-		defer close(loopDone)
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			_ = c.SetDeadline(time.Now().Add(5 * time.Second))
-			if _, err := io.WriteString(c, "ok\n"); err == nil {
-				_, _ = io.Copy(io.Discard, c) // the client closes first
-			}
-			c.Close()
+		sc := bufio.NewScanner(os.Stdin)
+		for sc.Scan() {
+			cmds <- sc.Text()
 		}
+		close(cmds)
 	}()
-	var takeover *reuse.Takeover
-	sc := bufio.NewScanner(os.Stdin)
-	for sc.Scan() {
-		var err error
-		switch sc.Text() {
-		case "takeover":
-			takeover, err = reuse.TakeOver(ln)
-		case "release":
-			if takeover != nil {
-				err = takeover.Release()
+	for {
+		select {
+		case <-ho.Replaced():
+			closeAll()
+			return nil
+		case cmd, ok := <-cmds:
+			if !ok {
+				return nil
 			}
-		case "drain":
-			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-			err = reuse.WaitDrained(ctx, ln, 20*time.Millisecond)
-			cancel()
-			if err == nil {
-				err = ln.Close()
-				<-loopDone
+			var err error
+			switch cmd {
+			case "takeover":
+				socks := make([]any, len(lns))
+				for i, ln := range lns {
+					socks[i] = ln
+				}
+				ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+				err = ho.TakeOver(ctx, socks...)
+				cancel()
+			case "close":
+				closeAll()
+			default:
+				err = fmt.Errorf("unknown command %q", cmd)
 			}
-		case "close":
-			err = ln.Close()
-			<-loopDone
-		default:
-			err = fmt.Errorf("unknown command %q", sc.Text())
-		}
-		if err != nil {
-			fmt.Println("error", err)
-		} else {
-			fmt.Println("done")
+			if err != nil {
+				fmt.Println("error", err)
+			} else {
+				fmt.Println("done")
+			}
 		}
 	}
-	return sc.Err()
 }

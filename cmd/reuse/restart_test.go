@@ -8,43 +8,63 @@ import (
 	"testing"
 )
 
-// restartCounts reads the counts that restart prints.
-func restartCounts(t *testing.T, out string) map[string]int {
-	t.Helper()
-	counts := map[string]int{}
-	for _, m := range regexp.MustCompile(`(?m)^  (attempted|served|refused|reset|other)\s+(\d+)$`).FindAllStringSubmatch(out, -1) {
-		counts[m[1]], _ = strconv.Atoi(m[2])
-	}
-	if len(counts) != 5 {
-		t.Fatalf("restart printed %d of the 5 counts:\n%s", len(counts), out)
-	}
-	return counts
+// restartBlock is the counts that restart printed for one shape.
+type restartBlock struct {
+	title  string
+	counts map[string]int
 }
 
-// TestRestart runs the restart demonstration both ways: every connection
-// attempted is counted once, and with the handover none is lost (what the
-// package's handover tests assert under longer loads).
+// restartBlocks reads the counts that restart prints, shape by shape.
+func restartBlocks(t *testing.T, out string) []restartBlock {
+	t.Helper()
+	var blocks []restartBlock
+	count := regexp.MustCompile(`^  (attempted|served|refused|reset|other)\s+(\d+)$`)
+	for _, line := range strings.Split(out, "\n") {
+		if m := count.FindStringSubmatch(line); m != nil && len(blocks) > 0 {
+			blocks[len(blocks)-1].counts[m[1]], _ = strconv.Atoi(m[2])
+		} else if strings.Contains(line, "restarts") {
+			blocks = append(blocks, restartBlock{line, map[string]int{}})
+		}
+	}
+	for _, b := range blocks {
+		if len(b.counts) != 5 {
+			t.Fatalf("restart printed %d of the 5 counts for %q:\n%s", len(b.counts), b.title, out)
+		}
+	}
+	return blocks
+}
+
+// TestRestart runs the restart demonstration for both shapes, with MPTCP
+// and plain TCP listeners: every connection attempted is counted once,
+// and with the handover none is lost (what the package's handover tests
+// assert under longer loads); the naive restarts are printed beside them.
 func TestRestart(t *testing.T) {
 	requireSelfExec(t)
 	if runtime.GOOS != "linux" {
-		t.Skipf("the handover (reuse.TakeOver) is Linux's; on %s it fails with errors.ErrUnsupported", runtime.GOOS)
+		t.Skipf("the handover (reuse.Handover) is Linux's; on %s it fails with errors.ErrUnsupported", runtime.GOOS)
 	}
-	for _, naive := range []bool{false, true} {
-		args := []string{"-handovers", "5"}
-		if naive {
-			args = append(args, "-naive")
-		}
+	for _, mptcp := range []string{"true", "false"} {
+		args := []string{"-handovers", "5", "-listeners", "1,3", "-mptcp=" + mptcp}
 		var out strings.Builder
 		if err := runRestart(args, &out); err != nil {
 			t.Fatalf("restart %v: %v\n%s", args, err, out.String())
 		}
 		t.Logf("restart %v:\n%s", args, out.String())
-		c := restartCounts(t, out.String())
-		if c["attempted"] == 0 || c["served"]+c["refused"]+c["reset"]+c["other"] != c["attempted"] {
-			t.Errorf("restart %v: counts do not add up: %v", args, c)
+		if !strings.Contains(out.String(), "net.ipv4.tcp_migrate_req") {
+			t.Errorf("restart %v does not say what net.ipv4.tcp_migrate_req is", args)
 		}
-		if !naive && c["served"] != c["attempted"] {
-			t.Errorf("restart with the handover lost %d of %d connections: %v", c["attempted"]-c["served"], c["attempted"], c)
+		blocks := restartBlocks(t, out.String())
+		if len(blocks) != 4 {
+			t.Fatalf("restart %v printed %d shapes, want 4 (2 shapes, handover and naive):\n%s", args, len(blocks), out.String())
+		}
+		for _, b := range blocks {
+			c := b.counts
+			if c["attempted"] == 0 || c["served"]+c["refused"]+c["reset"]+c["other"] != c["attempted"] {
+				t.Errorf("%s: counts do not add up: %v", b.title, c)
+			}
+			if !strings.Contains(b.title, "naively") && c["served"] != c["attempted"] {
+				t.Errorf("%s: the handover lost %d of %d connections: %v", b.title, c["attempted"]-c["served"], c["attempted"], c)
+			}
 		}
 	}
 }

@@ -1,0 +1,8 @@
+//go:build !linux
+
+package main
+
+import "net"
+
+// protocol names the protocol of a listener: TCP (MPTCP is Linux's).
+func protocol(net.Listener) string { return "TCP" }
