@@ -704,10 +704,10 @@ func (st *handoverState) waitGone(ctx context.Context, old []uint64) error {
 }
 
 // members returns the inodes of the group's members, in the order they
-// joined. /proc/net/{tcp,udp}{,6} list the namespace's sockets; a TCP
-// group's listeners come first, IPv4 ones newest first, IPv6 ones oldest
-// first (the kernel adds IPv6 SO_REUSEPORT sockets at the tail of their
-// bucket, others at the head); UDP sockets newest first.
+// joined. /proc/net/{tcp,udp}{,6} list the namespace's sockets (a TCP
+// group's listeners first), IPv4 ones newest first, IPv6 ones oldest first:
+// the kernel adds IPv6 SO_REUSEPORT sockets at the tail of their bucket,
+// others at the head.
 func (st *handoverState) members() ([]uint64, error) {
 	var file, local string
 	newestFirst := true
@@ -716,7 +716,7 @@ func (st *handoverState) members() ([]uint64, error) {
 		file, local = "/proc/net/"+st.g.network, procAddr(sa.Addr[:], sa.Port)
 	case *unix.SockaddrInet6:
 		file, local = "/proc/net/"+st.g.network+"6", procAddr(sa.Addr[:], sa.Port)
-		newestFirst = st.g.network == "udp"
+		newestFirst = false
 	default:
 		return nil, fmt.Errorf("%snot an inet socket: %T", errPrefix, st.sa)
 	}

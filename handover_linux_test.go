@@ -769,3 +769,175 @@ func TestTakeOverStranger(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+// udpStream sends numbered datagrams to addr from sources sockets of their
+// own (each its own source port), round robin, until stop is called, which
+// returns how many were sent.
+func udpStream(t *testing.T, addr string, sources int) (stop func() int) {
+	t.Helper()
+	var conns []net.Conn
+	for i := 0; i < sources; i++ {
+		c, err := net.Dial("udp", addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		conns = append(conns, c)
+	}
+	done := make(chan struct{})
+	sent := make(chan int)
+	go func() {
+		n := 0
+		defer func() { sent <- n }()
+		for {
+			for _, c := range conns {
+				select {
+				case <-done:
+					return
+				default:
+				}
+				if _, err := fmt.Fprintf(c, "%d", n); err != nil {
+					t.Error(err)
+					return
+				}
+				n++
+				if n%20 == 0 {
+					// About 20,000 a second: one socket's reader keeps up.
+					time.Sleep(time.Millisecond)
+				}
+			}
+		}
+	}()
+	return func() int {
+		close(done)
+		n := <-sent
+		for _, c := range conns {
+			c.Close()
+		}
+		return n
+	}
+}
+
+// udpReceiver reads numbered datagrams from each socket of pcs into seen
+// until the sockets close.
+type udpReceiver struct {
+	mu   sync.Mutex
+	seen map[int]int
+	wg   sync.WaitGroup
+}
+
+func (r *udpReceiver) read(pcs []net.PacketConn) {
+	for _, pc := range pcs {
+		pc := pc
+		r.wg.Add(1)
+		go func() {
+			defer r.wg.Done()
+			buf := make([]byte, 64)
+			for {
+				n, _, err := pc.ReadFrom(buf)
+				if err != nil {
+					return
+				}
+				seq, err := strconv.Atoi(string(buf[:n]))
+				if err != nil {
+					continue
+				}
+				r.mu.Lock()
+				r.seen[seq]++
+				r.mu.Unlock()
+			}
+		}()
+	}
+}
+
+func listenPacketGroup(t *testing.T, addr string, k int) []net.PacketConn {
+	t.Helper()
+	pcs, err := reuse.ListenPacketGroup("udp", addr, k)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		for _, pc := range pcs {
+			pc.Close()
+		}
+	})
+	return pcs
+}
+
+// TestTakeOverUDP replaces a group of 4 UDP sockets 20 times, in one
+// process, under a continuous stream of numbered datagrams from 1,000 source
+// ports: every datagram is read exactly once. The naive replacement (close
+// the old sockets once the new ones are bound) beside it loses some.
+func TestTakeOverUDP(t *testing.T) {
+	for _, naive := range []bool{false, true} {
+		name := map[bool]string{false: "handover", true: "naive"}[naive]
+		t.Run(name, func(t *testing.T) {
+			const k = 4
+			ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+			defer cancel()
+			r := &udpReceiver{seen: map[int]int{}}
+			old := listenPacketGroup(t, "127.0.0.1:0", k)
+			addr := old[0].LocalAddr().String()
+			oldHo := &reuse.Handover{Quiet: 20 * time.Millisecond}
+			if err := oldHo.TakeOver(ctx, anys(old)...); err != nil {
+				t.Fatal(err)
+			}
+			r.read(old)
+			stop := udpStream(t, addr, 1000)
+			for i := 0; i < replacements; i++ {
+				next := listenPacketGroup(t, addr, k)
+				r.read(next)
+				nextHo := &reuse.Handover{Quiet: 20 * time.Millisecond}
+				took := make(chan error, 1)
+				if naive {
+					time.Sleep(5 * time.Millisecond) // let some datagrams reach the old sockets
+				} else {
+					go func() { took <- nextHo.TakeOver(ctx, anys(next)...) }()
+					select {
+					case <-oldHo.Replaced():
+					case err := <-took:
+						t.Fatalf("TakeOver returned %v before the old sockets were replaced", err)
+					}
+				}
+				for _, pc := range old {
+					pc.Close()
+				}
+				if err := oldHo.Close(); err != nil {
+					t.Fatal(err)
+				}
+				if !naive {
+					if err := <-took; err != nil {
+						t.Fatal(err)
+					}
+				}
+				old, oldHo = next, nextHo
+			}
+			sent := stop()
+			time.Sleep(50 * time.Millisecond) // the last datagrams in flight
+			for _, pc := range old {
+				pc.Close()
+			}
+			oldHo.Close()
+			r.wg.Wait()
+			lost, dup := 0, 0
+			for seq := 0; seq < sent; seq++ {
+				switch r.seen[seq] {
+				case 0:
+					lost++
+				case 1:
+				default:
+					dup++
+				}
+			}
+			t.Logf("%s: %d replacements of %d UDP sockets: %d datagrams sent, %d lost, %d read twice", name, replacements, k, sent, lost, dup)
+			if dup != 0 || sent == 0 {
+				t.Errorf("%d datagrams read twice of %d", dup, sent)
+			}
+			if !naive && lost != 0 {
+				t.Errorf("%d replacements lost %d datagrams of %d", replacements, lost, sent)
+			}
+			if naive && lost == 0 {
+				t.Errorf("%d naive replacements lost no datagram of %d", replacements, sent)
+			}
+		})
+	}
+}
