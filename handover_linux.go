@@ -31,7 +31,7 @@ const (
 // The messages of the rendezvous, one a packet (SOCK_SEQPACKET).
 const (
 	msgTakeOver = "takeover" // new → old: take the address over from you
-	msgSockets  = "sockets"  // old → new: "sockets INODE...", with the rendezvous socket attached
+	msgSockets  = "sockets"  // old → new: "sockets PID INODE...", with the rendezvous socket attached
 	msgSteered  = "steered"  // new → old: new connections go to the new sockets now
 	msgClosed   = "closed"   // old → new: the old process let go of its sockets
 )
@@ -60,6 +60,7 @@ type handoverState struct {
 	dev   string        // SO_BINDTODEVICE of the sockets
 	rv    *net.UnixListener
 	base  string // the prefix of the abstract names
+	slot  string
 	quiet time.Duration
 }
 
@@ -145,7 +146,7 @@ func takeOver(ctx context.Context, g *sockGroup, slot string, quiet time.Duratio
 	if err != nil {
 		return nil, err
 	}
-	st.quiet = quiet
+	st.quiet, st.slot = quiet, slot
 	name := st.rendezvousName(slot)
 	for {
 		if err := ctx.Err(); err != nil {
@@ -230,7 +231,7 @@ func (st *handoverState) takeOverFrom(ctx context.Context, conn *net.UnixConn) (
 	if err != nil {
 		return isGone(err), ctxErr(ctx, err)
 	}
-	oldInos, err := parseInodes(msg)
+	oldPid, oldInos, err := parseSockets(msg)
 	if err != nil {
 		rv.Close()
 		return false, err
@@ -246,7 +247,7 @@ func (st *handoverState) takeOverFrom(ctx context.Context, conn *net.UnixConn) (
 		return fail(err)
 	}
 	defer lock.Close()
-	sg, err := st.steer(oldInos)
+	sg, err := st.steer(oldInos, oldPid)
 	if err != nil {
 		return fail(err)
 	}
@@ -333,20 +334,27 @@ func readSockets(conn *net.UnixConn) (string, *net.UnixListener, error) {
 	return string(buf[:n]), ul, nil
 }
 
-func parseInodes(msg string) ([]uint64, error) {
+// parseSockets reads the old process's id and its sockets' inodes. (The
+// rendezvous socket's SO_PEERCRED names the process that first listened on
+// it, which may have handed it on since.)
+func parseSockets(msg string) (int, []uint64, error) {
 	fields := strings.Fields(msg)
-	if len(fields) < 2 || fields[0] != msgSockets {
-		return nil, fmt.Errorf("%sthe old process said %q, want %q and its sockets", errPrefix, msg, msgSockets)
+	if len(fields) < 3 || fields[0] != msgSockets {
+		return 0, nil, fmt.Errorf("%sthe old process said %q, want %q, its id and its sockets", errPrefix, msg, msgSockets)
+	}
+	pid, err := strconv.Atoi(fields[1])
+	if err != nil {
+		return 0, nil, fmt.Errorf("%sthe old process said %q: %w", errPrefix, msg, err)
 	}
 	var inos []uint64
-	for _, f := range fields[1:] {
+	for _, f := range fields[2:] {
 		ino, err := strconv.ParseUint(f, 10, 64)
 		if err != nil {
-			return nil, fmt.Errorf("%sthe old process said %q: %w", errPrefix, msg, err)
+			return 0, nil, fmt.Errorf("%sthe old process said %q: %w", errPrefix, msg, err)
 		}
 		inos = append(inos, ino)
 	}
-	return inos, nil
+	return pid, inos, nil
 }
 
 // lock takes the address's steering lock: an abstract name, released by the
@@ -407,7 +415,7 @@ type steering struct {
 // Where all the process's sockets are MPTCP, which cannot attach a program,
 // a plain-TCP helper joins the group and attaches it; it stays, never
 // picked, until the old members are gone and it detaches the program.
-func (st *handoverState) steer(old []uint64) (*steering, error) {
+func (st *handoverState) steer(old []uint64, oldPid int) (*steering, error) {
 	sg := &steering{st: st, helper: -1}
 	for try := 1; ; try++ {
 		members, err := st.members()
@@ -433,6 +441,14 @@ func (st *handoverState) steer(old []uint64) (*steering, error) {
 		if len(excl) == 0 {
 			sg.release()
 			return nil, nil
+		}
+		if st.slot != "" && st.g.network == "tcp" {
+			// Members of other slots may have left since these joined:
+			// ask the kernel where the old ones are.
+			if excl, err = sg.findSlots(len(members), excl, len(old), oldPid); err != nil {
+				sg.release()
+				return nil, err
+			}
 		}
 		for _, s := range st.socks {
 			if !slices.Contains(members, s.ino) {
@@ -852,7 +868,7 @@ func (st *handoverState) handOver(conn *net.UnixConn, replaced, closing chan str
 	if err != nil || string(buf[:n]) != msgTakeOver {
 		return false
 	}
-	msg := msgSockets
+	msg := msgSockets + " " + strconv.Itoa(os.Getpid())
 	for _, s := range st.socks {
 		msg += " " + strconv.FormatUint(s.ino, 10)
 	}

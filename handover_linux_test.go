@@ -29,7 +29,8 @@ func init() {
 
 // handoverWorker is one generation of a server. Its arguments: the address
 // (port 0: any), the number of listeners k, "mptcp" or "tcp", the quiet
-// period, and "stay" to keep serving once replaced until told "close".
+// period, then "stay" to keep serving once replaced until told "close",
+// and "slot=NAME" for the Handover's Slot.
 // It listens, prints "addr A" and "proto P", and serves each connection:
 // it writes "ok\n" and waits for the client to close first. Commands on
 // stdin:
@@ -48,7 +49,14 @@ func handoverWorker(args []string) error {
 	if err != nil {
 		return err
 	}
-	stay := len(args) > 4 && args[4] == "stay"
+	stay, slot := false, ""
+	for _, a := range args[4:] {
+		if a == "stay" {
+			stay = true
+		} else if name, ok := strings.CutPrefix(a, "slot="); ok {
+			slot = name
+		}
+	}
 	var cfg reuse.Config
 	cfg.ListenConfig.SetMultipathTCP(args[2] == "mptcp")
 	lns, err := cfg.ListenGroup(context.Background(), "tcp", args[0], k)
@@ -85,7 +93,7 @@ func handoverWorker(args []string) error {
 		loops.Wait()
 		fmt.Println("closed", served.Load())
 	}
-	ho := reuse.Handover{Quiet: quiet}
+	ho := reuse.Handover{Slot: slot, Quiet: quiet}
 	cmds := make(chan string)
 	go func() {
 		sc := bufio.NewScanner(os.Stdin)
@@ -940,4 +948,88 @@ func TestTakeOverUDP(t *testing.T) {
 			}
 		})
 	}
+}
+
+// TestWorkerSlotsUnderLoad runs 4 worker processes of one listener each,
+// in slots of their own, under continuous load, and replaces them one at
+// a time, 5 rounds, with tcp_migrate_req 0 and 1, plain TCP and MPTCP:
+// no connection is lost, and the other workers keep serving meanwhile. The
+// naive replacement beside it (the old worker closes as soon as the new
+// one listens), with tcp_migrate_req 0, loses some.
+func TestWorkerSlotsUnderLoad(t *testing.T) {
+	for _, migrate := range []string{"0", "1"} {
+		migrate := migrate
+		t.Run("tcp_migrate_req="+migrate, func(t *testing.T) {
+			t.Parallel()
+			if !sockettest.RunInNetNS(t) {
+				return
+			}
+			writeSysctl(t, "net/ipv4/tcp_migrate_req", migrate)
+			writeSysctl(t, "net/ipv4/ip_local_port_range", "1024 65535")
+			for _, c := range []struct {
+				s     shape
+				naive bool
+			}{{shape{1, false}, false}, {shape{1, true}, false}, {shape{1, false}, true}} {
+				name := c.s.String()
+				if c.naive {
+					name += " naive"
+				}
+				t.Run(name, func(t *testing.T) {
+					counts, shares := rollWorkers(t, c.s, 4, 5, c.naive)
+					t.Logf("%d rounds over 4 workers (%s): %v; served by the last workers: %v", 5, name, counts, shares)
+					switch {
+					case !c.naive && (counts.lost() != 0 || counts.served.Load() == 0):
+						t.Errorf("rolling restarts lost %d connections: %v", counts.lost(), counts)
+					case c.naive && migrate == "0" && counts.reset.Load() == 0:
+						t.Errorf("naive rolling restarts with tcp_migrate_req=0 reset no connection: %v", counts)
+					}
+				})
+			}
+		})
+	}
+}
+
+// rollWorkers starts n workers in slots 0..n-1 and replaces each in turn,
+// rounds times, under load. It returns the load's counts and how many
+// connections each of the last workers served.
+func rollWorkers(t *testing.T, s shape, n, rounds int, naive bool) (*loadCounts, []int) {
+	const quiet = 20 * time.Millisecond
+	workers := make([]*sockettest.Worker, n)
+	addr := "127.0.0.1:0"
+	for i := range workers {
+		workers[i], addr = startGeneration(t, s, addr, quiet, "slot="+strconv.Itoa(i))
+		if !naive {
+			workers[i].Send("takeover")
+			workers[i].Expect("took over", 10*time.Second)
+		}
+	}
+	stop := load(t, addr)
+	for r := 0; r < rounds; r++ {
+		for i, old := range workers {
+			next, _ := startGeneration(t, s, addr, quiet, "slot="+strconv.Itoa(i))
+			if naive {
+				old.Send("close")
+			} else {
+				next.Send("takeover")
+				next.Expect("took over", 15*time.Second)
+				old.Expect("replaced", 15*time.Second)
+			}
+			old.Expect("closed ", 15*time.Second)
+			if err := old.Wait(); err != nil {
+				t.Fatal(err)
+			}
+			workers[i] = next
+		}
+	}
+	counts := stop()
+	shares := make([]int, n)
+	for i, w := range workers {
+		shares[i] = served(t, w)
+		w.Send("close")
+		w.Expect("closed ", 10*time.Second)
+		if err := w.Wait(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return counts, shares
 }

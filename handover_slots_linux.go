@@ -1,0 +1,196 @@
+package reuse
+
+import (
+	"fmt"
+	"net"
+	"os"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+// probeTimeout bounds one probe: its connection, and the wait until a
+// member's process accepts it.
+const probeTimeout = 2 * time.Second
+
+// findSlots returns the slots of the group (of n members, not counting the
+// helper) that hold the old process's want sockets. Worker processes of
+// other slots come and go, and a member that leaves moves the last one into
+// its slot, so join order (guess) may be wrong. The kernel says where a slot
+// is: a program sends one probe connection, from a port of this process's,
+// to the slot, the rest by the hash, and the connection's server end shows
+// up in the file table of the process that accepted it. The slots guessed
+// are probed first; only if one is wrong are all probed, each probe then
+// costing a member of another slot one connection that resets at once.
+func (sg *steering) findSlots(n int, guess []int, want, oldPid int) ([]int, error) {
+	p, err := sg.newProber(oldPid)
+	if err != nil {
+		return nil, err
+	}
+	check := func(slots []int) ([]int, error) {
+		var old []int
+		for _, i := range slots {
+			isOld, err := p.probe(i)
+			if err != nil {
+				return nil, err
+			}
+			if isOld {
+				old = append(old, i)
+			}
+		}
+		return old, nil
+	}
+	old, err := check(guess)
+	if err == nil && len(old) != want {
+		all := make([]int, n)
+		for i := range all {
+			all[i] = i
+		}
+		old, err = check(all)
+	}
+	if err == nil && len(old) != want {
+		err = fmt.Errorf("%sthe old process's %d sockets are in %d slots of the group of %s %s", errPrefix, want, len(old), sg.st.g.network, sg.st.g.address)
+	}
+	return old, err
+}
+
+// prober sends probe connections to one slot of the group at a time.
+type prober struct {
+	sg     *steering
+	pid    int          // the old process
+	dst    *net.TCPAddr // where the probes go
+	port   int          // their source port
+	fdsDir string       // /proc/PID/fd of the old process
+}
+
+func (sg *steering) newProber(pid int) (*prober, error) {
+	var ip net.IP
+	switch sa := sg.st.sa.(type) {
+	case *unix.SockaddrInet4:
+		ip = net.IP(sa.Addr[:])
+		if ip.IsUnspecified() {
+			ip = net.IPv4(127, 0, 0, 1)
+		}
+	case *unix.SockaddrInet6:
+		ip = net.IP(sa.Addr[:])
+		if ip.IsUnspecified() {
+			ip = net.IPv6loopback
+		}
+	}
+	_, portStr, _ := net.SplitHostPort(sg.st.g.address)
+	port, _ := strconv.Atoi(portStr)
+	p := &prober{sg: sg, pid: pid, dst: &net.TCPAddr{IP: ip, Port: port}, fdsDir: fmt.Sprintf("/proc/%d/fd", pid)}
+	// The port the probes leave from: one that nobody holds now, held by
+	// each probe in turn (they close with a reset, which leaves no
+	// TIME_WAIT behind).
+	ln, err := net.ListenTCP("tcp", &net.TCPAddr{IP: ip})
+	if err != nil {
+		return nil, err
+	}
+	p.port = ln.Addr().(*net.TCPAddr).Port
+	ln.Close()
+	return p, nil
+}
+
+// program steers the probes to slot i and the rest by the kernel's hash (an
+// index past the end).
+func (p *prober) program(i int) []unix.SockFilter {
+	srcPort := bpfOff(skfNetOff + 20)
+	if p.dst.IP.To4() == nil {
+		srcPort = bpfOff(skfNetOff + 40)
+	}
+	return []unix.SockFilter{
+		{Code: unix.BPF_LD | unix.BPF_H | unix.BPF_ABS, K: srcPort},
+		{Code: unix.BPF_JMP | unix.BPF_JEQ | unix.BPF_K, K: uint32(p.port), Jt: 0, Jf: 1},
+		{Code: unix.BPF_RET | unix.BPF_K, K: uint32(i)},
+		{Code: unix.BPF_RET | unix.BPF_K, K: 0xffffffff},
+	}
+}
+
+// probe reports whether the old process holds the member in slot i.
+func (p *prober) probe(i int) (bool, error) {
+	if err := p.sg.attach(p.program(i)); err != nil {
+		return false, err
+	}
+	d := net.Dialer{
+		LocalAddr: &net.TCPAddr{IP: p.dst.IP, Port: p.port},
+		Timeout:   probeTimeout,
+		Control: func(network, address string, rc syscall.RawConn) error {
+			var serr error
+			err := rc.Control(func(fd uintptr) { serr = unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_REUSEADDR, 1) })
+			if err == nil {
+				err = serr
+			}
+			return err
+		},
+	}
+	d.SetMultipathTCP(false)
+	c, err := d.Dial("tcp", p.dst.String())
+	if err != nil {
+		return false, fmt.Errorf("%sprobing slot %d of the group of %s %s: %w", errPrefix, i, p.sg.st.g.network, p.sg.st.g.address, err)
+	}
+	defer func() {
+		_ = c.(*net.TCPConn).SetLinger(0) // a reset: no TIME_WAIT
+		c.Close()
+	}()
+	// The server end: local address dst, remote address the probe's. Its
+	// inode is 0 until a process accepts it.
+	file := "/proc/net/tcp"
+	if p.dst.IP.To4() == nil {
+		file += "6"
+	}
+	local := procAddrOf(p.dst.IP, p.dst.Port)
+	remote := procAddrOf(p.dst.IP, p.port)
+	for start := time.Now(); time.Since(start) < probeTimeout; time.Sleep(pollInterval) {
+		ino, err := serverInode(file, local, remote)
+		if err != nil {
+			return false, err
+		}
+		if ino != 0 {
+			return p.holds(ino)
+		}
+	}
+	return false, fmt.Errorf("%sprobing slot %d of the group of %s %s: nobody accepted the probe in %v", errPrefix, i, p.sg.st.g.network, p.sg.st.g.address, probeTimeout)
+}
+
+// holds reports whether the old process has socket ino open.
+func (p *prober) holds(ino uint64) (bool, error) {
+	entries, err := os.ReadDir(p.fdsDir)
+	if err != nil {
+		return false, err
+	}
+	want := "socket:[" + strconv.FormatUint(ino, 10) + "]"
+	for _, e := range entries {
+		if target, err := os.Readlink(p.fdsDir + "/" + e.Name()); err == nil && target == want {
+			return true, nil
+		}
+	}
+	return false, nil
+}
+
+// procAddrOf writes ip and port as /proc/net/tcp{,6} does.
+func procAddrOf(ip net.IP, port int) string {
+	if ip4 := ip.To4(); ip4 != nil {
+		return procAddr(ip4, port)
+	}
+	return procAddr(ip.To16(), port)
+}
+
+// serverInode returns the inode of the established socket from local to
+// remote listed in file, 0 if it has none yet.
+func serverInode(file, local, remote string) (uint64, error) {
+	data, err := os.ReadFile(file)
+	if err != nil {
+		return 0, err
+	}
+	for _, line := range strings.Split(string(data), "\n") {
+		fields := strings.Fields(line)
+		if len(fields) > 9 && fields[1] == local && fields[2] == remote && fields[3] == "01" {
+			return strconv.ParseUint(fields[9], 10, 64)
+		}
+	}
+	return 0, nil
+}
