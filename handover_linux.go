@@ -146,6 +146,11 @@ func takeOver(ctx context.Context, g *sockGroup, slot string, quiet time.Duratio
 	if err != nil {
 		return nil, err
 	}
+	if slot != "" && g.network == "udp" {
+		// Worker slots are found by probe connections (see findSlots),
+		// which datagrams cannot stand in for.
+		return nil, fmt.Errorf("%sworker slots (Slot %q) are for TCP listeners; a group of UDP sockets is taken over as a whole, with Slot \"\": %w", errPrefix, slot, errors.ErrUnsupported)
+	}
 	st.quiet, st.slot = quiet, slot
 	name := st.rendezvousName(slot)
 	for {

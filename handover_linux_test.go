@@ -1033,3 +1033,77 @@ func rollWorkers(t *testing.T, s shape, n, rounds int, naive bool) (*loadCounts,
 	}
 	return counts, shares
 }
+
+// TestWorkerSlotsCrash runs 4 worker processes in slots of their own under
+// load: in slot 0 the new worker is killed in the middle of its takeover,
+// in slot 1 the old one while it drains, and slots 2 and 3 are replaced at
+// once. No connection is lost beyond those the killed processes held, and
+// every slot serves afterwards: of 400 connections, each of the 4 workers
+// gets some (one missing has probability below 4(3/4)^400).
+func TestWorkerSlotsCrash(t *testing.T) {
+	s := shape{1, false}
+	const quiet = 20 * time.Millisecond
+	workers := make([]*sockettest.Worker, 4)
+	addr := "127.0.0.1:0"
+	for i := range workers {
+		q, stay := quiet, ""
+		if i < 2 {
+			q, stay = time.Minute, "stay" // never done draining
+		}
+		workers[i], addr = startGeneration(t, s, addr, q, "slot="+strconv.Itoa(i), stay)
+		workers[i].Send("takeover")
+		workers[i].Expect("took over", 10*time.Second)
+	}
+	// Slot 0: the new worker dies; the old one serves on.
+	doomed, _ := startGeneration(t, s, addr, quiet, "slot=0")
+	doomed.Send("takeover")
+	waitSteered(t, workers[0], addr)
+	if err := syscall.Kill(doomed.Pid(), syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	_ = doomed.Wait()
+	// Slot 1: the old worker dies while it drains.
+	next1, _ := startGeneration(t, s, addr, quiet, "slot=1")
+	next1.Send("takeover")
+	waitSteered(t, workers[1], addr)
+	if err := syscall.Kill(workers[1].Pid(), syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	_ = workers[1].Wait()
+	next1.Expect("took over", 15*time.Second)
+	workers[1] = next1
+	// Slots 2 and 3 at once, under load.
+	stop := load(t, addr)
+	next2, _ := startGeneration(t, s, addr, quiet, "slot=2")
+	next3, _ := startGeneration(t, s, addr, quiet, "slot=3")
+	next2.Send("takeover")
+	next3.Send("takeover")
+	next2.Expect("took over", 15*time.Second)
+	next3.Expect("took over", 15*time.Second)
+	for _, old := range workers[2:] {
+		old.Expect("closed ", 15*time.Second)
+		if err := old.Wait(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	workers[2], workers[3] = next2, next3
+	counts := stop()
+	t.Logf("two slots replaced at once: %v", counts)
+	if counts.lost() != 0 || counts.served.Load() == 0 {
+		t.Errorf("two slots replaced at once lost %d connections: %v", counts.lost(), counts)
+	}
+	before := make([]int, len(workers))
+	for i, w := range workers {
+		before[i] = served(t, w)
+	}
+	dialServed(t, addr, 400)
+	for i, w := range workers {
+		if got := served(t, w) - before[i]; got == 0 {
+			t.Errorf("slot %d served none of 400 connections after the crashes", i)
+		}
+	}
+	for _, w := range workers {
+		w.Send("close")
+		w.Expect("closed ", 10*time.Second)
+	}
+}

@@ -40,6 +40,9 @@ func (sg *steering) findSlots(n int, guess []int, want, oldPid int) ([]int, erro
 			if isOld {
 				old = append(old, i)
 			}
+			if len(old) == want {
+				break
+			}
 		}
 		return old, nil
 	}
