@@ -27,9 +27,9 @@ type restartWorkerProc struct {
 }
 
 // startRestartWorker starts a server generation: k listeners on addr, MPTCP
-// or not. It returns the worker and its first line: "ADDR PROTO".
-func startRestartWorker(addr string, k int, mptcp bool) (*restartWorkerProc, string, error) {
-	cmd, err := workerCommand("restart", addr, strconv.Itoa(k), strconv.FormatBool(mptcp))
+// or not, in the Handover slot slot. It returns the worker and its first line: "ADDR PROTO".
+func startRestartWorker(addr string, k int, mptcp bool, slot string) (*restartWorkerProc, string, error) {
+	cmd, err := workerCommand("restart", addr, strconv.Itoa(k), strconv.FormatBool(mptcp), slot)
 	if err != nil {
 		return nil, "", err
 	}
@@ -77,7 +77,8 @@ func (w *restartWorkerProc) stop() error {
 
 // restartCase is one shape of server, restarted one way.
 type restartCase struct {
-	listeners int
+	listeners int // a process
+	workers   int // processes, each in a slot of its own
 	mptcp     bool
 	naive     bool
 }
@@ -94,7 +95,8 @@ type restartCounts struct {
 func runRestart(args []string, stdout io.Writer) error {
 	fs := flag.NewFlagSet("restart", flag.ContinueOnError)
 	n := fs.Int("handovers", 20, "successive restarts of each shape")
-	listeners := fs.String("listeners", "1,4", "the shapes: listeners per server process, comma-separated")
+	listeners := fs.String("listeners", "1,4", "shapes of one process: listeners per server process, comma-separated")
+	workers := fs.Int("workers", 4, "a shape of several processes: worker processes of one listener each, replaced one at a time (0: none)")
 	mptcp := fs.Bool("mptcp", true, "listen with MPTCP, Go's default since 1.24 (false: plain TCP)")
 	naive := fs.Bool("naive", true, "also restart each shape naively: the old listeners close as soon as the new ones listen")
 	clients := fs.Int("clients", 2, "client goroutines opening connections as fast as they can")
@@ -111,9 +113,15 @@ func runRestart(args []string, stdout io.Writer) error {
 		if err != nil || k < 1 {
 			return fmt.Errorf("-listeners %q: want positive numbers, comma-separated", *listeners)
 		}
-		cases = append(cases, restartCase{k, *mptcp, false})
+		cases = append(cases, restartCase{k, 1, *mptcp, false})
 		if *naive {
-			cases = append(cases, restartCase{k, *mptcp, true})
+			cases = append(cases, restartCase{k, 1, *mptcp, true})
+		}
+	}
+	if *workers > 1 {
+		cases = append(cases, restartCase{1, *workers, *mptcp, false})
+		if *naive {
+			cases = append(cases, restartCase{1, *workers, *mptcp, true})
 		}
 	}
 	fmt.Fprintln(stdout, migrateReqWords())
@@ -137,17 +145,36 @@ func migrateReqWords() string {
 	return "net.ipv4.tcp_migrate_req = 0: a closing listener resets the connections in its queue"
 }
 
-// restartShape runs one case and prints its counts.
+// restartShape runs one case and prints its counts: c.workers processes
+// (in slots of their own when more than one) are replaced in turn, n times
+// in all.
 func restartShape(c restartCase, n, clients, maxConns int, stdout io.Writer) error {
-	old, line, err := startRestartWorker("127.0.0.1:0", c.listeners, c.mptcp)
-	if err != nil {
-		return err
+	procs := make([]*restartWorkerProc, c.workers)
+	defer func() {
+		for _, w := range procs {
+			if w != nil {
+				_ = w.stop()
+			}
+		}
+	}()
+	slot := func(i int) string {
+		if c.workers == 1 {
+			return ""
+		}
+		return "worker-" + strconv.Itoa(i)
 	}
-	defer func() { _ = old.stop() }()
-	addr, proto, _ := strings.Cut(line, " ")
-	if !c.naive {
-		if _, err := old.ask("takeover"); err != nil {
+	addr, proto := "127.0.0.1:0", ""
+	for i := range procs {
+		w, line, err := startRestartWorker(addr, c.listeners, c.mptcp, slot(i))
+		if err != nil {
 			return err
+		}
+		procs[i] = w
+		addr, proto, _ = strings.Cut(line, " ")
+		if !c.naive {
+			if _, err := w.ask("takeover"); err != nil {
+				return err
+			}
 		}
 	}
 	var counts restartCounts
@@ -181,26 +208,26 @@ func restartShape(c restartCase, n, clients, maxConns int, stdout io.Writer) err
 		}()
 	}
 	start := time.Now()
-	err = func() error {
+	err := func() error {
 		for i := 0; i < n; i++ {
-			next, _, err := startRestartWorker(addr, c.listeners, c.mptcp)
+			j := i % c.workers
+			next, _, err := startRestartWorker(addr, c.listeners, c.mptcp, slot(j))
 			if err != nil {
 				return err
 			}
 			if c.naive {
-				_, err = old.ask("close")
+				_, err = procs[j].ask("close")
 			} else {
 				// Returns once the old worker let go; it exits by itself.
 				_, err = next.ask("takeover")
 			}
 			if err == nil {
-				err = old.stop()
+				err = procs[j].stop()
 			}
+			procs[j] = next
 			if err != nil {
-				_ = next.stop()
 				return err
 			}
-			old = next
 		}
 		return nil
 	}()
@@ -214,14 +241,21 @@ func restartShape(c restartCase, n, clients, maxConns int, stdout io.Writer) err
 	if c.naive {
 		how = "naively (the old listeners close as soon as the new ones listen)"
 	}
-	plural := "s"
-	if c.listeners == 1 {
-		plural = ""
+	shape := fmt.Sprintf("%d listener%s a process", c.listeners, plural(c.listeners))
+	if c.workers > 1 {
+		shape = fmt.Sprintf("%d worker processes of %d listener%s, replaced in turn", c.workers, c.listeners, plural(c.listeners))
 	}
-	fmt.Fprintf(stdout, "%d listener%s a process (%s), %d restarts %s, in %v:\n", c.listeners, plural, proto, n, how, elapsed.Round(time.Millisecond))
+	fmt.Fprintf(stdout, "%s (%s), %d restarts %s, in %v:\n", shape, proto, n, how, elapsed.Round(time.Millisecond))
 	fmt.Fprintf(stdout, "  attempted %d\n  served    %d\n  refused   %d\n  reset     %d\n  other     %d\n",
 		counts.attempted.Load(), counts.served.Load(), counts.refused.Load(), counts.reset.Load(), counts.other.Load())
 	return nil
+}
+
+func plural(n int) string {
+	if n == 1 {
+		return ""
+	}
+	return "s"
 }
 
 // connectAndRead opens one connection, reads the server's line and closes.
@@ -248,13 +282,13 @@ func connectAndRead(addr string) string {
 }
 
 // restartWorker is one generation of the server: args are the address, the
-// number of listeners and whether to listen with MPTCP. It prints "ADDR
+// number of listeners, whether to listen with MPTCP, and the Handover slot. It prints "ADDR
 // PROTO", serves each connection with one line, and obeys, answering each
 // with one line: takeover (reuse.Handover.TakeOver; once replaced, it closes
 // its listeners and exits by itself) and close (close the listeners at once).
 func restartWorker(args []string) error {
-	if len(args) != 3 {
-		return errors.New("want three arguments: the address to share, the number of listeners, MPTCP (true or false)")
+	if len(args) != 4 {
+		return errors.New("want four arguments: the address to share, the number of listeners, MPTCP (true or false), the Handover slot")
 	}
 	k, err := strconv.Atoi(args[1])
 	if err != nil {
@@ -292,7 +326,7 @@ func restartWorker(args []string) error {
 		}
 		loops.Wait()
 	}
-	ho := reuse.Handover{Quiet: 20 * time.Millisecond}
+	ho := reuse.Handover{Slot: args[3], Quiet: 20 * time.Millisecond}
 	defer ho.Close()
 	cmds := make(chan string)
 	go func() {

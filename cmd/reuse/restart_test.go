@@ -34,7 +34,8 @@ func restartBlocks(t *testing.T, out string) []restartBlock {
 	return blocks
 }
 
-// TestRestart runs the restart demonstration for both shapes, with MPTCP
+// TestRestart runs the restart demonstration for its three shapes (one
+// listener, a group of 3 in one process, 3 worker processes), with MPTCP
 // and plain TCP listeners: every connection attempted is counted once,
 // and with the handover none is lost (what the package's handover tests
 // assert under longer loads); the naive restarts are printed beside them.
@@ -44,7 +45,7 @@ func TestRestart(t *testing.T) {
 		t.Skipf("the handover (reuse.Handover) is Linux's; on %s it fails with errors.ErrUnsupported", runtime.GOOS)
 	}
 	for _, mptcp := range []string{"true", "false"} {
-		args := []string{"-handovers", "5", "-listeners", "1,3", "-mptcp=" + mptcp}
+		args := []string{"-handovers", "6", "-listeners", "1,3", "-workers", "3", "-mptcp=" + mptcp}
 		var out strings.Builder
 		if err := runRestart(args, &out); err != nil {
 			t.Fatalf("restart %v: %v\n%s", args, err, out.String())
@@ -54,8 +55,8 @@ func TestRestart(t *testing.T) {
 			t.Errorf("restart %v does not say what net.ipv4.tcp_migrate_req is", args)
 		}
 		blocks := restartBlocks(t, out.String())
-		if len(blocks) != 4 {
-			t.Fatalf("restart %v printed %d shapes, want 4 (2 shapes, handover and naive):\n%s", args, len(blocks), out.String())
+		if len(blocks) != 6 {
+			t.Fatalf("restart %v printed %d shapes, want 6 (3 shapes, handover and naive):\n%s", args, len(blocks), out.String())
 		}
 		for _, b := range blocks {
 			c := b.counts
