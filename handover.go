@@ -39,7 +39,6 @@ type Handover struct {
 	replaced chan struct{} // closed once a successor took over and the queues stayed quiet
 	closing  chan struct{} // closed by Close
 	done     chan struct{} // closed when the background work ended
-	state    *handoverState
 }
 
 // defaultQuiet is the quiet period of a Handover whose Quiet is zero.
@@ -113,9 +112,6 @@ func (h *Handover) TakeOver(ctx context.Context, socks ...any) error {
 		h.fail()
 		return opError("takeover", g.network, g.address, err)
 	}
-	h.mu.Lock()
-	h.state = st
-	h.mu.Unlock()
 	go func() {
 		defer close(h.done)
 		st.serve(h.replaced, h.closing)

@@ -571,8 +571,12 @@ func (st *handoverState) unsteer() error {
 func (st *handoverState) detach(helper int) error {
 	err := st.onSteerable(helper, func(fd int) error {
 		err := unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_DETACH_REUSEPORT_BPF, 0)
-		if errors.Is(err, unix.ENOENT) {
-			return nil // no program
+		if errors.Is(err, unix.ENOENT) || errors.Is(err, unix.ENOPROTOOPT) {
+			// No program; or Linux before 5.3, which cannot detach one:
+			// the program stays, and its picks past the end of the
+			// group fall back to the hash (all of them once the new
+			// process has as many sockets as the old one had).
+			return nil
 		}
 		return err
 	})
