@@ -262,12 +262,12 @@
 // port served, and no program pointing at a member that left. A group of
 // worker processes gives each worker a Slot: a new worker takes over from
 // the one in its slot only, while the others go on sharing the load; the
-// package finds the old worker's place in the group with probe connections
-// (the kernel moves members when one leaves), which may cost another
-// worker a connection that resets at once. UDP sockets ([ListenPacket],
-// [ListenPacketGroup]) are taken over as a whole: new datagrams go to the
-// new sockets by a hash of their source, so that a flow stays on one socket,
-// and the old ones read what they hold.
+// package finds the old worker's place in the group with probes (the
+// kernel moves members when one leaves), which may cost another worker a
+// connection that resets at once, or an empty datagram. UDP sockets
+// ([ListenPacket], [ListenPacketGroup]) are handed over the same way: new
+// datagrams go to the new sockets by a hash of their source, so that a flow
+// stays on one socket, and the old ones read what they hold.
 //
 // Measured on Linux 6.18 under continuous load (two clients connecting as
 // fast as they can): 20 successive replacements of one listener, and of a

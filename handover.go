@@ -20,9 +20,9 @@ type Handover struct {
 	// holding the same Slot, while the other workers, old and new, go on
 	// sharing the load. "" (a server of one process, with one listener or a
 	// group of them) takes over from every process serving the address.
-	// Slots are for TCP listeners: a new worker finds the old one's place
-	// in the group with probe connections, which may cost another worker a
-	// connection that resets at once.
+	// A new worker finds the old one's place in the group with probes,
+	// which may cost another worker a connection that resets at once (TCP)
+	// or an empty datagram (UDP).
 	Slot string
 
 	// Quiet is how long the old process's queues must stay empty before it

@@ -73,7 +73,7 @@ func TestSteerGroupChanged(t *testing.T) {
 	}
 	defer func() { testHookSteered = nil }()
 	old := []uint64{st.socks[0].ino} // pretend the first member is the old one
-	sg, err := st.steer(old, os.Getpid())
+	sg, err := st.steer(old, os.Getpid(), nil)
 	if sg != nil || err == nil || !strings.Contains(err.Error(), "changed during each of") {
 		t.Errorf("steer with a member joining after each attach: %v, %v; want an error saying the group changed", sg, err)
 	}

@@ -34,6 +34,8 @@ const (
 	msgSockets  = "sockets"  // old → new: "sockets PID INODE...", with the rendezvous socket attached
 	msgSteered  = "steered"  // new → old: new connections go to the new sockets now
 	msgClosed   = "closed"   // old → new: the old process let go of its sockets
+	msgProbe    = "probe"    // new → old: "probe PORT": drop the datagrams from PORT
+	msgReady    = "ready"    // old → new: done
 )
 
 // Bounds of the rendezvous: how long a party may take to answer a message it
@@ -53,15 +55,16 @@ type sockInfo struct {
 
 // handoverState is the serving side of a Handover after TakeOver.
 type handoverState struct {
-	g     *sockGroup
-	socks []sockInfo
-	sa    unix.Sockaddr // the local address, for the helper and /proc
-	v6    bool          // IPV6_V6ONLY of the sockets
-	dev   string        // SO_BINDTODEVICE of the sockets
-	rv    *net.UnixListener
-	base  string // the prefix of the abstract names
-	slot  string
-	quiet time.Duration
+	g        *sockGroup
+	socks    []sockInfo
+	sa       unix.Sockaddr // the local address, for the helper and /proc
+	v6       bool          // IPV6_V6ONLY of the sockets
+	dev      string        // SO_BINDTODEVICE of the sockets
+	rv       *net.UnixListener
+	base     string // the prefix of the abstract names
+	slot     string
+	quiet    time.Duration
+	filtered bool // filterProbes set a filter on the sockets
 }
 
 // inspect checks the sockets of g and learns what the handover needs.
@@ -145,11 +148,6 @@ func takeOver(ctx context.Context, g *sockGroup, slot string, quiet time.Duratio
 	st, err := inspect(g)
 	if err != nil {
 		return nil, err
-	}
-	if slot != "" && g.network == "udp" {
-		// Worker slots are found by probe connections (see findSlots),
-		// which datagrams cannot stand in for.
-		return nil, fmt.Errorf("%sworker slots (Slot %q) are for TCP listeners; a group of UDP sockets is taken over as a whole, with Slot \"\": %w", errPrefix, slot, errors.ErrUnsupported)
 	}
 	st.quiet, st.slot = quiet, slot
 	name := st.rendezvousName(slot)
@@ -252,7 +250,18 @@ func (st *handoverState) takeOverFrom(ctx context.Context, conn *net.UnixConn) (
 		return fail(err)
 	}
 	defer lock.Close()
-	sg, err := st.steer(oldInos, oldPid)
+	ask := func(msg string) (string, error) {
+		if _, err := conn.Write([]byte(msg)); err != nil {
+			return "", err
+		}
+		buf := make([]byte, 512)
+		n, err := conn.Read(buf)
+		if err == nil && strings.HasPrefix(string(buf[:n]), "error ") {
+			err = fmt.Errorf("%sthe old process: %s", errPrefix, buf[len("error "):n])
+		}
+		return string(buf[:n]), err
+	}
+	sg, err := st.steer(oldInos, oldPid, ask)
 	if err != nil {
 		return fail(err)
 	}
@@ -399,7 +408,8 @@ func (st *handoverState) lock(ctx context.Context) (*net.UnixListener, error) {
 // steering is a program attached to the group by steer.
 type steering struct {
 	st     *handoverState
-	helper int // the plain-TCP helper's descriptor, or -1
+	helper int                          // the plain-TCP helper's descriptor, or -1
+	ask    func(string) (string, error) // sends the old process a message, returns its answer
 }
 
 // steer attaches to the group a program that gives new connections or
@@ -420,8 +430,8 @@ type steering struct {
 // Where all the process's sockets are MPTCP, which cannot attach a program,
 // a plain-TCP helper joins the group and attaches it; it stays, never
 // picked, until the old members are gone and it detaches the program.
-func (st *handoverState) steer(old []uint64, oldPid int) (*steering, error) {
-	sg := &steering{st: st, helper: -1}
+func (st *handoverState) steer(old []uint64, oldPid int, ask func(string) (string, error)) (*steering, error) {
+	sg := &steering{st: st, helper: -1, ask: ask}
 	for try := 1; ; try++ {
 		members, err := st.members()
 		if err == nil && sg.helper < 0 && !st.canSteer() {
@@ -447,10 +457,10 @@ func (st *handoverState) steer(old []uint64, oldPid int) (*steering, error) {
 			sg.release()
 			return nil, nil
 		}
-		if st.slot != "" && st.g.network == "tcp" {
+		if st.slot != "" {
 			// Members of other slots may have left since these joined:
 			// ask the kernel where the old ones are.
-			if excl, err = sg.findSlots(len(members), excl, len(old), oldPid); err != nil {
+			if excl, err = sg.findSlots(len(members), excl, old, oldPid); err != nil {
 				sg.release()
 				return nil, err
 			}
@@ -890,29 +900,52 @@ func (st *handoverState) handOver(conn *net.UnixConn, replaced, closing chan str
 	if err != nil {
 		return false
 	}
-	msgs := make(chan string, 2) // "" when the successor went away
+	msgs := make(chan string) // "" when the successor went away
+	stopReading := make(chan struct{})
+	defer close(stopReading)
 	go func() {
 		b := make([]byte, 64)
-		n, err := conn.Read(b)
-		if err != nil {
-			n = 0
-		}
-		msgs <- string(b[:n])
-		if n > 0 {
-			n, err = conn.Read(b) // only the end may follow
-			msgs <- ""
+		for {
+			n, err := conn.Read(b)
+			m := string(b[:n])
+			if err != nil {
+				m = ""
+			}
+			select {
+			case msgs <- m:
+			case <-stopReading:
+				return
+			}
+			if err != nil {
+				return
+			}
 		}
 	}()
 	say := func(m string) { _, _ = conn.Write([]byte(m)) }
-	select {
-	case m := <-msgs:
-		if m != msgSteered {
-			st.recover()
-			return false
+	defer st.unfilter()
+	for steered := false; !steered; {
+		select {
+		case m := <-msgs:
+			port, isProbe := strings.CutPrefix(m, msgProbe+" ")
+			switch {
+			case m == msgSteered:
+				steered = true
+			case isProbe:
+				// The successor looks for this process's slots in the
+				// group (see findSlots).
+				if err := st.filterProbes(port); err != nil {
+					say("error " + err.Error())
+					continue
+				}
+				say(msgReady)
+			default:
+				st.recover()
+				return false
+			}
+		case <-closing:
+			say(msgClosed)
+			return true
 		}
-	case <-closing:
-		say(msgClosed)
-		return true
 	}
 	// Steered: serve what the queues hold until they stay empty.
 	tick := time.NewTicker(min(max(st.quiet/20, 100*time.Microsecond), 10*time.Millisecond))

@@ -25,6 +25,7 @@ import (
 func init() {
 	sockettest.Register("handover", handoverWorker)
 	sockettest.Register("squat", squatWorker)
+	sockettest.Register("udp-handover", udpHandoverWorker)
 }
 
 // handoverWorker is one generation of a server. Its arguments: the address
@@ -506,15 +507,24 @@ func sum(s []int) int {
 	return n
 }
 
-// served asks a generation how many connections it served.
+// served asks a generation how many connections it served, once the count
+// has settled: a connection counts once its client closed, which the
+// server may see after the client returned.
 func served(t *testing.T, w *sockettest.Worker) int {
 	t.Helper()
-	w.Send("count")
-	n, err := strconv.Atoi(w.Expect("served ", 10*time.Second))
-	if err != nil {
-		t.Fatal(err)
+	last := -1
+	for {
+		w.Send("count")
+		n, err := strconv.Atoi(w.Expect("served ", 10*time.Second))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if n == last {
+			return n
+		}
+		last = n
+		time.Sleep(20 * time.Millisecond)
 	}
-	return n
 }
 
 // dialServed opens n connections to addr one after the other and fails the
@@ -1105,5 +1115,165 @@ func TestWorkerSlotsCrash(t *testing.T) {
 	for _, w := range workers {
 		w.Send("close")
 		w.Expect("closed ", 10*time.Second)
+	}
+}
+
+// udpHandoverWorker is one worker of a UDP service: args are the address
+// (port 0: any), the slot and the quiet period. It prints "addr A" and reads
+// numbered datagrams. Commands: "takeover" (prints "took over"), "close".
+// Once replaced, or closed, it closes its socket and prints the numbers it
+// read, on lines "seqs N,N,..." and a last line "seqs-end".
+func udpHandoverWorker(args []string) error {
+	quiet, err := time.ParseDuration(args[2])
+	if err != nil {
+		return err
+	}
+	pc, err := reuse.ListenPacket("udp", args[0])
+	if err != nil {
+		return err
+	}
+	fmt.Println("addr", pc.LocalAddr())
+	var seqs []int
+	read := make(chan struct{})
+	go func() {
+		defer close(read)
+		buf := make([]byte, 64)
+		for {
+			n, _, err := pc.ReadFrom(buf)
+			if err != nil {
+				return
+			}
+			if seq, err := strconv.Atoi(string(buf[:n])); err == nil {
+				seqs = append(seqs, seq)
+			}
+		}
+	}()
+	finish := func(ho *reuse.Handover) error {
+		pc.Close()
+		<-read
+		for i := 0; i < len(seqs); i += 1000 {
+			var b strings.Builder
+			for j, seq := range seqs[i:min(i+1000, len(seqs))] {
+				if j > 0 {
+					b.WriteByte(',')
+				}
+				b.WriteString(strconv.Itoa(seq))
+			}
+			fmt.Println("seqs", b.String())
+		}
+		fmt.Println("seqs-end")
+		return ho.Close()
+	}
+	ho := &reuse.Handover{Slot: args[1], Quiet: quiet}
+	cmds := make(chan string)
+	go func() {
+		sc := bufio.NewScanner(os.Stdin)
+		for sc.Scan() {
+			cmds <- sc.Text()
+		}
+		close(cmds)
+	}()
+	for {
+		select {
+		case cmd := <-cmds:
+			switch cmd {
+			case "takeover":
+				ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+				err := ho.TakeOver(ctx, pc)
+				cancel()
+				if err != nil {
+					return err
+				}
+				fmt.Println("took over")
+			default:
+				return finish(ho)
+			}
+		case <-ho.Replaced():
+			return finish(ho)
+		}
+	}
+}
+
+// readSeqs collects the numbers a UDP worker printed into seen.
+func readSeqs(t *testing.T, w *sockettest.Worker, seen map[int]int) {
+	t.Helper()
+	for {
+		rest := w.Expect("seqs", 15*time.Second)
+		if rest == "-end" {
+			return
+		}
+		for _, f := range strings.Split(strings.TrimSpace(rest), ",") {
+			seq, err := strconv.Atoi(f)
+			if err != nil {
+				t.Fatal(err)
+			}
+			seen[seq]++
+		}
+	}
+}
+
+// TestUDPWorkerSlots runs 4 worker processes of one UDP socket each, in
+// slots of their own, under a continuous stream of numbered datagrams from
+// 1,000 source ports, and replaces them one at a time, 5 rounds: every
+// datagram is read exactly once. The naive replacement (the old worker
+// closes as soon as the new one is bound) is logged beside it.
+func TestUDPWorkerSlots(t *testing.T) {
+	for _, naive := range []bool{false, true} {
+		const quiet = 20 * time.Millisecond
+		workers := make([]*sockettest.Worker, 4)
+		addr := "127.0.0.1:0"
+		start := func(i int) *sockettest.Worker {
+			w := sockettest.StartWorker(t, "udp-handover", []string{addr, strconv.Itoa(i), quiet.String()})
+			addr = w.Expect("addr ", 10*time.Second)
+			if !naive {
+				w.Send("takeover")
+			}
+			return w
+		}
+		for i := range workers {
+			workers[i] = start(i)
+			if !naive {
+				workers[i].Expect("took over", 10*time.Second)
+			}
+		}
+		seen := map[int]int{}
+		stop := udpStream(t, addr, 1000)
+		for r := 0; r < 5; r++ {
+			for i, old := range workers {
+				next := start(i)
+				if naive {
+					time.Sleep(5 * time.Millisecond) // let some datagrams reach the old socket
+					old.Send("close")
+				} else {
+					next.Expect("took over", 15*time.Second)
+				}
+				readSeqs(t, old, seen)
+				if err := old.Wait(); err != nil {
+					t.Fatal(err)
+				}
+				workers[i] = next
+			}
+		}
+		sent := stop()
+		time.Sleep(50 * time.Millisecond) // the last datagrams in flight
+		for _, w := range workers {
+			w.Send("close")
+			readSeqs(t, w, seen)
+		}
+		lost, dup := 0, 0
+		for seq := 0; seq < sent; seq++ {
+			switch seen[seq] {
+			case 0:
+				lost++
+			case 1:
+			default:
+				dup++
+			}
+		}
+		how := map[bool]string{false: "with Handover", true: "naively"}[naive]
+		t.Logf("20 replacements of 4 UDP workers %s: %d datagrams sent, %d lost, %d read twice", how, sent, lost, dup)
+		if dup != 0 || sent == 0 || (!naive && lost != 0) {
+			t.Errorf("20 replacements of 4 UDP workers %s: %d of %d datagrams lost, %d read twice", how, lost, sent, dup)
+		}
 	}
 }

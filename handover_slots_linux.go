@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"net"
 	"os"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -17,59 +18,65 @@ import (
 const probeTimeout = 2 * time.Second
 
 // findSlots returns the slots of the group (of n members, not counting the
-// helper) that hold the old process's want sockets. Worker processes of
-// other slots come and go, and a member that leaves moves the last one into
-// its slot, so join order (guess) may be wrong. The kernel says where a slot
-// is: a program sends one probe connection, from a port of this process's,
-// to the slot, the rest by the hash, and the connection's server end shows
-// up in the file table of the process that accepted it. The slots guessed
-// are probed first; only if one is wrong are all probed, each probe then
-// costing a member of another slot one connection that resets at once.
-func (sg *steering) findSlots(n int, guess []int, want, oldPid int) ([]int, error) {
-	p, err := sg.newProber(oldPid)
+// helper) that hold the old process's sockets (inodes old). Worker
+// processes of other slots come and go, and a member that leaves moves the
+// last one into its slot, so join order (guess) may be wrong. The kernel
+// says where a slot is: a program sends one probe, from a port of this
+// process's, to the slot, the rest by the hash. A TCP probe is a
+// connection, whose server end shows up in the file table of the process
+// that accepted it; a UDP probe is an empty datagram, which the old
+// process's sockets drop (a socket filter it sets on request), so that it
+// counts in their drops. The slots guessed are probed first; only if one is
+// wrong are the others probed, each probe then costing a member of another
+// slot a connection that resets at once, or an empty datagram.
+func (sg *steering) findSlots(n int, guess []int, old []uint64, oldPid int) ([]int, error) {
+	p, err := sg.newProber(old, oldPid)
 	if err != nil {
 		return nil, err
 	}
+	defer p.close()
+	want := len(old)
 	check := func(slots []int) ([]int, error) {
-		var old []int
+		var found []int
 		for _, i := range slots {
 			isOld, err := p.probe(i)
 			if err != nil {
 				return nil, err
 			}
 			if isOld {
-				old = append(old, i)
+				found = append(found, i)
 			}
-			if len(old) == want {
+			if len(found) == want {
 				break
 			}
 		}
-		return old, nil
+		return found, nil
 	}
-	old, err := check(guess)
-	if err == nil && len(old) != want {
+	found, err := check(guess)
+	if err == nil && len(found) != want {
 		all := make([]int, n)
 		for i := range all {
 			all[i] = i
 		}
-		old, err = check(all)
+		found, err = check(all)
 	}
-	if err == nil && len(old) != want {
-		err = fmt.Errorf("%sthe old process's %d sockets are in %d slots of the group of %s %s", errPrefix, want, len(old), sg.st.g.network, sg.st.g.address)
+	if err == nil && len(found) != want {
+		err = fmt.Errorf("%sthe old process's %d sockets are in %d slots of the group of %s %s", errPrefix, want, len(found), sg.st.g.network, sg.st.g.address)
 	}
-	return old, err
+	return found, err
 }
 
-// prober sends probe connections to one slot of the group at a time.
+// prober sends probes to one slot of the group at a time.
 type prober struct {
 	sg     *steering
-	pid    int          // the old process
+	old    []uint64     // the old process's sockets
 	dst    *net.TCPAddr // where the probes go
 	port   int          // their source port
 	fdsDir string       // /proc/PID/fd of the old process
+	udp    *net.UDPConn // the UDP probes' socket
 }
 
-func (sg *steering) newProber(pid int) (*prober, error) {
+func (sg *steering) newProber(old []uint64, pid int) (*prober, error) {
 	var ip net.IP
 	switch sa := sg.st.sa.(type) {
 	case *unix.SockaddrInet4:
@@ -85,9 +92,21 @@ func (sg *steering) newProber(pid int) (*prober, error) {
 	}
 	_, portStr, _ := net.SplitHostPort(sg.st.g.address)
 	port, _ := strconv.Atoi(portStr)
-	p := &prober{sg: sg, pid: pid, dst: &net.TCPAddr{IP: ip, Port: port}, fdsDir: fmt.Sprintf("/proc/%d/fd", pid)}
-	// The port the probes leave from: one that nobody holds now, held by
-	// each probe in turn (they close with a reset, which leaves no
+	p := &prober{sg: sg, old: old, dst: &net.TCPAddr{IP: ip, Port: port}, fdsDir: fmt.Sprintf("/proc/%d/fd", pid)}
+	if sg.st.g.network == "udp" {
+		c, err := net.ListenUDP("udp", &net.UDPAddr{IP: ip})
+		if err != nil {
+			return nil, err
+		}
+		p.udp, p.port = c, c.LocalAddr().(*net.UDPAddr).Port
+		if _, err := sg.ask(msgProbe + " " + strconv.Itoa(p.port)); err != nil {
+			c.Close()
+			return nil, err
+		}
+		return p, nil
+	}
+	// The port the TCP probes leave from: one that nobody holds now, held
+	// by each probe in turn (they close with a reset, which leaves no
 	// TIME_WAIT behind).
 	ln, err := net.ListenTCP("tcp", &net.TCPAddr{IP: ip})
 	if err != nil {
@@ -96,6 +115,12 @@ func (sg *steering) newProber(pid int) (*prober, error) {
 	p.port = ln.Addr().(*net.TCPAddr).Port
 	ln.Close()
 	return p, nil
+}
+
+func (p *prober) close() {
+	if p.udp != nil {
+		p.udp.Close()
+	}
 }
 
 // program steers the probes to slot i and the rest by the kernel's hash (an
@@ -117,6 +142,9 @@ func (p *prober) program(i int) []unix.SockFilter {
 func (p *prober) probe(i int) (bool, error) {
 	if err := p.sg.attach(p.program(i)); err != nil {
 		return false, err
+	}
+	if p.udp != nil {
+		return p.probeUDP()
 	}
 	d := net.Dialer{
 		LocalAddr: &net.TCPAddr{IP: p.dst.IP, Port: p.port},
@@ -196,4 +224,109 @@ func serverInode(file, local, remote string) (uint64, error) {
 		}
 	}
 	return 0, nil
+}
+
+// udpProbeWait is how long a UDP probe waits for the old process's sockets
+// to count it dropped: on one host the datagram is delivered before the
+// send returns, so this only bounds a miss.
+const udpProbeWait = 20 * time.Millisecond
+
+// probeUDP sends an empty datagram and reports whether one of the old
+// process's sockets dropped it.
+func (p *prober) probeUDP() (bool, error) {
+	before, err := p.drops()
+	if err != nil {
+		return false, err
+	}
+	if _, err := p.udp.WriteTo(nil, &net.UDPAddr{IP: p.dst.IP, Port: p.dst.Port}); err != nil {
+		return false, err
+	}
+	for start := time.Now(); ; time.Sleep(pollInterval) {
+		after, err := p.drops()
+		if err != nil {
+			return false, err
+		}
+		if after > before {
+			return true, nil
+		}
+		if time.Since(start) > udpProbeWait {
+			return false, nil
+		}
+	}
+}
+
+// drops sums the drops that /proc/net/udp{,6} counts for the old
+// process's sockets.
+func (p *prober) drops() (uint64, error) {
+	file := "/proc/net/udp"
+	if p.dst.IP.To4() == nil {
+		file += "6"
+	}
+	data, err := os.ReadFile(file)
+	if err != nil {
+		return 0, err
+	}
+	var total uint64
+	for _, line := range strings.Split(string(data), "\n") {
+		// ... inode ref pointer drops
+		fields := strings.Fields(line)
+		if len(fields) < 13 {
+			continue
+		}
+		ino, err := strconv.ParseUint(fields[9], 10, 64)
+		if err != nil || !slices.Contains(p.old, ino) {
+			continue
+		}
+		n, err := strconv.ParseUint(fields[len(fields)-1], 10, 64)
+		if err != nil {
+			return 0, fmt.Errorf("%sreading %s: %q: %w", errPrefix, file, line, err)
+		}
+		total += n
+	}
+	return total, nil
+}
+
+// filterProbes makes this process's UDP sockets drop the datagrams from
+// port (a socket filter), for the successor's probes. Listeners need none:
+// a TCP probe is told by who accepts it.
+func (st *handoverState) filterProbes(port string) error {
+	n, err := strconv.ParseUint(port, 10, 16)
+	if err != nil {
+		return fmt.Errorf("%sprobe port %q: %w", errPrefix, port, err)
+	}
+	if st.g.network != "udp" {
+		return nil
+	}
+	// The filter sees the UDP header at offset 0.
+	prog := []unix.SockFilter{
+		{Code: unix.BPF_LD | unix.BPF_H | unix.BPF_ABS, K: 0},
+		{Code: unix.BPF_JMP | unix.BPF_JEQ | unix.BPF_K, K: uint32(n), Jt: 0, Jf: 1},
+		{Code: unix.BPF_RET | unix.BPF_K, K: 0},
+		{Code: unix.BPF_RET | unix.BPF_K, K: 0xffffffff},
+	}
+	for _, s := range st.socks {
+		var serr error
+		err := s.rc.Control(func(fd uintptr) {
+			serr = unix.SetsockoptSockFprog(int(fd), unix.SOL_SOCKET, unix.SO_ATTACH_FILTER, &unix.SockFprog{Len: uint16(len(prog)), Filter: &prog[0]})
+		})
+		if err == nil {
+			err = serr
+		}
+		if err != nil {
+			return fmt.Errorf("%sfiltering the probes: %w", errPrefix, os.NewSyscallError("setsockopt SO_ATTACH_FILTER", err))
+		}
+	}
+	st.filtered = true
+	return nil
+}
+
+// unfilter removes the filter of filterProbes.
+func (st *handoverState) unfilter() {
+	if !st.filtered {
+		return
+	}
+	st.filtered = false
+	for _, s := range st.socks {
+		_ = s.rc.Control(func(fd uintptr) { _ = unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_DETACH_FILTER, 0) })
+	}
 }
