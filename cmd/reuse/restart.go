@@ -26,10 +26,14 @@ type restartWorkerProc struct {
 	out   *bufio.Scanner
 }
 
-// startRestartWorker starts a server generation: k listeners on addr, MPTCP
-// or not, in the Handover slot slot. It returns the worker and its first line: "ADDR PROTO".
-func startRestartWorker(addr string, k int, mptcp bool, slot string) (*restartWorkerProc, string, error) {
-	cmd, err := workerCommand("restart", addr, strconv.Itoa(k), strconv.FormatBool(mptcp), slot)
+// startRestartWorker starts a server generation of case c on addr, in the
+// Handover slot slot. It returns the worker and its first line: "ADDR PROTO".
+func startRestartWorker(c restartCase, addr, slot string) (*restartWorkerProc, string, error) {
+	network := "tcp"
+	if c.udp {
+		network = "udp"
+	}
+	cmd, err := workerCommand("restart", addr, strconv.Itoa(c.listeners), strconv.FormatBool(c.mptcp), slot, network)
 	if err != nil {
 		return nil, "", err
 	}
@@ -77,9 +81,10 @@ func (w *restartWorkerProc) stop() error {
 
 // restartCase is one shape of server, restarted one way.
 type restartCase struct {
-	listeners int // a process
+	listeners int // sockets a process
 	workers   int // processes, each in a slot of its own
 	mptcp     bool
+	udp       bool
 	naive     bool
 }
 
@@ -99,6 +104,7 @@ func runRestart(args []string, stdout io.Writer) error {
 	workers := fs.Int("workers", 4, "a shape of several processes: worker processes of one listener each, replaced one at a time (0: none)")
 	mptcp := fs.Bool("mptcp", true, "listen with MPTCP, Go's default since 1.24 (false: plain TCP)")
 	naive := fs.Bool("naive", true, "also restart each shape naively: the old listeners close as soon as the new ones listen")
+	udp := fs.Bool("udp", true, "also hand over UDP services of each shape, under a stream of numbered datagrams")
 	clients := fs.Int("clients", 2, "client goroutines opening connections as fast as they can")
 	maxConns := fs.Int("conns", 20000, "stop a shape's load after this many connections")
 	if err := fs.Parse(args); err != nil {
@@ -107,21 +113,29 @@ func runRestart(args []string, stdout io.Writer) error {
 	if *n < 1 || *clients < 1 || *maxConns < 1 {
 		return errors.New("-handovers, -clients and -conns must be at least 1")
 	}
-	var cases []restartCase
+	var shapes []restartCase
 	for _, f := range strings.Split(*listeners, ",") {
 		k, err := strconv.Atoi(strings.TrimSpace(f))
 		if err != nil || k < 1 {
 			return fmt.Errorf("-listeners %q: want positive numbers, comma-separated", *listeners)
 		}
-		cases = append(cases, restartCase{k, 1, *mptcp, false})
-		if *naive {
-			cases = append(cases, restartCase{k, 1, *mptcp, true})
-		}
+		shapes = append(shapes, restartCase{listeners: k, workers: 1})
 	}
 	if *workers > 1 {
-		cases = append(cases, restartCase{1, *workers, *mptcp, false})
-		if *naive {
-			cases = append(cases, restartCase{1, *workers, *mptcp, true})
+		shapes = append(shapes, restartCase{listeners: 1, workers: *workers})
+	}
+	var cases []restartCase
+	for _, u := range []bool{false, true} {
+		if u && !*udp {
+			continue
+		}
+		for _, c := range shapes {
+			c.mptcp, c.udp = *mptcp && !u, u
+			cases = append(cases, c)
+			if *naive {
+				c.naive = true
+				cases = append(cases, c)
+			}
 		}
 	}
 	fmt.Fprintln(stdout, migrateReqWords())
@@ -165,7 +179,7 @@ func restartShape(c restartCase, n, clients, maxConns int, stdout io.Writer) err
 	}
 	addr, proto := "127.0.0.1:0", ""
 	for i := range procs {
-		w, line, err := startRestartWorker(addr, c.listeners, c.mptcp, slot(i))
+		w, line, err := startRestartWorker(c, addr, slot(i))
 		if err != nil {
 			return err
 		}
@@ -178,9 +192,32 @@ func restartShape(c restartCase, n, clients, maxConns int, stdout io.Writer) err
 		}
 	}
 	var counts restartCounts
+	var read atomic.Int64 // UDP: datagrams the workers read
+	// readBy adds the count of a UDP worker's last line, "read N".
+	var dropped atomic.Int64 // UDP: datagrams the kernel counted dropped on the workers' sockets
+	readBy := func(line string) error {
+		var n, d int64
+		if _, err := fmt.Sscanf(line, "read %d %d", &n, &d); err != nil {
+			return fmt.Errorf("a UDP worker said %q: %v", line, err)
+		}
+		read.Add(n)
+		dropped.Add(d)
+		return nil
+	}
 	stop := make(chan struct{})
 	var wg sync.WaitGroup
-	for i := 0; i < clients; i++ {
+	if c.udp {
+		send, err := udpSender(addr, 1000, &counts.attempted)
+		if err != nil {
+			return err
+		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			send(stop)
+		}()
+	}
+	for i := 0; i < clients && !c.udp; i++ {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
@@ -211,15 +248,21 @@ func restartShape(c restartCase, n, clients, maxConns int, stdout io.Writer) err
 	err := func() error {
 		for i := 0; i < n; i++ {
 			j := i % c.workers
-			next, _, err := startRestartWorker(addr, c.listeners, c.mptcp, slot(j))
+			next, _, err := startRestartWorker(c, addr, slot(j))
 			if err != nil {
 				return err
 			}
+			var line string
 			if c.naive {
-				_, err = procs[j].ask("close")
+				line, err = procs[j].ask("close")
 			} else {
 				// Returns once the old worker let go; it exits by itself.
-				_, err = next.ask("takeover")
+				if _, err = next.ask("takeover"); err == nil && c.udp {
+					line, err = procs[j].ask("")
+				}
+			}
+			if err == nil && c.udp {
+				err = readBy(line)
 			}
 			if err == nil {
 				err = procs[j].stop()
@@ -234,6 +277,18 @@ func restartShape(c restartCase, n, clients, maxConns int, stdout io.Writer) err
 	elapsed := time.Since(start)
 	close(stop)
 	wg.Wait()
+	if err == nil && c.udp {
+		time.Sleep(50 * time.Millisecond) // the last datagrams in flight
+		for _, w := range procs {
+			line, err := w.ask("close")
+			if err == nil {
+				err = readBy(line)
+			}
+			if err != nil {
+				return err
+			}
+		}
+	}
 	if err != nil {
 		return err
 	}
@@ -245,10 +300,56 @@ func restartShape(c restartCase, n, clients, maxConns int, stdout io.Writer) err
 	if c.workers > 1 {
 		shape = fmt.Sprintf("%d worker processes of %d listener%s, replaced in turn", c.workers, c.listeners, plural(c.listeners))
 	}
+	if c.udp {
+		shape = strings.ReplaceAll(shape, "listener", "UDP socket")
+	}
 	fmt.Fprintf(stdout, "%s (%s), %d restarts %s, in %v:\n", shape, proto, n, how, elapsed.Round(time.Millisecond))
+	if c.udp {
+		sent := counts.attempted.Load()
+		fmt.Fprintf(stdout, "  sent      %d\n  read      %d\n  lost      %d\n  dropped   %d (counted by the kernel on the sockets: full buffers, and the handovers' probes)\n", sent, read.Load(), sent-read.Load(), dropped.Load())
+		return nil
+	}
 	fmt.Fprintf(stdout, "  attempted %d\n  served    %d\n  refused   %d\n  reset     %d\n  other     %d\n",
 		counts.attempted.Load(), counts.served.Load(), counts.refused.Load(), counts.reset.Load(), counts.other.Load())
 	return nil
+}
+
+// udpSender dials addr from sources sockets of their own (each its own
+// source port) and returns a function that sends them numbered datagrams in
+// turn, about 20,000 a second, counting them in sent, until stop closes.
+func udpSender(addr string, sources int, sent *atomic.Int64) (func(stop chan struct{}), error) {
+	conns := make([]net.Conn, 0, sources)
+	for i := 0; i < sources; i++ {
+		c, err := net.Dial("udp", addr)
+		if err != nil {
+			for _, c := range conns {
+				c.Close()
+			}
+			return nil, err
+		}
+		conns = append(conns, c)
+	}
+	return func(stop chan struct{}) {
+		defer func() {
+			for _, c := range conns {
+				c.Close()
+			}
+		}()
+		for n := 0; ; n++ {
+			select {
+			case <-stop:
+				return
+			default:
+			}
+			if _, err := fmt.Fprintf(conns[n%len(conns)], "%d", n); err != nil {
+				return
+			}
+			sent.Add(1)
+			if n%20 == 19 {
+				time.Sleep(time.Millisecond)
+			}
+		}
+	}, nil
 }
 
 func plural(n int) string {
@@ -287,8 +388,11 @@ func connectAndRead(addr string) string {
 // with one line: takeover (reuse.Handover.TakeOver; once replaced, it closes
 // its listeners and exits by itself) and close (close the listeners at once).
 func restartWorker(args []string) error {
-	if len(args) != 4 {
-		return errors.New("want four arguments: the address to share, the number of listeners, MPTCP (true or false), the Handover slot")
+	if len(args) != 5 {
+		return errors.New("want five arguments: the address to share, the number of sockets, MPTCP (true or false), the Handover slot, tcp or udp")
+	}
+	if args[4] == "udp" {
+		return restartUDPWorker(args)
 	}
 	k, err := strconv.Atoi(args[1])
 	if err != nil {
@@ -364,6 +468,89 @@ func restartWorker(args []string) error {
 				fmt.Println("error", err)
 			} else {
 				fmt.Println("done")
+			}
+		}
+	}
+}
+
+// restartUDPWorker is restartWorker for UDP: it reads numbered datagrams
+// with k sockets, and says "read N D" (how many it read, how many the
+// kernel counted dropped on its sockets) once replaced or closed, as its
+// last line.
+func restartUDPWorker(args []string) error {
+	k, err := strconv.Atoi(args[1])
+	if err != nil {
+		return err
+	}
+	pcs, err := reuse.ListenPacketGroup("udp", args[0], k)
+	if err != nil {
+		return err
+	}
+	fmt.Println(pcs[0].LocalAddr(), "UDP")
+	var read atomic.Int64
+	var readers sync.WaitGroup
+	for _, pc := range pcs {
+		pc := pc
+		readers.Add(1)
+		go func() {
+			defer readers.Done()
+			buf := make([]byte, 64)
+			for {
+				n, _, err := pc.ReadFrom(buf)
+				if err != nil {
+					return
+				}
+				if n > 0 { // not a handover's empty probe
+					read.Add(1)
+				}
+			}
+		}()
+	}
+	closeAll := func() {
+		dropped := 0
+		for _, pc := range pcs {
+			dropped += udpDrops(pc)
+			pc.Close()
+		}
+		readers.Wait()
+		fmt.Println("read", read.Load(), dropped)
+	}
+	ho := reuse.Handover{Slot: args[3], Quiet: 20 * time.Millisecond}
+	defer ho.Close()
+	cmds := make(chan string)
+	go func() {
+		sc := bufio.NewScanner(os.Stdin)
+		for sc.Scan() {
+			cmds <- sc.Text()
+		}
+		close(cmds)
+	}()
+	for {
+		select {
+		case <-ho.Replaced():
+			closeAll()
+			return nil
+		case cmd, ok := <-cmds:
+			switch {
+			case !ok:
+				return nil
+			case cmd == "takeover":
+				socks := make([]any, len(pcs))
+				for i, pc := range pcs {
+					socks[i] = pc
+				}
+				ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+				err := ho.TakeOver(ctx, socks...)
+				cancel()
+				if err != nil {
+					fmt.Println("error", err)
+				} else {
+					fmt.Println("done")
+				}
+			case cmd == "close":
+				closeAll()
+			default:
+				fmt.Println("error unknown command", cmd)
 			}
 		}
 	}
