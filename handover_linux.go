@@ -417,9 +417,9 @@ type steering struct {
 // and attaches nothing, when no old member is left.
 //
 // The kernel keeps a group's members in an array in join order; when one
-// leaves, the last takes its slot. The old members' slots are known from
-// /proc, which lists the group in join order: with the rendezvous taken, no
-// member has left since the new sockets joined. Of n members (not counting
+// leaves, the last takes its slot. /proc lists the group in join order,
+// a guess at the old members' slots that findSlots checks with the kernel
+// (members may have left since the new sockets joined). Of n members (not counting
 // the helper), e of them old, the program picks among the slots 0..n-e that
 // are not old ones: while the old members close one by one, only members
 // past those slots move (the helper, which joined last, first), so a pick
@@ -457,13 +457,12 @@ func (st *handoverState) steer(old []uint64, oldPid int, ask func(string) (strin
 			sg.release()
 			return nil, nil
 		}
-		if st.slot != "" {
-			// Members of other slots may have left since these joined:
-			// ask the kernel where the old ones are.
-			if excl, err = sg.findSlots(len(members), excl, old, oldPid); err != nil {
-				sg.release()
-				return nil, err
-			}
+		// A member may have left since these joined (a helper of an
+		// earlier handover, a worker of another slot, a process that
+		// crashed): ask the kernel where the old ones are.
+		if excl, err = sg.findSlots(len(members), excl, old, oldPid); err != nil {
+			sg.release()
+			return nil, err
 		}
 		for _, s := range st.socks {
 			if !slices.Contains(members, s.ino) {

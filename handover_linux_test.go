@@ -463,6 +463,8 @@ func TestTakeOverSteers(t *testing.T) {
 			if err := oldHo.TakeOver(ctx, anys(oldLns)...); err != nil {
 				t.Fatal(err)
 			}
+			// The old group serves, as a server does while it is taken over.
+			oldAccepted := acceptAndHold(t, oldLns)
 			newLns := listenGroup(t, addr, s.k, s.mptcp)
 			var newHo reuse.Handover
 			took := make(chan error, 1)
@@ -472,10 +474,10 @@ func TestTakeOverSteers(t *testing.T) {
 			case err := <-took:
 				t.Fatalf("TakeOver returned %v before the old group was replaced", err)
 			}
-			got := countAccepted(t, addr, append(append([]net.Listener{}, oldLns...), newLns...), 200)
-			oldGot, newGot := sum(got[:s.k]), sum(got[s.k:])
-			if oldGot != 0 || newGot != 200 {
-				t.Errorf("once taken over, the old and new groups accepted %d and %d of 200, want 0 and 200 (%v)", oldGot, newGot, got)
+			before := oldAccepted()
+			got := countAccepted(t, addr, newLns, 200)
+			if n := oldAccepted() - before; n != 0 || sum(got) != 200 {
+				t.Errorf("once taken over, the old and new groups accepted %d and %d of 200, want 0 and 200 (%v)", n, sum(got), got)
 			}
 			for _, ln := range oldLns {
 				ln.Close()
@@ -497,6 +499,37 @@ func TestTakeOverSteers(t *testing.T) {
 			}
 		})
 	}
+}
+
+// acceptAndHold accepts connections on lns until they close, holding them
+// open until the test ends, and returns a function that counts them.
+func acceptAndHold(t *testing.T, lns []net.Listener) func() int {
+	var n atomic.Int64
+	var mu sync.Mutex
+	var held []net.Conn
+	for _, ln := range lns {
+		ln := ln
+		go func() {
+			for {
+				c, err := ln.Accept()
+				if err != nil {
+					return
+				}
+				n.Add(1)
+				mu.Lock()
+				held = append(held, c)
+				mu.Unlock()
+			}
+		}()
+	}
+	t.Cleanup(func() {
+		mu.Lock()
+		defer mu.Unlock()
+		for _, c := range held {
+			c.Close()
+		}
+	})
+	return func() int { return int(n.Load()) }
 }
 
 func sum(s []int) int {
