@@ -20,9 +20,6 @@ type Handover struct {
 	// holding the same Slot, while the other workers, old and new, go on
 	// sharing the load. "" (a server of one process, with one listener or a
 	// group of them) takes over from every process serving the address.
-	// A new worker finds the old one's place in the group with probes,
-	// which may cost another worker a connection that resets at once (TCP)
-	// or an empty datagram (UDP).
 	Slot string
 
 	// Quiet is how long the old process's queues must stay empty before it
@@ -53,6 +50,15 @@ const defaultQuiet = 250 * time.Millisecond
 // them, or exited). If nobody serves it, it returns at once. Either way, h
 // then waits for a successor (see Replaced). Serving socks may start before
 // or after TakeOver; connections that arrive meanwhile wait in socks' queues.
+//
+// The old process must go on serving (accepting, reading) until Replaced:
+// the new one finds where the old sockets sit in the port's group (the
+// kernel reorders it when a member leaves) with probes, a connection that
+// the old process accepts (a server that closes a new connection before
+// reading from it may hide it: TakeOver then fails, and the old process
+// serves on) or an empty datagram that its sockets drop; a wrong guess
+// costs another member a probe, a connection that resets at once or an
+// empty datagram.
 //
 // The two processes meet at a name derived from the user, the address and
 // Slot (on Linux, an abstract Unix socket of the network namespace); each
