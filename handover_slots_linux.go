@@ -22,7 +22,7 @@ const probeTimeout = 2 * time.Second
 // processes of other slots come and go, and a member that leaves moves the
 // last one into its slot, so join order (guess) may be wrong. The kernel
 // says where a slot is: a program sends one probe, from a port of this
-// process's, to the slot, the rest by the hash. A TCP probe is a
+// process's, to the slot, the rest as without a program. A TCP probe is a
 // connection, whose server end shows up in the file table of the process
 // that accepted it; a UDP probe is an empty datagram, which the old
 // process's sockets drop (a socket filter it sets on request), so that it
@@ -30,7 +30,7 @@ const probeTimeout = 2 * time.Second
 // wrong are the others probed, each probe then costing a member of another
 // slot a connection that resets at once, or an empty datagram.
 func (sg *steering) findSlots(n int, guess []int, old []uint64, oldPid int) ([]int, error) {
-	p, err := sg.newProber(old, oldPid)
+	p, err := sg.newProber(n, old, oldPid)
 	if err != nil {
 		return nil, err
 	}
@@ -69,6 +69,7 @@ func (sg *steering) findSlots(n int, guess []int, old []uint64, oldPid int) ([]i
 // prober sends probes to one slot of the group at a time.
 type prober struct {
 	sg     *steering
+	n      int          // members of the group, not counting the helper
 	old    []uint64     // the old process's sockets
 	dst    *net.TCPAddr // where the probes go
 	port   int          // their source port
@@ -76,7 +77,7 @@ type prober struct {
 	udp    *net.UDPConn // the UDP probes' socket
 }
 
-func (sg *steering) newProber(old []uint64, pid int) (*prober, error) {
+func (sg *steering) newProber(n int, old []uint64, pid int) (*prober, error) {
 	var ip net.IP
 	switch sa := sg.st.sa.(type) {
 	case *unix.SockaddrInet4:
@@ -92,7 +93,7 @@ func (sg *steering) newProber(old []uint64, pid int) (*prober, error) {
 	}
 	_, portStr, _ := net.SplitHostPort(sg.st.g.address)
 	port, _ := strconv.Atoi(portStr)
-	p := &prober{sg: sg, old: old, dst: &net.TCPAddr{IP: ip, Port: port}, fdsDir: fmt.Sprintf("/proc/%d/fd", pid)}
+	p := &prober{sg: sg, n: n, old: old, dst: &net.TCPAddr{IP: ip, Port: port}, fdsDir: fmt.Sprintf("/proc/%d/fd", pid)}
 	if sg.st.g.network == "udp" {
 		c, err := net.ListenUDP("udp", &net.UDPAddr{IP: ip})
 		if err != nil {
@@ -123,19 +124,22 @@ func (p *prober) close() {
 	}
 }
 
-// program steers the probes to slot i and the rest by the kernel's hash (an
-// index past the end).
+// program steers the probes to slot i, and the rest of the traffic as it
+// would go without a program, but never to the helper, which joined last.
 func (p *prober) program(i int) []unix.SockFilter {
 	srcPort := bpfOff(skfNetOff + 20)
 	if p.dst.IP.To4() == nil {
 		srcPort = bpfOff(skfNetOff + 40)
 	}
-	return []unix.SockFilter{
+	all := make([]int, p.n)
+	for j := range all {
+		all[j] = j
+	}
+	return append([]unix.SockFilter{
 		{Code: unix.BPF_LD | unix.BPF_H | unix.BPF_ABS, K: srcPort},
 		{Code: unix.BPF_JMP | unix.BPF_JEQ | unix.BPF_K, K: uint32(p.port), Jt: 0, Jf: 1},
 		{Code: unix.BPF_RET | unix.BPF_K, K: uint32(i)},
-		{Code: unix.BPF_RET | unix.BPF_K, K: 0xffffffff},
-	}
+	}, p.sg.st.program(all)...)
 }
 
 // probe reports whether the old process holds the member in slot i.
