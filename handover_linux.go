@@ -417,10 +417,10 @@ type steering struct {
 // and attaches nothing, when no old member is left.
 //
 // The kernel keeps a group's members in an array in join order; when one
-// leaves, the last takes its slot. /proc lists the group in join order,
-// a guess at the old members' slots that findSlots checks with the kernel
-// (members may have left since the new sockets joined). Of n members (not counting
-// the helper), e of them old, the program picks among the slots 0..n-e that
+// leaves, the last takes its slot. /proc lists the group in join order, a
+// guess at the old members' slots that findSlots checks with the kernel
+// (members may have left since the new sockets joined). Of n members (not
+// counting the helper), e of them old, the program picks among the slots 0..n-e that
 // are not old ones: while the old members close one by one, only members
 // past those slots move (the helper, which joined last, first), so a pick
 // never falls on an old, moved or missing member until the last old one is

@@ -532,6 +532,20 @@ func acceptAndHold(t *testing.T, lns []net.Listener) func() int {
 	return func() int { return int(n.Load()) }
 }
 
+// dropsOf sums udpDrops over pcs.
+func dropsOf(t *testing.T, pcs []net.PacketConn) int {
+	t.Helper()
+	n := 0
+	for _, pc := range pcs {
+		d, err := udpDrops(pc)
+		if err != nil {
+			t.Fatal(err)
+		}
+		n += d
+	}
+	return n
+}
+
 func sum(s []int) int {
 	n := 0
 	for _, v := range s {
@@ -906,6 +920,9 @@ func listenPacketGroup(t *testing.T, addr string, k int) []net.PacketConn {
 	if err != nil {
 		t.Fatal(err)
 	}
+	for _, pc := range pcs {
+		_ = pc.(*net.UDPConn).SetReadBuffer(udpBuffer)
+	}
 	t.Cleanup(func() {
 		for _, pc := range pcs {
 			pc.Close()
@@ -926,6 +943,7 @@ func TestTakeOverUDP(t *testing.T) {
 			ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 			defer cancel()
 			r := &udpReceiver{seen: map[int]int{}}
+			drops := 0
 			old := listenPacketGroup(t, "127.0.0.1:0", k)
 			addr := old[0].LocalAddr().String()
 			oldHo := &reuse.Handover{Quiet: 20 * time.Millisecond}
@@ -949,6 +967,7 @@ func TestTakeOverUDP(t *testing.T) {
 						t.Fatalf("TakeOver returned %v before the old sockets were replaced", err)
 					}
 				}
+				drops += dropsOf(t, old)
 				for _, pc := range old {
 					pc.Close()
 				}
@@ -964,6 +983,7 @@ func TestTakeOverUDP(t *testing.T) {
 			}
 			sent := stop()
 			time.Sleep(50 * time.Millisecond) // the last datagrams in flight
+			drops += dropsOf(t, old)
 			for _, pc := range old {
 				pc.Close()
 			}
@@ -979,15 +999,19 @@ func TestTakeOverUDP(t *testing.T) {
 					dup++
 				}
 			}
-			t.Logf("%s: %d replacements of %d UDP sockets: %d datagrams sent, %d lost, %d read twice", name, replacements, k, sent, lost, dup)
+			t.Logf("%s: %d replacements of %d UDP sockets: %d datagrams sent, %d lost, %d read twice; the kernel counted %d dropped", name, replacements, k, sent, lost, dup, drops)
 			if dup != 0 || sent == 0 {
 				t.Errorf("%d datagrams read twice of %d", dup, sent)
 			}
-			if !naive && lost != 0 {
-				t.Errorf("%d replacements lost %d datagrams of %d", replacements, lost, sent)
+			// A loaded machine may overflow a receive buffer, which the
+			// kernel counts, beside the probes that each handover's old
+			// sockets drop (one each); a datagram that a closing socket
+			// takes with it is counted nowhere.
+			if overflow := drops - replacements*k; !naive && lost > overflow {
+				t.Errorf("%d replacements lost %d datagrams of %d, %d dropped by full buffers", replacements, lost, sent, overflow)
 			}
-			if naive && lost == 0 {
-				t.Errorf("%d naive replacements lost no datagram of %d", replacements, sent)
+			if naive && lost <= drops {
+				t.Errorf("%d naive replacements lost no datagram of %d beyond the %d counted dropped", replacements, sent, drops)
 			}
 		})
 	}
@@ -1155,7 +1179,8 @@ func TestWorkerSlotsCrash(t *testing.T) {
 // (port 0: any), the slot and the quiet period. It prints "addr A" and reads
 // numbered datagrams. Commands: "takeover" (prints "took over"), "close".
 // Once replaced, or closed, it closes its socket and prints the numbers it
-// read, on lines "seqs N,N,..." and a last line "seqs-end".
+// read, on lines "seqs N,N,...", and a last line "seqs-end D", D the
+// datagrams the kernel counted dropped on its socket.
 func udpHandoverWorker(args []string) error {
 	quiet, err := time.ParseDuration(args[2])
 	if err != nil {
@@ -1165,6 +1190,7 @@ func udpHandoverWorker(args []string) error {
 	if err != nil {
 		return err
 	}
+	_ = pc.(*net.UDPConn).SetReadBuffer(udpBuffer)
 	fmt.Println("addr", pc.LocalAddr())
 	var seqs []int
 	read := make(chan struct{})
@@ -1182,6 +1208,10 @@ func udpHandoverWorker(args []string) error {
 		}
 	}()
 	finish := func(ho *reuse.Handover) error {
+		drops, err := udpDrops(pc)
+		if err != nil {
+			return err
+		}
 		pc.Close()
 		<-read
 		for i := 0; i < len(seqs); i += 1000 {
@@ -1194,7 +1224,7 @@ func udpHandoverWorker(args []string) error {
 			}
 			fmt.Println("seqs", b.String())
 		}
-		fmt.Println("seqs-end")
+		fmt.Println("seqs-end", drops)
 		return ho.Close()
 	}
 	ho := &reuse.Handover{Slot: args[1], Quiet: quiet}
@@ -1227,13 +1257,18 @@ func udpHandoverWorker(args []string) error {
 	}
 }
 
-// readSeqs collects the numbers a UDP worker printed into seen.
-func readSeqs(t *testing.T, w *sockettest.Worker, seen map[int]int) {
+// readSeqs collects the numbers a UDP worker printed into seen, and returns
+// the drops it counted.
+func readSeqs(t *testing.T, w *sockettest.Worker, seen map[int]int) int {
 	t.Helper()
 	for {
 		rest := w.Expect("seqs", 15*time.Second)
-		if rest == "-end" {
-			return
+		if drops, ok := strings.CutPrefix(rest, "-end "); ok {
+			n, err := strconv.Atoi(drops)
+			if err != nil {
+				t.Fatal(err)
+			}
+			return n
 		}
 		for _, f := range strings.Split(strings.TrimSpace(rest), ",") {
 			seq, err := strconv.Atoi(f)
@@ -1248,7 +1283,8 @@ func readSeqs(t *testing.T, w *sockettest.Worker, seen map[int]int) {
 // TestUDPWorkerSlots runs 4 worker processes of one UDP socket each, in
 // slots of their own, under a continuous stream of numbered datagrams from
 // 1,000 source ports, and replaces them one at a time, 5 rounds: every
-// datagram is read exactly once. The naive replacement (the old worker
+// datagram is read exactly once, but for those the kernel counts dropped
+// because a receive buffer overflowed (none on an idle machine). The naive replacement (the old worker
 // closes as soon as the new one is bound) is logged beside it.
 func TestUDPWorkerSlots(t *testing.T) {
 	for _, naive := range []bool{false, true} {
@@ -1270,6 +1306,7 @@ func TestUDPWorkerSlots(t *testing.T) {
 			}
 		}
 		seen := map[int]int{}
+		drops := 0
 		stop := udpStream(t, addr, 1000)
 		for r := 0; r < 5; r++ {
 			for i, old := range workers {
@@ -1280,7 +1317,7 @@ func TestUDPWorkerSlots(t *testing.T) {
 				} else {
 					next.Expect("took over", 15*time.Second)
 				}
-				readSeqs(t, old, seen)
+				drops += readSeqs(t, old, seen)
 				if err := old.Wait(); err != nil {
 					t.Fatal(err)
 				}
@@ -1291,7 +1328,7 @@ func TestUDPWorkerSlots(t *testing.T) {
 		time.Sleep(50 * time.Millisecond) // the last datagrams in flight
 		for _, w := range workers {
 			w.Send("close")
-			readSeqs(t, w, seen)
+			drops += readSeqs(t, w, seen)
 		}
 		lost, dup := 0, 0
 		for seq := 0; seq < sent; seq++ {
@@ -1304,9 +1341,52 @@ func TestUDPWorkerSlots(t *testing.T) {
 			}
 		}
 		how := map[bool]string{false: "with Handover", true: "naively"}[naive]
-		t.Logf("20 replacements of 4 UDP workers %s: %d datagrams sent, %d lost, %d read twice", how, sent, lost, dup)
-		if dup != 0 || sent == 0 || (!naive && lost != 0) {
-			t.Errorf("20 replacements of 4 UDP workers %s: %d of %d datagrams lost, %d read twice", how, lost, sent, dup)
+		t.Logf("20 replacements of 4 UDP workers %s: %d datagrams sent, %d lost, %d read twice; the kernel counted %d dropped", how, sent, lost, dup, drops)
+		// A loaded machine may overflow a receive buffer, which the
+		// kernel counts, beside the probe that each replaced worker's
+		// socket drops; a datagram that a closing socket takes with it is
+		// counted nowhere.
+		overflow := drops
+		if !naive {
+			overflow -= 20
+		}
+		if dup != 0 || sent == 0 || (!naive && lost > overflow) {
+			t.Errorf("20 replacements of 4 UDP workers %s: %d of %d datagrams lost (%d dropped by full buffers), %d read twice", how, lost, sent, overflow, dup)
 		}
 	}
+}
+
+// udpBuffer is the receive buffer the UDP tests ask for (net.core.rmem_max
+// caps it), so that a reader descheduled on a loaded machine loses less.
+const udpBuffer = 4 << 20
+
+// udpDrops returns how many datagrams the kernel dropped on pc (a full
+// buffer, a socket filter): the last column of /proc/net/udp{,6}.
+func udpDrops(pc net.PacketConn) (int, error) {
+	rc, err := pc.(*net.UDPConn).SyscallConn()
+	if err != nil {
+		return 0, err
+	}
+	var st unix.Stat_t
+	var serr error
+	if err := rc.Control(func(fd uintptr) { serr = unix.Fstat(int(fd), &st) }); err != nil {
+		return 0, err
+	}
+	if serr != nil {
+		return 0, serr
+	}
+	ino := strconv.FormatUint(st.Ino, 10)
+	for _, file := range []string{"/proc/net/udp", "/proc/net/udp6"} {
+		data, err := os.ReadFile(file)
+		if err != nil {
+			return 0, err
+		}
+		for _, line := range strings.Split(string(data), "\n") {
+			f := strings.Fields(line)
+			if len(f) >= 13 && f[9] == ino {
+				return strconv.Atoi(f[len(f)-1])
+			}
+		}
+	}
+	return 0, fmt.Errorf("socket inode %s is not in /proc/net/udp{,6}", ino)
 }

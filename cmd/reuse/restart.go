@@ -306,7 +306,12 @@ func restartShape(c restartCase, n, clients, maxConns int, stdout io.Writer) err
 	fmt.Fprintf(stdout, "%s (%s), %d restarts %s, in %v:\n", shape, proto, n, how, elapsed.Round(time.Millisecond))
 	if c.udp {
 		sent := counts.attempted.Load()
-		fmt.Fprintf(stdout, "  sent      %d\n  read      %d\n  lost      %d\n  dropped   %d (counted by the kernel on the sockets: full buffers, and the handovers' probes)\n", sent, read.Load(), sent-read.Load(), dropped.Load())
+		probes := 0
+		if !c.naive {
+			probes = n * c.listeners // each old socket drops one
+		}
+		fmt.Fprintf(stdout, "  sent      %d\n  read      %d\n  lost      %d\n  dropped   %d (counted by the kernel on the sockets: full buffers, and %d probes of the handovers)\n",
+			sent, read.Load(), sent-read.Load(), dropped.Load(), probes)
 		return nil
 	}
 	fmt.Fprintf(stdout, "  attempted %d\n  served    %d\n  refused   %d\n  reset     %d\n  other     %d\n",
@@ -485,6 +490,11 @@ func restartUDPWorker(args []string) error {
 	pcs, err := reuse.ListenPacketGroup("udp", args[0], k)
 	if err != nil {
 		return err
+	}
+	for _, pc := range pcs {
+		// More room for a reader descheduled on a loaded machine (up to
+		// net.core.rmem_max).
+		_ = pc.(*net.UDPConn).SetReadBuffer(4 << 20)
 	}
 	fmt.Println(pcs[0].LocalAddr(), "UDP")
 	var read atomic.Int64
