@@ -153,7 +153,8 @@ func (h *Handover) Replaced() <-chan struct{} {
 
 // Close lets the successor know this process let go of its sockets; it also
 // stops waiting for a successor. Exiting the process does the same. Close
-// after a failed TakeOver, or without one, does nothing.
+// during TakeOver gives the takeover up; after a failed TakeOver, or without
+// one, it does nothing.
 func (h *Handover) Close() error {
 	if h == nil {
 		return nil
