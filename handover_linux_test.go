@@ -447,15 +447,30 @@ func anys[T any](s []T) []any {
 	return a
 }
 
-// TestTakeOverSteers checks, in one process, that once a new group of k
-// listeners took over, the old group receives no connection (200 of 200 go
+// TestTakeOverSteers checks, in one process, IPv4 and IPv6, that once a new
+// group of k listeners took over, the old group receives no connection (200 of 200 go
 // to the new one), and that after the old one let go the kernel's hash
 // spreads connections over the whole new group again (each of k listeners
 // gets some of 300: all missing one has probability below k(1-1/k)^300).
 func TestTakeOverSteers(t *testing.T) {
-	for _, s := range []shape{{1, false}, {1, true}, {3, false}, {3, true}} {
-		t.Run(s.String(), func(t *testing.T) {
-			oldLns := listenGroup(t, "127.0.0.1:0", s.k, s.mptcp)
+	for _, c := range []struct {
+		s    shape
+		addr string
+	}{
+		{shape{1, false}, "127.0.0.1:0"}, {shape{1, true}, "127.0.0.1:0"},
+		{shape{3, false}, "127.0.0.1:0"}, {shape{3, true}, "127.0.0.1:0"},
+		{shape{3, false}, "[::1]:0"}, {shape{3, true}, "[::1]:0"},
+	} {
+		s := c.s
+		t.Run(s.String()+" "+c.addr, func(t *testing.T) {
+			if c.addr[0] == '[' {
+				if ln, err := net.Listen("tcp6", "[::1]:0"); err != nil {
+					t.Skipf("no IPv6 loopback here: %v", err)
+				} else {
+					ln.Close()
+				}
+			}
+			oldLns := listenGroup(t, c.addr, s.k, s.mptcp)
 			addr := oldLns[0].Addr().String()
 			oldHo := reuse.Handover{Quiet: 10 * time.Millisecond}
 			ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
