@@ -5,80 +5,77 @@ package reuse_test
 import (
 	"context"
 	"fmt"
+	"io"
 	"log"
+	"net"
+	"net/http"
+	"sync"
 	"time"
 
 	"github.com/sockreuse/reuse"
 )
 
-// The old side of a handover: once the new listener has taken the port
-// over, keep accepting until the queue stays empty, then close.
-func ExampleWaitDrained() {
-	var cfg reuse.Config
-	cfg.ListenConfig.SetMultipathTCP(false)
-	oldLn, err := cfg.Listen(context.Background(), "tcp", "127.0.0.1:0")
+// serveUntilReplaced is a net/http server process that restarts without
+// losing a request: it serves addr, takes it over from the process serving
+// it, if any, and shuts down once a successor has taken it over.
+// takenOver is closed once it serves alone.
+func serveUntilReplaced(addr string, h http.Handler, takenOver chan<- string) {
+	ln, err := reuse.Listen("tcp", addr)
 	if err != nil {
 		log.Fatal(err)
 	}
-	newLn, err := cfg.Listen(context.Background(), "tcp", oldLn.Addr().String())
-	if err != nil {
-		log.Fatal(err)
-	}
-	defer newLn.Close()
-	if _, err := reuse.TakeOver(newLn); err != nil {
-		log.Fatal(err)
-	}
-	go func() { // the old accept loop, still serving
-		for {
-			c, err := oldLn.Accept()
-			if err != nil {
-				return
-			}
-			c.Close()
+	var unread sync.Map // connections whose first request is not read yet
+	srv := &http.Server{Handler: h, ConnState: func(c net.Conn, s http.ConnState) {
+		if s == http.StateNew {
+			unread.Store(c, true)
+		} else {
+			unread.Delete(c)
 		}
-	}()
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	if err := reuse.WaitDrained(ctx, oldLn, 50*time.Millisecond); err != nil {
+	}}
+	go srv.Serve(ln)
+	var ho reuse.Handover
+	if err := ho.TakeOver(context.Background(), ln); err != nil {
 		log.Fatal(err)
 	}
-	fmt.Println("drained; closing:", oldLn.Close())
-	// Output: drained; closing: <nil>
+	takenOver <- ln.Addr().String()
+	<-ho.Replaced()
+	// Shutdown would close, unanswered, a connection whose first request
+	// it has not read yet (golang/go#75591): stop accepting, let every
+	// accepted connection's first request in, then shut down.
+	ln.Close()
+	for start := time.Now(); time.Since(start) < 5*time.Second; time.Sleep(time.Millisecond) {
+		n := 0
+		unread.Range(func(any, any) bool { n++; return false })
+		if n == 0 {
+			break
+		}
+	}
+	srv.Shutdown(context.Background())
+	ho.Close()
 }
 
-// Release, once the old listener has closed, lets the kernel spread new
-// connections by its hash again.
-func ExampleTakeover_Release() {
-	var cfg reuse.Config
-	cfg.ListenConfig.SetMultipathTCP(false)
-	oldLn, err := cfg.Listen(context.Background(), "tcp", "127.0.0.1:0")
+// A net/http server restarted without losing a request: each generation
+// takes the address over from the one before, which then shuts down. Here
+// the generations run in one process; in a real restart, each is a process
+// of its own (the new binary, started beside the old one).
+func ExampleHandover() {
+	handler := func(gen string) http.Handler {
+		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, gen) })
+	}
+	ready := make(chan string)
+	go serveUntilReplaced("127.0.0.1:0", handler("first"), ready)
+	addr := <-ready
+	go serveUntilReplaced(addr, handler("second"), ready)
+	<-ready // the first generation has let go
+	resp, err := http.Get("http://" + addr)
 	if err != nil {
 		log.Fatal(err)
 	}
-	newLn, err := cfg.Listen(context.Background(), "tcp", oldLn.Addr().String())
+	body, err := io.ReadAll(resp.Body)
+	resp.Body.Close()
 	if err != nil {
 		log.Fatal(err)
 	}
-	defer newLn.Close()
-	takeover, err := reuse.TakeOver(newLn)
-	if err != nil {
-		log.Fatal(err)
-	}
-	if err := oldLn.Close(); err != nil { // nothing was queued
-		log.Fatal(err)
-	}
-	fmt.Println(takeover.Release())
-	// Output: <nil>
-}
-
-// Whether connections still queued on a closing listener would be handed
-// to another listener of its port (Linux tcp_migrate_req) or reset.
-func ExampleMigratesQueue() {
-	migrates, err := reuse.MigratesQueue()
-	if err != nil {
-		log.Fatal(err)
-	}
-	if !migrates {
-		fmt.Println("closing a shared listener resets its queue: hand over with TakeOver and WaitDrained")
-	}
+	fmt.Println(string(body))
+	// Output: second
 }

@@ -5,125 +5,223 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"sync"
+	"syscall"
 	"time"
 )
 
-// Takeover is the hold that a new listener has taken on a shared port with
-// TakeOver: the kernel gives it every new connection, and none to the
-// listener it takes over from, until Release.
-type Takeover struct {
-	// Migrates reports whether the kernel of the current network namespace
-	// hands the connections queued on a closing listener to another
-	// listener of its group (see MigratesQueue). The handover does not need
-	// it; it only covers the residual risk that WaitDrained documents.
-	Migrates bool
+// Handover takes a local address over from the process(es) serving it, and
+// later hands it on: every process of a server that restarts without loss
+// makes one. The zero Handover is ready to use. A Handover serves one
+// TakeOver; its methods may be called from several goroutines.
+type Handover struct {
+	// Slot names this process's place in a group of worker processes
+	// sharing the address: a new process takes over only from the process
+	// holding the same Slot, while the other workers, old and new, go on
+	// sharing the load. "" (a server of one process, with one listener or a
+	// group of them) takes over from every process serving the address.
+	Slot string
 
-	ln *net.TCPListener
+	// Quiet is how long the old process's queues must stay empty before it
+	// is told it was replaced; zero means 250 ms. A connection whose
+	// handshake the old listener answered just before the takeover lands in
+	// its queue one round trip later, so Quiet must exceed the round-trip
+	// time of the slowest client: 250 ms covers nearly every path on the
+	// internet (a geostationary satellite hop needs more) and adds only that
+	// much to a restart.
+	Quiet time.Duration
+
+	mu       sync.Mutex
+	started  bool          // TakeOver was called
+	replaced chan struct{} // closed once a successor took over and the queues stayed quiet
+	closing  chan struct{} // closed by Close
+	done     chan struct{} // closed when the background work ended
 }
 
-// TakeOver makes ln, a listener that has just joined a shared port (with
-// Listen, under Share), the only listener of the port's group that the
-// kernel gives new connections to. The one other listener on the port, in
-// the process being replaced, then receives no new connection: it can serve
-// what is already queued (see WaitDrained) and close without resetting any.
+// defaultQuiet is the quiet period of a Handover whose Quiet is zero.
+const defaultQuiet = 250 * time.Millisecond
+
+// TakeOver makes socks - the listeners (net.Listener) or datagram sockets
+// (net.PacketConn) that this process has just opened under Share on one
+// address - the servers of that address. If a process of the same user
+// serves it (in h.Slot), the kernel gives new connections or datagrams to
+// socks only (never to the old process's sockets), and TakeOver returns once
+// the old process has drained its queues and let go of its sockets (closed
+// them, or exited). If nobody serves it, it returns at once. Either way, h
+// then waits for a successor (see Replaced). Serving socks may start before
+// or after TakeOver; connections that arrive meanwhile wait in socks' queues.
 //
-// The group must hold exactly two listeners, the old one and ln, which
-// joined last, and none may join or leave until the old one has closed.
-// ln must be a plain TCP listener, not MPTCP: Go 1.24+ listens with MPTCP by
-// default, so set net.ListenConfig.SetMultipathTCP(false) in the Config.
+// The old process must go on serving (accepting, reading) until Replaced:
+// the new one finds where the old sockets sit in the port's group (the
+// kernel reorders it when a member leaves) with probes, a connection that
+// the old process accepts (a server that closes a new connection before
+// reading from it may hide it: TakeOver then fails, and the old process
+// serves on) or an empty datagram that its sockets drop; a wrong guess
+// costs another member a probe, a connection that resets at once or an
+// empty datagram.
 //
-// On Linux (4.5+) it attaches to the group a classic BPF program
-// (SO_ATTACH_REUSEPORT_CBPF, no privilege needed) that always selects the
-// newest member. Elsewhere it returns an error wrapping
-// errors.ErrUnsupported. Call Release once the old listener has closed.
-func TakeOver(ln net.Listener) (*Takeover, error) {
-	tl, err := tcpListener("takeover", ln)
+// The two processes meet at a name derived from the user, the address and
+// Slot (on Linux, an abstract Unix socket of the network namespace); each
+// checks that the other runs as the same user. Only one successor at a time
+// takes over from a process: a second one waits its turn, then takes over
+// from the first. If the old process dies during the handover, TakeOver
+// returns once its sockets are gone; if the new one dies, the old one goes
+// on serving as before.
+//
+// Steering needs Linux 4.6+ (a classic BPF program attached with
+// SO_ATTACH_REUSEPORT_CBPF, no privilege needed; MPTCP listeners, Go's
+// default since 1.24, are steered through a short-lived plain-TCP member of
+// their group). Elsewhere TakeOver returns an error wrapping
+// errors.ErrUnsupported; the fallback there is to start the new process,
+// then stop the old one, which loses what its queues held (on Linux 5.14+
+// without steering, net.ipv4.tcp_migrate_req=1 hands a closing listener's
+// queue to the other members instead).
+//
+// Errors are *net.OpError with Op "takeover".
+func (h *Handover) TakeOver(ctx context.Context, socks ...any) error {
+	if h == nil {
+		return opError("takeover", "", "", errors.New(errPrefix+"TakeOver on a nil *Handover"))
+	}
+	h.mu.Lock()
+	if h.started {
+		h.mu.Unlock()
+		return opError("takeover", "", "", errors.New(errPrefix+"this Handover has already taken over: make one Handover per TakeOver"))
+	}
+	h.started = true
+	h.init()
+	h.mu.Unlock()
+	quiet := h.Quiet
+	if quiet == 0 {
+		quiet = defaultQuiet
+	}
+	g, err := newSockGroup(socks)
 	if err != nil {
-		return nil, err
+		h.fail()
+		return opError("takeover", "", "", err)
 	}
-	migrates, err := MigratesQueue()
+	if quiet < 0 {
+		h.fail()
+		return opError("takeover", g.network, g.address, fmt.Errorf("%snegative Quiet %v", errPrefix, quiet))
+	}
+	// Close during TakeOver gives up the takeover.
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	go func() {
+		select {
+		case <-h.closing:
+			cancel()
+		case <-ctx.Done():
+		}
+	}()
+	st, err := takeOver(ctx, g, h.Slot, quiet)
 	if err != nil {
-		return nil, opError("takeover", "tcp", tl.Addr().String(), err)
+		h.fail()
+		return opError("takeover", g.network, g.address, err)
 	}
-	if err := takeOver(tl); err != nil {
-		return nil, opError("takeover", "tcp", tl.Addr().String(), err)
-	}
-	return &Takeover{Migrates: migrates, ln: tl}, nil
+	go func() {
+		defer close(h.done)
+		st.serve(h.replaced, h.closing)
+	}()
+	return nil
 }
 
-// Release lets the kernel spread new connections across the port's group
-// again, by its hash. Call it once the old listener has closed; until then
-// the old listener could receive connections again. The listener itself
-// stays open.
-func (t *Takeover) Release() error {
-	if err := release(t.ln); err != nil {
-		return opError("release", "tcp", t.ln.Addr().String(), err)
+// init makes the channels; h.mu is held.
+func (h *Handover) init() {
+	if h.replaced == nil {
+		h.replaced = make(chan struct{})
+		h.closing = make(chan struct{})
+		h.done = make(chan struct{})
+	}
+}
+
+// fail ends a Handover whose TakeOver failed: nothing runs in the background.
+func (h *Handover) fail() { close(h.done) }
+
+// Replaced is closed once a successor has taken the address over from h and
+// h's sockets' queues have stayed empty for Quiet: the process then stops
+// serving (http.Server.Shutdown, closing its sockets) and exits, or calls
+// Close. A Handover that has not taken over is never replaced.
+func (h *Handover) Replaced() <-chan struct{} {
+	if h == nil {
+		return nil
+	}
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	h.init()
+	return h.replaced
+}
+
+// Close lets the successor know this process let go of its sockets; it also
+// stops waiting for a successor. Exiting the process does the same. Close
+// during TakeOver gives the takeover up; after a failed TakeOver, or without
+// one, it does nothing.
+func (h *Handover) Close() error {
+	if h == nil {
+		return nil
+	}
+	h.mu.Lock()
+	h.init()
+	select {
+	case <-h.closing:
+	default:
+		close(h.closing)
+	}
+	started := h.started
+	h.mu.Unlock()
+	if started {
+		<-h.done
 	}
 	return nil
 }
 
-// WaitDrained returns nil once the accept queue of ln, a listener that
-// another has taken the port over from with TakeOver, has stayed empty for
-// quiet, so that closing ln then resets no connection. The caller keeps
-// accepting from ln meanwhile (http.Server.Serve does), then closes ln (or
-// calls http.Server.Shutdown). It returns ctx.Err() if ctx ends first.
-//
-// A connection whose handshake the old listener answered just before the
-// takeover lands in its queue one round trip later, so quiet must exceed
-// the round-trip time of the slowest client. The residual risk: a
-// handshake whose final ACK reaches the kernel only after ln closed (a
-// SYN-ACK or ACK lost and retransmitted) is reset, unless Migrates. On
-// Linux the queue length is read with TCP_INFO; elsewhere WaitDrained
-// returns an error wrapping errors.ErrUnsupported.
-func WaitDrained(ctx context.Context, ln net.Listener, quiet time.Duration) error {
-	tl, err := tcpListener("drain", ln)
-	if err != nil {
-		return err
-	}
-	if quiet <= 0 {
-		return opError("drain", "tcp", tl.Addr().String(), fmt.Errorf("%squiet period %v: want more than 0", errPrefix, quiet))
-	}
-	// Poll often enough that a queue filled and emptied between two polls
-	// is unlikely to go unseen, but without spinning.
-	interval := min(max(quiet/20, 100*time.Microsecond), 10*time.Millisecond)
-	tick := time.NewTicker(interval)
-	defer tick.Stop()
-	emptySince := time.Now()
-	for {
-		n, err := queueLen(tl)
-		if err != nil {
-			return opError("drain", "tcp", tl.Addr().String(), err)
-		}
-		now := time.Now()
-		if n > 0 {
-			emptySince = now
-		} else if now.Sub(emptySince) >= quiet {
-			return nil
-		}
-		select {
-		case <-ctx.Done():
-			return ctx.Err()
-		case <-tick.C:
-		}
-	}
+// sockGroup is the sockets given to TakeOver, checked: one kind, one address.
+type sockGroup struct {
+	network string // "tcp" or "udp"
+	address string // the local address they share
+	socks   []sockConn
 }
 
-// MigratesQueue reports whether the kernel hands the connections still
-// queued on a closing TCP listener to another listener of its group,
-// instead of resetting them: on Linux 5.14+, whether the sysctl
-// net.ipv4.tcp_migrate_req of the current network namespace is 1. It
-// returns false, and no error, on older kernels and other OSes.
-func MigratesQueue() (bool, error) { return migratesQueue() }
-
-// tcpListener returns ln as a *net.TCPListener.
-func tcpListener(op string, ln net.Listener) (*net.TCPListener, error) {
-	tl, ok := ln.(*net.TCPListener)
-	if !ok || tl == nil {
-		return nil, opError(op, "tcp", "", fmt.Errorf("%sa handover needs a *net.TCPListener, not %T", errPrefix, ln))
-	}
-	return tl, nil
+// sockConn is one socket of a sockGroup: a *net.TCPListener or *net.UDPConn.
+type sockConn interface {
+	SyscallConn() (syscall.RawConn, error)
 }
 
-// errMPTCP is the error for an MPTCP listener, whose group the kernel does
-// not let a program steer.
-var errMPTCP = fmt.Errorf("%sthe listener is MPTCP, which a handover does not support (the kernel refuses SO_ATTACH_REUSEPORT_CBPF on it); listen with net.ListenConfig.SetMultipathTCP(false): %w", errPrefix, errors.ErrUnsupported)
+// newSockGroup checks socks: each a *net.TCPListener or a *net.UDPConn, all
+// of one kind and bound to one address.
+func newSockGroup(socks []any) (*sockGroup, error) {
+	if len(socks) == 0 {
+		return nil, errors.New(errPrefix + "TakeOver needs at least one socket")
+	}
+	g := new(sockGroup)
+	for i, s := range socks {
+		var network string
+		var addr net.Addr
+		var sc sockConn
+		switch s := s.(type) {
+		case *net.TCPListener:
+			if s != nil {
+				network, addr, sc = "tcp", s.Addr(), s
+			}
+		case *net.UDPConn:
+			if s != nil {
+				network, addr, sc = "udp", s.LocalAddr(), s
+			}
+		default:
+			return nil, fmt.Errorf("%ssocket %d of %d is a %T: a handover takes *net.TCPListener (from Listen) or *net.UDPConn (from ListenPacket)", errPrefix, i+1, len(socks), s)
+		}
+		if sc == nil {
+			return nil, fmt.Errorf("%ssocket %d of %d is a nil %T", errPrefix, i+1, len(socks), s)
+		}
+		if i == 0 {
+			g.network, g.address = network, addr.String()
+		} else if network != g.network || addr.String() != g.address {
+			return nil, fmt.Errorf("%ssocket %d of %d is on %s %s, socket 1 on %s %s: a handover takes the sockets of one address", errPrefix, i+1, len(socks), network, addr, g.network, g.address)
+		}
+		g.socks = append(g.socks, sc)
+	}
+	return g, nil
+}
+
+// errNotShared is the error for a socket opened without SO_REUSEPORT, which
+// no other socket can join.
+var errNotShared = errors.New(errPrefix + "the socket does not share its port (opened under Exclusive, or not by this package): a handover needs sockets opened under Share")

@@ -2,187 +2,795 @@ package reuse
 
 import (
 	"bufio"
-	"bytes"
+	"context"
+	"crypto/sha256"
 	"encoding/binary"
+	"encoding/hex"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"os"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
+	"time"
 
 	"golang.org/x/sys/unix"
 )
 
-// migrateReqPath is the sysctl net.ipv4.tcp_migrate_req of the network
-// namespace of the calling process (/proc/sys follows the namespace).
-const migrateReqPath = "/proc/sys/net/ipv4/tcp_migrate_req"
+// Classic BPF offsets from linux/filter.h, which x/sys does not export; they
+// are the same on every architecture.
+const (
+	skfAdOff    = -0x1000   // SKF_AD_OFF: ancillary data
+	skfAdRandom = 56        // SKF_AD_RANDOM: a random 32-bit number
+	skfNetOff   = -0x100000 // SKF_NET_OFF: the network header
+)
 
-func migratesQueue() (bool, error) {
-	data, err := os.ReadFile(migrateReqPath)
-	if errors.Is(err, os.ErrNotExist) {
-		return false, nil // before Linux 5.14
-	}
-	if err != nil {
-		return false, fmt.Errorf("%sreading net.ipv4.tcp_migrate_req: %w", errPrefix, err)
-	}
-	return string(bytes.TrimSpace(data)) == "1", nil
+// The messages of the rendezvous, one a packet (SOCK_SEQPACKET).
+const (
+	msgTakeOver = "takeover" // new → old: take the address over from you
+	msgSockets  = "sockets"  // old → new: "sockets PID INODE...", with the rendezvous socket attached
+	msgSteered  = "steered"  // new → old: new connections go to the new sockets now
+	msgClosed   = "closed"   // old → new: the old process let go of its sockets
+	msgProbe    = "probe"    // new → old: "probe PORT": drop the datagrams from PORT
+	msgReady    = "ready"    // old → new: done
+)
+
+// Bounds of the rendezvous: how long a party may take to answer a message it
+// must answer at once, and how often a waiter polls the kernel.
+const (
+	answerTimeout = 10 * time.Second
+	pollInterval  = 2 * time.Millisecond
+	steerTries    = 5
+)
+
+// sockInfo is what the handover needs to know of one socket.
+type sockInfo struct {
+	rc    syscall.RawConn
+	ino   uint64
+	proto int // SO_PROTOCOL: IPPROTO_TCP, IPPROTO_MPTCP or IPPROTO_UDP
 }
 
-// takeOver steers the group of tl, which must hold exactly tl and one older
-// listener, to tl. The kernel keeps a group's members in an array in the
-// order they joined (a leaving member's slot takes the last one), and a
-// classic BPF program returns the index of the member to pick; an index past
-// the end falls back to the hash. tl joined last, so it is at index 1.
-func takeOver(tl *net.TCPListener) error {
-	rc, err := plainTCP(tl)
+// handoverState is the serving side of a Handover after TakeOver.
+type handoverState struct {
+	g        *sockGroup
+	socks    []sockInfo
+	sa       unix.Sockaddr // the local address, for the helper and /proc
+	v6       bool          // IPV6_V6ONLY of the sockets
+	dev      string        // SO_BINDTODEVICE of the sockets
+	rv       *net.UnixListener
+	base     string // the prefix of the abstract names
+	slot     string
+	quiet    time.Duration
+	filtered bool // filterProbes set a filter on the sockets
+}
+
+// inspect checks the sockets of g and learns what the handover needs.
+func inspect(g *sockGroup) (*handoverState, error) {
+	st := &handoverState{g: g}
+	for i, s := range g.socks {
+		rc, err := s.SyscallConn()
+		if err != nil {
+			return nil, fmt.Errorf("%ssocket %d: %w", errPrefix, i+1, err)
+		}
+		info := sockInfo{rc: rc}
+		var serr error
+		var reusePort int
+		var sa unix.Sockaddr
+		var v6 bool
+		var dev string
+		err = rc.Control(func(fd uintptr) {
+			var stat unix.Stat_t
+			if serr = unix.Fstat(int(fd), &stat); serr != nil {
+				serr = os.NewSyscallError("fstat", serr)
+				return
+			}
+			info.ino = stat.Ino
+			if info.proto, serr = unix.GetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_PROTOCOL); serr != nil {
+				serr = os.NewSyscallError("getsockopt SO_PROTOCOL", serr)
+				return
+			}
+			if reusePort, serr = unix.GetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_REUSEPORT); serr != nil {
+				serr = os.NewSyscallError("getsockopt SO_REUSEPORT", serr)
+				return
+			}
+			if sa, serr = unix.Getsockname(int(fd)); serr != nil {
+				serr = os.NewSyscallError("getsockname", serr)
+				return
+			}
+			if _, ok := sa.(*unix.SockaddrInet6); ok {
+				var on int
+				if on, serr = unix.GetsockoptInt(int(fd), unix.IPPROTO_IPV6, unix.IPV6_V6ONLY); serr != nil {
+					serr = os.NewSyscallError("getsockopt IPV6_V6ONLY", serr)
+					return
+				}
+				v6 = on == 1
+			}
+			dev, _ = unix.GetsockoptString(int(fd), unix.SOL_SOCKET, unix.SO_BINDTODEVICE)
+		})
+		if err == nil {
+			err = serr
+		}
+		if err != nil {
+			return nil, fmt.Errorf("%ssocket %d: %w", errPrefix, i+1, err)
+		}
+		if reusePort == 0 {
+			return nil, fmt.Errorf("socket %d: %w", i+1, errNotShared)
+		}
+		if i == 0 {
+			st.sa, st.v6, st.dev = sa, v6, dev
+		}
+		st.socks = append(st.socks, info)
+	}
+	st.base = fmt.Sprintf("reuse/%d/%s/%s", os.Geteuid(), g.network, g.address)
+	return st, nil
+}
+
+// rendezvousName is the abstract Unix socket name at which the process
+// serving slot waits for its successor. Abstract names belong to the
+// network namespace, as the address does; the longest are hashed.
+func (st *handoverState) rendezvousName(slot string) string {
+	name := "@" + st.base + "/slot/" + slot
+	if len(name) > 100 {
+		sum := sha256.Sum256([]byte(name))
+		name = "@" + st.base + "/slot#" + hex.EncodeToString(sum[:12])
+	}
+	return name
+}
+
+// lockName is the abstract name that the process steering the address's
+// group holds meanwhile, so that two handovers never steer it at once.
+func (st *handoverState) lockName() string { return "@" + st.base + "/steering" }
+
+func takeOver(ctx context.Context, g *sockGroup, slot string, quiet time.Duration) (*handoverState, error) {
+	st, err := inspect(g)
+	if err != nil {
+		return nil, err
+	}
+	st.quiet, st.slot = quiet, slot
+	name := st.rendezvousName(slot)
+	for {
+		if err := ctx.Err(); err != nil {
+			return nil, err
+		}
+		conn, err := dialPeer(ctx, name)
+		if errors.Is(err, unix.ECONNREFUSED) || errors.Is(err, unix.ENOENT) {
+			// Nobody serves the slot: this process is the first.
+			ln, err := net.ListenUnix("unixpacket", &net.UnixAddr{Name: name, Net: "unixpacket"})
+			if isAddrInUse(err) {
+				continue // another new process was first by a hair: take over from it
+			}
+			if err != nil {
+				return nil, fmt.Errorf("%swaiting for a successor: %w", errPrefix, err)
+			}
+			st.rv = ln
+			return st, nil
+		}
+		if err != nil {
+			return nil, err
+		}
+		again, err := st.takeOverFrom(ctx, conn)
+		conn.Close()
+		if again {
+			continue // the old process went away meanwhile
+		}
+		if err != nil {
+			return nil, err
+		}
+		return st, nil
+	}
+}
+
+// dialPeer connects to the process waiting at name and checks that it runs
+// as this user.
+func dialPeer(ctx context.Context, name string) (*net.UnixConn, error) {
+	var d net.Dialer
+	c, err := d.DialContext(ctx, "unixpacket", name)
+	if err != nil {
+		return nil, err
+	}
+	conn := c.(*net.UnixConn)
+	if err := checkPeer(conn); err != nil {
+		conn.Close()
+		return nil, err
+	}
+	return conn, nil
+}
+
+// checkPeer refuses a peer that runs as another user: only the address's
+// owner may take it over.
+func checkPeer(conn *net.UnixConn) error {
+	rc, err := conn.SyscallConn()
 	if err != nil {
 		return err
 	}
-	before, err := groupSize(rc)
-	if err != nil {
-		return err
-	}
-	if before != 2 {
-		return fmt.Errorf("%sa takeover needs exactly one other listener on the port, of the same user, found %d", errPrefix, before-1)
-	}
-	prog := []unix.SockFilter{{Code: unix.BPF_RET | unix.BPF_K, K: 1}}
+	var cred *unix.Ucred
 	var serr error
-	if err := rc.Control(func(fd uintptr) {
-		serr = unix.SetsockoptSockFprog(int(fd), unix.SOL_SOCKET, unix.SO_ATTACH_REUSEPORT_CBPF, &unix.SockFprog{Len: uint16(len(prog)), Filter: &prog[0]})
-	}); err != nil {
+	if err := rc.Control(func(fd uintptr) { cred, serr = unix.GetsockoptUcred(int(fd), unix.SOL_SOCKET, unix.SO_PEERCRED) }); err != nil {
 		return err
 	}
 	if serr != nil {
-		err := fmt.Errorf("%ssteering the port's group: %w", errPrefix, os.NewSyscallError("setsockopt SO_ATTACH_REUSEPORT_CBPF", serr))
-		switch {
-		case errors.Is(serr, unix.EOPNOTSUPP):
-			err = fmt.Errorf("%w (is the other listener MPTCP?)", err)
-		case errors.Is(serr, unix.ENOPROTOOPT):
-			// Linux before 4.5 lacks the option (and so does qemu-user's
-			// translation of setsockopt).
+		return fmt.Errorf("%s%w", errPrefix, os.NewSyscallError("getsockopt SO_PEERCRED", serr))
+	}
+	if int(cred.Uid) != os.Geteuid() {
+		return fmt.Errorf("%sthe handover's rendezvous %q is held by process %d of uid %d, not by this user (uid %d): %w",
+			errPrefix, conn.RemoteAddr(), cred.Pid, cred.Uid, os.Geteuid(), unix.EPERM)
+	}
+	return nil
+}
+
+// takeOverFrom runs the new process's side of a handover with the process at
+// the other end of conn. again reports that that process went away before
+// it answered: the caller starts over.
+func (st *handoverState) takeOverFrom(ctx context.Context, conn *net.UnixConn) (again bool, err error) {
+	stopCancel := context.AfterFunc(ctx, func() { conn.SetDeadline(time.Now()) })
+	defer stopCancel()
+	if _, err := conn.Write([]byte(msgTakeOver)); err != nil {
+		return isGone(err), ctxErr(ctx, err)
+	}
+	msg, rv, err := readSockets(conn)
+	if err != nil {
+		return isGone(err), ctxErr(ctx, err)
+	}
+	oldPid, oldInos, err := parseSockets(msg)
+	if err != nil {
+		rv.Close()
+		return false, err
+	}
+	// From here the rendezvous socket is shared: a successor racing this one
+	// waits in its queue until one of the two processes accepts it.
+	fail := func(err error) (bool, error) {
+		rv.Close()
+		return false, ctxErr(ctx, err)
+	}
+	lock, err := st.lock(ctx)
+	if err != nil {
+		return fail(err)
+	}
+	defer lock.Close()
+	ask := func(msg string) (string, error) {
+		if _, err := conn.Write([]byte(msg)); err != nil {
+			return "", err
+		}
+		buf := make([]byte, 512)
+		n, err := conn.Read(buf)
+		if err == nil && strings.HasPrefix(string(buf[:n]), "error ") {
+			err = fmt.Errorf("%sthe old process: %s", errPrefix, buf[len("error "):n])
+		}
+		return string(buf[:n]), err
+	}
+	sg, err := st.steer(oldInos, oldPid, ask)
+	if err != nil {
+		return fail(err)
+	}
+	if sg != nil {
+		err := st.awaitRelease(ctx, conn, oldInos)
+		if rerr := sg.release(); err == nil {
+			err = rerr
+		}
+		if err != nil {
+			return fail(err)
+		}
+	}
+	st.rv = rv
+	return false, nil
+}
+
+// awaitRelease tells the old process that the group is steered and waits
+// until it let go of its sockets: it says so, or exits.
+func (st *handoverState) awaitRelease(ctx context.Context, conn *net.UnixConn, old []uint64) error {
+	if _, err := conn.Write([]byte(msgSteered)); err != nil && !isGone(err) {
+		return err
+	}
+	buf := make([]byte, 64)
+	n, err := conn.Read(buf)
+	if err != nil && !isGone(err) {
+		return err
+	}
+	if err == nil && string(buf[:n]) != msgClosed {
+		return fmt.Errorf("%sthe old process said %q, want %q", errPrefix, buf[:n], msgClosed)
+	}
+	// Closed or exited, its sockets may still be leaving the group.
+	return st.waitGone(ctx, old)
+}
+
+// ctxErr returns ctx's error in place of err when ctx ended.
+func ctxErr(ctx context.Context, err error) error {
+	if ctx.Err() != nil {
+		return ctx.Err()
+	}
+	return err
+}
+
+// isGone reports an error that means the peer closed the connection.
+func isGone(err error) bool {
+	return errors.Is(err, io.EOF) || errors.Is(err, unix.ECONNRESET) || errors.Is(err, unix.EPIPE)
+}
+
+// readSockets reads the old process's answer: its sockets' inodes, and the
+// rendezvous socket.
+func readSockets(conn *net.UnixConn) (string, *net.UnixListener, error) {
+	buf := make([]byte, 64<<10)
+	oob := make([]byte, unix.CmsgSpace(4))
+	_ = conn.SetReadDeadline(time.Now().Add(answerTimeout))
+	n, oobn, _, _, err := conn.ReadMsgUnix(buf, oob)
+	_ = conn.SetReadDeadline(time.Time{})
+	if err == nil && n == 0 {
+		err = io.EOF
+	}
+	if err != nil {
+		return "", nil, err
+	}
+	msgs, err := unix.ParseSocketControlMessage(oob[:oobn])
+	if err != nil || len(msgs) != 1 {
+		return "", nil, fmt.Errorf("%sthe old process sent no rendezvous socket (%d control messages): %v", errPrefix, len(msgs), err)
+	}
+	fds, err := unix.ParseUnixRights(&msgs[0])
+	if err != nil || len(fds) != 1 {
+		for _, fd := range fds {
+			unix.Close(fd)
+		}
+		return "", nil, fmt.Errorf("%sthe old process sent %d descriptors: %v", errPrefix, len(fds), err)
+	}
+	f := os.NewFile(uintptr(fds[0]), "rendezvous")
+	ln, err := net.FileListener(f)
+	f.Close()
+	if err != nil {
+		return "", nil, err
+	}
+	ul, ok := ln.(*net.UnixListener)
+	if !ok {
+		ln.Close()
+		return "", nil, fmt.Errorf("%sthe old process sent a %T, not a Unix listener", errPrefix, ln)
+	}
+	return string(buf[:n]), ul, nil
+}
+
+// parseSockets reads the old process's id and its sockets' inodes. (The
+// rendezvous socket's SO_PEERCRED names the process that first listened on
+// it, which may have handed it on since.)
+func parseSockets(msg string) (int, []uint64, error) {
+	fields := strings.Fields(msg)
+	if len(fields) < 3 || fields[0] != msgSockets {
+		return 0, nil, fmt.Errorf("%sthe old process said %q, want %q, its id and its sockets", errPrefix, msg, msgSockets)
+	}
+	pid, err := strconv.Atoi(fields[1])
+	if err != nil {
+		return 0, nil, fmt.Errorf("%sthe old process said %q: %w", errPrefix, msg, err)
+	}
+	var inos []uint64
+	for _, f := range fields[2:] {
+		ino, err := strconv.ParseUint(f, 10, 64)
+		if err != nil {
+			return 0, nil, fmt.Errorf("%sthe old process said %q: %w", errPrefix, msg, err)
+		}
+		inos = append(inos, ino)
+	}
+	return pid, inos, nil
+}
+
+// lock takes the address's steering lock: an abstract name, released by the
+// kernel if this process dies.
+func (st *handoverState) lock(ctx context.Context) (*net.UnixListener, error) {
+	name := st.lockName()
+	for checked := false; ; {
+		ln, err := net.ListenUnix("unixpacket", &net.UnixAddr{Name: name, Net: "unixpacket"})
+		if err == nil {
+			return ln, nil
+		}
+		if !isAddrInUse(err) {
+			return nil, err
+		}
+		if !checked {
+			// Held: by a process of this user, or squatted by a stranger,
+			// which would block every handover of the address.
+			checked = true
+			dctx, cancel := context.WithTimeout(ctx, 100*time.Millisecond)
+			c, err := dialPeer(dctx, name)
+			cancel()
+			if errors.Is(err, unix.EPERM) {
+				return nil, err
+			}
+			if err == nil {
+				c.Close()
+			}
+		}
+		select {
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		case <-time.After(pollInterval):
+		}
+	}
+}
+
+// steering is a program attached to the group by steer.
+type steering struct {
+	st     *handoverState
+	helper int                          // the plain-TCP helper's descriptor, or -1
+	ask    func(string) (string, error) // sends the old process a message, returns its answer
+}
+
+// steer attaches to the group a program that gives new connections or
+// datagrams to other members than the old ones (inodes old). It returns nil,
+// and attaches nothing, when no old member is left.
+//
+// The kernel keeps a group's members in an array in join order; when one
+// leaves, the last takes its slot. /proc lists the group in join order, a
+// guess at the old members' slots that findSlots checks with the kernel
+// (members may have left since the new sockets joined). Of n members (not
+// counting the helper), e of them old, the program picks among the slots 0..n-e that
+// are not old ones: while the old members close one by one, only members
+// past those slots move (the helper, which joined last, first), so a pick
+// never falls on an old, moved or missing member until the last old one is
+// gone; then a pick past the end falls back to the kernel's hash among
+// members that are all new.
+//
+// Where all the process's sockets are MPTCP, which cannot attach a program,
+// a plain-TCP helper joins the group and attaches it; it stays, never
+// picked, until the old members are gone and it detaches the program.
+func (st *handoverState) steer(old []uint64, oldPid int, ask func(string) (string, error)) (*steering, error) {
+	sg := &steering{st: st, helper: -1, ask: ask}
+	for try := 1; ; try++ {
+		members, err := st.members()
+		if err == nil && sg.helper < 0 && !st.canSteer() {
+			// Opened after reading /proc, so that it joins microseconds
+			// before the program is attached.
+			if sg.helper, err = st.openHelper(); err != nil {
+				err = fmt.Errorf("%sopening a plain-TCP member to steer the group of %s %s: %w", errPrefix, st.g.network, st.g.address, err)
+			}
+		}
+		if err != nil {
+			sg.release()
+			return nil, err
+		}
+		helperIno := sg.helperIno()
+		members = slices.DeleteFunc(members, func(ino uint64) bool { return ino == helperIno })
+		var excl []int
+		for i, ino := range members {
+			if slices.Contains(old, ino) {
+				excl = append(excl, i)
+			}
+		}
+		if len(excl) == 0 {
+			sg.release()
+			return nil, nil
+		}
+		// A member may have left since these joined (a helper of an
+		// earlier handover, a worker of another slot, a process that
+		// crashed): ask the kernel where the old ones are.
+		if excl, err = sg.findSlots(len(members), excl, old, oldPid); err != nil {
+			sg.release()
+			return nil, err
+		}
+		for _, s := range st.socks {
+			if !slices.Contains(members, s.ino) {
+				sg.release()
+				return nil, fmt.Errorf("%sa socket given to TakeOver (inode %d) is not in the group of %s %s: closed?", errPrefix, s.ino, st.g.network, st.g.address)
+			}
+		}
+		n := len(members)
+		var picks []int
+		for i := 0; i <= n-len(excl); i++ {
+			if !slices.Contains(excl, i) {
+				picks = append(picks, i)
+			}
+		}
+		if len(picks) == 0 {
+			// More old members than new ones: while the old ones close,
+			// a pick may fall past the end and the hash pick an old one.
+			for i := 0; i < n; i++ {
+				if !slices.Contains(excl, i) {
+					picks = append(picks, i)
+				}
+			}
+		}
+		if len(picks) == 0 {
+			sg.release()
+			return nil, fmt.Errorf("%severy member of the group of %s %s belongs to the old process: none to steer to", errPrefix, st.g.network, st.g.address)
+		}
+		if err := sg.attach(st.program(picks)); err != nil {
+			sg.release()
+			return nil, err
+		}
+		if testHookSteered != nil {
+			testHookSteered()
+		}
+		// A member that joined or left meanwhile moved the slots.
+		again, err := st.members()
+		again = slices.DeleteFunc(again, func(ino uint64) bool { return ino == helperIno })
+		if err == nil && slices.Equal(again, members) {
+			return sg, nil
+		}
+		if err == nil && try == steerTries {
+			err = fmt.Errorf("%sthe group of %s %s changed during each of %d tries to steer it", errPrefix, st.g.network, st.g.address, steerTries)
+		}
+		// Roll back; a new helper will join last again.
+		if rerr := sg.release(); err == nil {
+			err = rerr
+		}
+		if err != nil {
+			return nil, err
+		}
+	}
+}
+
+// testHookSteered, if set, runs after each attach of steer.
+var testHookSteered func()
+
+// canSteer reports whether one of the process's own sockets can attach a
+// program: MPTCP listeners refuse with EOPNOTSUPP.
+func (st *handoverState) canSteer() bool {
+	return slices.ContainsFunc(st.socks, func(s sockInfo) bool { return s.proto != unix.IPPROTO_MPTCP })
+}
+
+// helperIno returns the helper's inode, or 0.
+func (sg *steering) helperIno() uint64 {
+	var stat unix.Stat_t
+	if sg.helper < 0 || unix.Fstat(sg.helper, &stat) != nil {
+		return 0
+	}
+	return stat.Ino
+}
+
+// attach sets prog as the group's program.
+func (sg *steering) attach(prog []unix.SockFilter) error {
+	err := sg.st.onSteerable(sg.helper, func(fd int) error {
+		return unix.SetsockoptSockFprog(fd, unix.SOL_SOCKET, unix.SO_ATTACH_REUSEPORT_CBPF, &unix.SockFprog{Len: uint16(len(prog)), Filter: &prog[0]})
+	})
+	if err != nil {
+		err = fmt.Errorf("%ssteering the group of %s %s: %w", errPrefix, sg.st.g.network, sg.st.g.address, os.NewSyscallError("setsockopt SO_ATTACH_REUSEPORT_CBPF", err))
+		if errors.Is(err, unix.ENOPROTOOPT) {
+			// Linux before 4.6 (and qemu-user's translation of setsockopt).
 			err = fmt.Errorf("%w: %w", err, errors.ErrUnsupported)
 		}
+	}
+	return err
+}
+
+// release ends the steering, once the old members are gone or on a
+// failure: it detaches the program, so that the kernel's hash spreads the
+// load again, and closes the helper.
+func (sg *steering) release() error {
+	err := sg.st.detach(sg.helper)
+	if sg.helper >= 0 {
+		unix.Close(sg.helper)
+		sg.helper = -1
+	}
+	return err
+}
+
+// unsteer detaches the group's program, through a helper where all the
+// process's sockets are MPTCP.
+func (st *handoverState) unsteer() error {
+	helper := -1
+	if !st.canSteer() {
+		var err error
+		if helper, err = st.openHelper(); err != nil {
+			return fmt.Errorf("%sopening a plain-TCP member to restore the hash of the group of %s %s: %w", errPrefix, st.g.network, st.g.address, err)
+		}
+		defer unix.Close(helper)
+	}
+	return st.detach(helper)
+}
+
+// detach detaches the group's program through helper, or, if -1, one of the
+// process's own sockets.
+func (st *handoverState) detach(helper int) error {
+	err := st.onSteerable(helper, func(fd int) error {
+		err := unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_DETACH_REUSEPORT_BPF, 0)
+		if errors.Is(err, unix.ENOENT) || errors.Is(err, unix.ENOPROTOOPT) {
+			// No program; or Linux before 5.3, which cannot detach one:
+			// the program stays, and its picks past the end of the
+			// group fall back to the hash (all of them once the new
+			// process has as many sockets as the old one had).
+			return nil
+		}
 		return err
-	}
-	// A member that left or joined meanwhile moved tl in the array.
-	after, err := groupSize(rc)
-	if err == nil && after != 2 {
-		err = fmt.Errorf("%sthe port's group changed during the takeover: %d listeners, want 2", errPrefix, after)
-	}
+	})
 	if err != nil {
-		_ = release(tl)
-		return err
+		return fmt.Errorf("%srestoring the hash of the group of %s %s: %w", errPrefix, st.g.network, st.g.address, os.NewSyscallError("setsockopt SO_DETACH_REUSEPORT_BPF", err))
 	}
 	return nil
 }
 
-func release(tl *net.TCPListener) error {
-	rc, err := tl.SyscallConn()
-	if err != nil {
-		return err
+// onSteerable runs fn on helper, if not -1, else on one of the process's
+// own sockets that can attach a program.
+func (st *handoverState) onSteerable(helper int, fn func(fd int) error) error {
+	if helper >= 0 {
+		return fn(helper)
 	}
-	var serr error
-	if err := rc.Control(func(fd uintptr) {
-		serr = unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_DETACH_REUSEPORT_BPF, 0)
-	}); err != nil {
-		return err
+	for _, s := range st.socks {
+		if s.proto == unix.IPPROTO_MPTCP {
+			continue
+		}
+		var ferr error
+		if err := s.rc.Control(func(fd uintptr) { ferr = fn(int(fd)) }); err != nil {
+			return err
+		}
+		return ferr
 	}
-	if serr != nil && !errors.Is(serr, unix.ENOENT) { // ENOENT: no program left to detach
-		return fmt.Errorf("%s%w", errPrefix, os.NewSyscallError("setsockopt SO_DETACH_REUSEPORT_BPF", serr))
-	}
-	return nil
+	return errors.New(errPrefix + "no socket can steer the group")
 }
 
-// queueLen returns how many established connections wait in tl's accept
-// queue: TCP_INFO reports it in tcpi_unacked for a listening socket.
-func queueLen(tl *net.TCPListener) (int, error) {
-	rc, err := plainTCP(tl)
+// openHelper opens a plain-TCP listener that joins the group last, with
+// raw system calls. Its socket filter drops every packet: a SYN that the
+// kernel's hash gives it before the program is attached, or after it is
+// detached, is dropped, not answered, and the client sends it again a
+// second later, when the helper is gone.
+func (st *handoverState) openHelper() (int, error) {
+	family := unix.AF_INET
+	if _, ok := st.sa.(*unix.SockaddrInet6); ok {
+		family = unix.AF_INET6
+	}
+	fd, err := unix.Socket(family, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, unix.IPPROTO_TCP)
 	if err != nil {
-		return 0, err
+		return -1, os.NewSyscallError("socket", err)
 	}
-	var info *unix.TCPInfo
-	var serr error
-	if err := rc.Control(func(fd uintptr) {
-		info, serr = unix.GetsockoptTCPInfo(int(fd), unix.IPPROTO_TCP, unix.TCP_INFO)
-	}); err != nil {
-		return 0, err
+	err = func() error {
+		for _, o := range []struct {
+			name              string
+			level, opt, value int
+		}{
+			{"SO_REUSEADDR", unix.SOL_SOCKET, unix.SO_REUSEADDR, 1},
+			{"SO_REUSEPORT", unix.SOL_SOCKET, unix.SO_REUSEPORT, 1},
+		} {
+			if err := unix.SetsockoptInt(fd, o.level, o.opt, o.value); err != nil {
+				return os.NewSyscallError("setsockopt "+o.name, err)
+			}
+		}
+		drop := []unix.SockFilter{{Code: unix.BPF_RET | unix.BPF_K, K: 0}}
+		if err := unix.SetsockoptSockFprog(fd, unix.SOL_SOCKET, unix.SO_ATTACH_FILTER, &unix.SockFprog{Len: 1, Filter: &drop[0]}); err != nil {
+			return os.NewSyscallError("setsockopt SO_ATTACH_FILTER", err)
+		}
+		if family == unix.AF_INET6 {
+			if err := unix.SetsockoptInt(fd, unix.IPPROTO_IPV6, unix.IPV6_V6ONLY, boolInt(st.v6)); err != nil {
+				return os.NewSyscallError("setsockopt IPV6_V6ONLY", err)
+			}
+		}
+		if st.dev != "" {
+			if err := unix.SetsockoptString(fd, unix.SOL_SOCKET, unix.SO_BINDTODEVICE, st.dev); err != nil {
+				return os.NewSyscallError("setsockopt SO_BINDTODEVICE", err)
+			}
+		}
+		if err := unix.Bind(fd, st.sa); err != nil {
+			return os.NewSyscallError("bind", err)
+		}
+		return os.NewSyscallError("listen", unix.Listen(fd, 1))
+	}()
+	if err != nil {
+		unix.Close(fd)
+		return -1, err
 	}
-	if serr != nil {
-		return 0, fmt.Errorf("%s%w", errPrefix, os.NewSyscallError("getsockopt TCP_INFO", serr))
-	}
-	return int(info.Unacked), nil
+	return fd, nil
 }
 
-// plainTCP returns the RawConn of tl, or errMPTCP if tl is an MPTCP socket.
-func plainTCP(tl *net.TCPListener) (syscall.RawConn, error) {
-	rc, err := tl.SyscallConn()
-	if err != nil {
-		return nil, err
+// program returns a classic BPF program that picks one of the slots picks
+// (ascending): at random for TCP, where a SYN's choice is final, by a hash
+// of the source address and port for UDP, so that a flow stays on one
+// member.
+func (st *handoverState) program(picks []int) []unix.SockFilter {
+	if len(picks) == 1 {
+		return []unix.SockFilter{{Code: unix.BPF_RET | unix.BPF_K, K: uint32(picks[0])}}
 	}
-	var proto int
-	var serr error
-	if err := rc.Control(func(fd uintptr) { proto, serr = unix.GetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_PROTOCOL) }); err != nil {
-		return nil, err
+	var p []unix.SockFilter
+	if st.g.network == "udp" {
+		// The program sees the UDP payload at offset 0; SKF_NET_OFF
+		// reaches the IP header (no IPv4 options or IPv6 extension
+		// headers assumed: a wrong guess only changes the hash).
+		srcAddr, srcPort := bpfOff(skfNetOff+12), bpfOff(skfNetOff+20)
+		if _, ok := st.sa.(*unix.SockaddrInet6); ok {
+			srcAddr, srcPort = bpfOff(skfNetOff+20), bpfOff(skfNetOff+40)
+		}
+		p = append(p,
+			unix.SockFilter{Code: unix.BPF_LD | unix.BPF_W | unix.BPF_ABS, K: srcAddr},
+			unix.SockFilter{Code: unix.BPF_MISC | unix.BPF_TAX},
+			unix.SockFilter{Code: unix.BPF_LD | unix.BPF_H | unix.BPF_ABS, K: srcPort},
+			unix.SockFilter{Code: unix.BPF_ALU | unix.BPF_XOR | unix.BPF_X},
+			unix.SockFilter{Code: unix.BPF_ALU | unix.BPF_MUL | unix.BPF_K, K: 0x9e3779b1},
+			unix.SockFilter{Code: unix.BPF_ALU | unix.BPF_RSH | unix.BPF_K, K: 16},
+		)
+	} else {
+		p = append(p, unix.SockFilter{Code: unix.BPF_LD | unix.BPF_W | unix.BPF_ABS, K: bpfOff(skfAdOff + skfAdRandom)})
 	}
-	if serr != nil {
-		return nil, os.NewSyscallError("getsockopt SO_PROTOCOL", serr)
+	p = append(p, unix.SockFilter{Code: unix.BPF_ALU | unix.BPF_MOD | unix.BPF_K, K: uint32(len(picks))})
+	// Map 0..len(picks)-1 onto picks: step over each slot left out, in
+	// ascending order.
+	for i := 0; i < picks[len(picks)-1]; i++ {
+		if !slices.Contains(picks, i) {
+			p = append(p,
+				unix.SockFilter{Code: unix.BPF_JMP | unix.BPF_JGE | unix.BPF_K, K: uint32(i), Jt: 0, Jf: 1},
+				unix.SockFilter{Code: unix.BPF_ALU | unix.BPF_ADD | unix.BPF_K, K: 1},
+			)
+		}
 	}
-	if proto == unix.IPPROTO_MPTCP {
-		return nil, errMPTCP
-	}
-	return rc, nil
+	return append(p, unix.SockFilter{Code: unix.BPF_RET | unix.BPF_A})
 }
 
-// groupSize counts the listening sockets of the current network namespace
-// on the same local address and port as the socket behind rc, of the same
-// family and owner: the members of its SO_REUSEPORT group. It reads
-// /proc/net/tcp or tcp6, which list every socket of the namespace,
-// listening ones first.
-func groupSize(rc syscall.RawConn) (int, error) {
-	var sa unix.Sockaddr
-	var serr error
-	if err := rc.Control(func(fd uintptr) { sa, serr = unix.Getsockname(int(fd)) }); err != nil {
-		return 0, err
+// bpfOff returns a negative offset of the classic BPF ABI as the unsigned K
+// of an instruction.
+func bpfOff(off int32) uint32 { return uint32(off) }
+
+func boolInt(b bool) int {
+	if b {
+		return 1
 	}
-	if serr != nil {
-		return 0, os.NewSyscallError("getsockname", serr)
+	return 0
+}
+
+// waitGone waits until none of the sockets old is a member of the group.
+func (st *handoverState) waitGone(ctx context.Context, old []uint64) error {
+	for {
+		members, err := st.members()
+		if err != nil {
+			return err
+		}
+		if !slices.ContainsFunc(members, func(ino uint64) bool { return slices.Contains(old, ino) }) {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(pollInterval):
+		}
 	}
+}
+
+// members returns the inodes of the group's members, in the order they
+// joined. /proc/net/{tcp,udp}{,6} list the namespace's sockets (a TCP
+// group's listeners first), IPv4 ones newest first, IPv6 ones oldest first:
+// the kernel adds IPv6 SO_REUSEPORT sockets at the tail of their bucket,
+// others at the head.
+func (st *handoverState) members() ([]uint64, error) {
 	var file, local string
-	switch sa := sa.(type) {
+	newestFirst := true
+	switch sa := st.sa.(type) {
 	case *unix.SockaddrInet4:
-		file, local = "/proc/net/tcp", procAddr(sa.Addr[:], sa.Port)
+		file, local = "/proc/net/"+st.g.network, procAddr(sa.Addr[:], sa.Port)
 	case *unix.SockaddrInet6:
-		file, local = "/proc/net/tcp6", procAddr(sa.Addr[:], sa.Port)
+		file, local = "/proc/net/"+st.g.network+"6", procAddr(sa.Addr[:], sa.Port)
+		newestFirst = false
 	default:
-		return 0, fmt.Errorf("%snot an inet socket: %T", errPrefix, sa)
+		return nil, fmt.Errorf("%snot an inet socket: %T", errPrefix, st.sa)
 	}
 	f, err := os.Open(file)
 	if err != nil {
-		return 0, err
+		return nil, err
 	}
 	defer f.Close()
 	uid := strconv.Itoa(os.Geteuid())
-	n := 0
+	var inos []uint64
 	sc := bufio.NewScanner(f)
 	sc.Scan() // the header
 	for sc.Scan() {
-		// sl local_address rem_address st tx_queue:rx_queue tr:tm->when retrnsmt uid ...
+		// sl local_address rem_address st tx_queue:rx_queue tr:tm->when retrnsmt uid timeout inode ...
 		fields := strings.Fields(sc.Text())
-		if len(fields) <= 7 || fields[3] != "0A" {
-			// The kernel lists the listening sockets first; stop before
-			// it walks the (maybe huge) table of connections.
+		if len(fields) <= 9 {
+			continue
+		}
+		if st.g.network == "tcp" && fields[3] != "0A" {
+			// Listening sockets come first; stop before the (maybe
+			// huge) table of connections.
 			break
 		}
-		if fields[1] == local && fields[7] == uid {
-			n++
+		unconnected := strings.Trim(fields[2], "0") == ":" // 00000000:0000
+		if fields[1] != local || fields[7] != uid || !unconnected {
+			continue
 		}
+		ino, err := strconv.ParseUint(fields[9], 10, 64)
+		if err != nil {
+			return nil, fmt.Errorf("%sreading %s: %q: %w", errPrefix, file, sc.Text(), err)
+		}
+		inos = append(inos, ino)
 	}
 	if err := sc.Err(); err != nil {
-		return 0, fmt.Errorf("%sreading %s: %w", errPrefix, file, err)
+		return nil, fmt.Errorf("%sreading %s: %w", errPrefix, file, err)
 	}
-	return n, nil
+	if newestFirst {
+		slices.Reverse(inos)
+	}
+	return inos, nil
 }
 
 // procAddr writes an address and port as /proc/net/tcp does: each 32-bit
@@ -195,4 +803,195 @@ func procAddr(ip []byte, port int) string {
 	}
 	fmt.Fprintf(&b, ":%04X", port)
 	return b.String()
+}
+
+// queued returns how much waits in the sockets' queues: connections in a
+// listener's accept queue (TCP_INFO's tcpi_unacked, which MPTCP listeners
+// report too), bytes of the next datagram (SIOCINQ).
+func (st *handoverState) queued() (int, error) {
+	total := 0
+	for _, s := range st.socks {
+		var n int
+		var serr error
+		err := s.rc.Control(func(fd uintptr) {
+			if st.g.network == "udp" {
+				n, serr = unix.IoctlGetInt(int(fd), unix.SIOCINQ)
+				serr = os.NewSyscallError("ioctl SIOCINQ", serr)
+				return
+			}
+			var info *unix.TCPInfo
+			info, serr = unix.GetsockoptTCPInfo(int(fd), unix.IPPROTO_TCP, unix.TCP_INFO)
+			if serr == nil {
+				n = int(info.Unacked)
+			}
+			serr = os.NewSyscallError("getsockopt TCP_INFO", serr)
+		})
+		if err == nil {
+			err = serr
+		}
+		if err != nil {
+			return 0, fmt.Errorf("%sreading the queue of %s %s: %w", errPrefix, st.g.network, st.g.address, err)
+		}
+		total += n
+	}
+	return total, nil
+}
+
+// serve waits for successors at the rendezvous and hands the address over
+// to one, until Close.
+func (st *handoverState) serve(replaced, closing chan struct{}) {
+	stop := make(chan struct{})
+	defer close(stop)
+	go func() {
+		select {
+		case <-closing:
+		case <-stop:
+		}
+		st.rv.Close()
+	}()
+	for {
+		conn, err := st.rv.AcceptUnix()
+		if err != nil {
+			select {
+			case <-closing:
+				return
+			default:
+			}
+			if errors.Is(err, net.ErrClosed) {
+				return
+			}
+			time.Sleep(pollInterval) // EMFILE and the like: try again
+			continue
+		}
+		if checkPeer(conn) != nil {
+			conn.Close()
+			continue
+		}
+		done := st.handOver(conn, replaced, closing)
+		conn.Close()
+		if done {
+			return
+		}
+	}
+}
+
+// handOver runs the old process's side of a handover to the process at the
+// other end of conn. It returns true when this process let go (Close), false
+// when the successor went away first and the process serves on.
+func (st *handoverState) handOver(conn *net.UnixConn, replaced, closing chan struct{}) (done bool) {
+	buf := make([]byte, 64)
+	_ = conn.SetReadDeadline(time.Now().Add(answerTimeout))
+	n, err := conn.Read(buf)
+	_ = conn.SetReadDeadline(time.Time{})
+	if err != nil || string(buf[:n]) != msgTakeOver {
+		return false
+	}
+	msg := msgSockets + " " + strconv.Itoa(os.Getpid())
+	for _, s := range st.socks {
+		msg += " " + strconv.FormatUint(s.ino, 10)
+	}
+	f, err := st.rv.File()
+	if err != nil {
+		return false
+	}
+	_, _, err = conn.WriteMsgUnix([]byte(msg), unix.UnixRights(int(f.Fd())), nil)
+	f.Close()
+	if err != nil {
+		return false
+	}
+	msgs := make(chan string) // "" when the successor went away
+	stopReading := make(chan struct{})
+	defer close(stopReading)
+	go func() {
+		b := make([]byte, 64)
+		for {
+			n, err := conn.Read(b)
+			m := string(b[:n])
+			if err != nil {
+				m = ""
+			}
+			select {
+			case msgs <- m:
+			case <-stopReading:
+				return
+			}
+			if err != nil {
+				return
+			}
+		}
+	}()
+	say := func(m string) { _, _ = conn.Write([]byte(m)) }
+	defer st.unfilter()
+	for steered := false; !steered; {
+		select {
+		case m := <-msgs:
+			port, isProbe := strings.CutPrefix(m, msgProbe+" ")
+			switch {
+			case m == msgSteered:
+				steered = true
+			case isProbe:
+				// The successor looks for this process's slots in the
+				// group (see findSlots).
+				if err := st.filterProbes(port); err != nil {
+					say("error " + err.Error())
+					continue
+				}
+				say(msgReady)
+			default:
+				st.recover()
+				return false
+			}
+		case <-closing:
+			say(msgClosed)
+			return true
+		}
+	}
+	// Steered: serve what the queues hold until they stay empty.
+	tick := time.NewTicker(min(max(st.quiet/20, 100*time.Microsecond), 10*time.Millisecond))
+	defer tick.Stop()
+	emptySince := time.Now()
+	for {
+		select {
+		case <-msgs:
+			// The successor died before this process was replaced.
+			st.recover()
+			return false
+		case <-closing:
+			say(msgClosed)
+			return true
+		case now := <-tick.C:
+			q, err := st.queued()
+			if err != nil || q > 0 {
+				emptySince = now
+				continue
+			}
+			if now.Sub(emptySince) < st.quiet {
+				continue
+			}
+		}
+		break
+	}
+	close(replaced)
+	select {
+	case <-msgs:
+		// The successor died after this process was replaced; it serves
+		// until Close, by the kernel's hash again.
+		st.recover()
+		<-closing
+	case <-closing:
+		say(msgClosed)
+	}
+	return true
+}
+
+// recover detaches the program that a successor which died may have left.
+func (st *handoverState) recover() {
+	ctx, cancel := context.WithTimeout(context.Background(), answerTimeout)
+	defer cancel()
+	lock, err := st.lock(ctx)
+	if err != nil {
+		return
+	}
+	defer lock.Close()
+	_ = st.unsteer()
 }

@@ -3,21 +3,22 @@
 package reuse
 
 import (
+	"context"
 	"errors"
 	"fmt"
-	"net"
 	"runtime"
+	"time"
 )
 
-// errNoHandover is the error of TakeOver and WaitDrained here: the package
-// knows no way, on this OS, to steer a port's group or read a listener's
-// accept queue.
-var errNoHandover = fmt.Errorf("%sa handover needs Linux (SO_ATTACH_REUSEPORT_CBPF and TCP_INFO), not %s: %w", errPrefix, runtime.GOOS, errors.ErrUnsupported)
+// errNoHandover is the error of TakeOver here: the package knows no way, on
+// this OS, to steer a port's group or read a socket's queue.
+var errNoHandover = fmt.Errorf("%sa handover needs Linux (SO_ATTACH_REUSEPORT_CBPF, TCP_INFO), not %s: %w", errPrefix, runtime.GOOS, errors.ErrUnsupported)
 
-func migratesQueue() (bool, error) { return false, nil }
+// handoverState is empty here: TakeOver fails.
+type handoverState struct{}
 
-func takeOver(*net.TCPListener) error { return errNoHandover }
+func takeOver(context.Context, *sockGroup, string, time.Duration) (*handoverState, error) {
+	return nil, errNoHandover
+}
 
-func release(*net.TCPListener) error { return errNoHandover }
-
-func queueLen(*net.TCPListener) (int, error) { return 0, errNoHandover }
+func (*handoverState) serve(replaced, closing chan struct{}) {}

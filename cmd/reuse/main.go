@@ -32,10 +32,12 @@
 // -json prints the report for programs, -markdown the part that depends on
 // the kernel alone, as in the repository's PROBE.md.
 //
-// restart serves a loopback port from a worker process under continuous
-// load and replaces the process N times (default 20), with reuse.TakeOver
-// and reuse.WaitDrained, or with -naive by closing the old listener at once,
-// then counts the connections served, refused and reset.
+// restart serves a loopback port under continuous load from worker
+// processes of each shape (one listener, a group of listeners in one
+// process, N worker processes with a slot each; TCP and UDP) and replaces
+// them N times (default 20) with reuse.Handover, and naively (the old
+// sockets close as soon as the new ones listen), then counts the
+// connections served, refused and reset, and the datagrams lost.
 //
 // Each subcommand prints its flags with -h. A wrong flag or argument exits
 // with status 2, a failure with 1. Steps that take more than a second
@@ -67,7 +69,7 @@ type subcommand struct {
 var subcommands = map[string]subcommand{
 	"demo":    {"N worker processes share one loopback port; M connections show how the kernel spreads them", runDemo},
 	"probe":   {"bind real sockets and print this machine's port-sharing rules (-json, -markdown)", runProbe},
-	"restart": {"restart a server under load N times, with a handover or (-naive) without; count lost connections", runRestart},
+	"restart": {"restart servers (one listener, a group, N workers; TCP and UDP) under load with reuse.Handover and naively; count losses", runRestart},
 }
 
 func main() {

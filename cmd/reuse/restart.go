@@ -10,6 +10,7 @@ import (
 	"net"
 	"os"
 	"os/exec"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -25,8 +26,14 @@ type restartWorkerProc struct {
 	out   *bufio.Scanner
 }
 
-func startRestartWorker(addr string) (*restartWorkerProc, string, error) {
-	cmd, err := workerCommand("restart", addr)
+// startRestartWorker starts a server generation of case c on addr, in the
+// Handover slot slot. It returns the worker and its first line: "ADDR PROTO".
+func startRestartWorker(c restartCase, addr, slot string) (*restartWorkerProc, string, error) {
+	network := "tcp"
+	if c.udp {
+		network = "udp"
+	}
+	cmd, err := workerCommand("restart", addr, strconv.Itoa(c.listeners), strconv.FormatBool(c.mptcp), slot, network)
 	if err != nil {
 		return nil, "", err
 	}
@@ -43,10 +50,14 @@ func startRestartWorker(addr string) (*restartWorkerProc, string, error) {
 	}
 	w := &restartWorkerProc{cmd: cmd, stdin: stdin, out: bufio.NewScanner(out)}
 	line, err := w.ask("")
+	if err != nil {
+		_ = w.stop()
+	}
 	return w, line, err
 }
 
-// ask sends cmd (if any) and returns the worker's next line.
+// ask sends cmd (if any) and returns the worker's next line; a line
+// "error ..." is returned as an error.
 func (w *restartWorkerProc) ask(cmd string) (string, error) {
 	if cmd != "" {
 		if _, err := io.WriteString(w.stdin, cmd+"\n"); err != nil {
@@ -56,44 +67,157 @@ func (w *restartWorkerProc) ask(cmd string) (string, error) {
 	if !w.out.Scan() {
 		return "", fmt.Errorf("worker pid %d ended before answering %q", w.cmd.Process.Pid, cmd)
 	}
+	if msg, ok := strings.CutPrefix(w.out.Text(), "error "); ok {
+		return "", fmt.Errorf("worker pid %d: %s: %s", w.cmd.Process.Pid, cmd, msg)
+	}
 	return w.out.Text(), nil
 }
 
+// stop closes the worker's stdin, which ends it, and waits for it.
 func (w *restartWorkerProc) stop() error {
 	_ = w.stdin.Close()
 	return w.cmd.Wait()
 }
 
-// runRestart restarts a server under load: a worker process serves a
-// loopback port, and -handovers times a new worker replaces it, with
-// reuse.TakeOver and reuse.WaitDrained, or, with -naive, by closing the old
-// listener as soon as the new one listens.
+// restartCase is one shape of server, restarted one way.
+type restartCase struct {
+	listeners int // sockets a process
+	workers   int // processes, each in a slot of its own
+	mptcp     bool
+	udp       bool
+	naive     bool
+}
+
+// restartCounts is what the clients saw during one case.
+type restartCounts struct {
+	attempted, served, refused, reset, other atomic.Int64
+}
+
+// runRestart restarts a server under load, for each shape asked: a worker
+// process serves a loopback port with one listener or a group of them, and
+// -handovers times a new worker replaces it, with reuse.Handover or, with
+// -naive, also by closing the old listeners as soon as the new ones listen.
 func runRestart(args []string, stdout io.Writer) error {
 	fs := flag.NewFlagSet("restart", flag.ContinueOnError)
-	n := fs.Int("handovers", 20, "successive restarts")
-	naive := fs.Bool("naive", false, "close the old listener without a handover")
+	n := fs.Int("handovers", 20, "successive restarts of each shape")
+	listeners := fs.String("listeners", "1,4", "shapes of one process: listeners per server process, comma-separated")
+	workers := fs.Int("workers", 4, "a shape of several processes: worker processes of one listener each, replaced one at a time (0: none)")
+	mptcp := fs.Bool("mptcp", true, "listen with MPTCP, Go's default since 1.24 (false: plain TCP)")
+	naive := fs.Bool("naive", true, "also restart each shape naively: the old listeners close as soon as the new ones listen")
+	udp := fs.Bool("udp", true, "also hand over UDP services of each shape, under a stream of numbered datagrams")
 	clients := fs.Int("clients", 2, "client goroutines opening connections as fast as they can")
-	maxConns := fs.Int("conns", 20000, "stop the load after this many connections")
+	maxConns := fs.Int("conns", 20000, "stop a shape's load after this many connections")
 	if err := parseArgs(fs, args); err != nil {
 		return err
 	}
 	if *n < 1 || *clients < 1 || *maxConns < 1 {
 		return badFlag(fs, "-handovers, -clients and -conns must be at least 1")
 	}
-	migrates, err := reuse.MigratesQueue()
-	if err != nil {
-		return err
+	var shapes []restartCase
+	for _, f := range strings.Split(*listeners, ",") {
+		k, err := strconv.Atoi(strings.TrimSpace(f))
+		if err != nil || k < 1 {
+			return badFlag(fs, "-listeners %q: want positive numbers, comma-separated", *listeners)
+		}
+		shapes = append(shapes, restartCase{listeners: k, workers: 1})
 	}
-	old, line, err := startRestartWorker("127.0.0.1:0")
-	if err != nil {
-		return err
+	if *workers > 1 {
+		shapes = append(shapes, restartCase{listeners: 1, workers: *workers})
 	}
-	defer func() { _ = old.stop() }()
-	addr := line
-	var attempted, served, refused, reset, other atomic.Int64
+	var cases []restartCase
+	for _, u := range []bool{false, true} {
+		if u && !*udp {
+			continue
+		}
+		for _, c := range shapes {
+			c.mptcp, c.udp = *mptcp && !u, u
+			cases = append(cases, c)
+			if *naive {
+				c.naive = true
+				cases = append(cases, c)
+			}
+		}
+	}
+	fmt.Fprintln(stdout, migrateReqWords())
+	for _, c := range cases {
+		if err := restartShape(c, *n, *clients, *maxConns, stdout); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// migrateReqWords says what net.ipv4.tcp_migrate_req is here.
+func migrateReqWords() string {
+	data, err := os.ReadFile("/proc/sys/net/ipv4/tcp_migrate_req")
+	switch {
+	case err != nil:
+		return "net.ipv4.tcp_migrate_req: unknown here (before Linux 5.14, or not Linux): a closing listener resets the connections in its queue"
+	case strings.TrimSpace(string(data)) == "1":
+		return "net.ipv4.tcp_migrate_req = 1: a closing listener hands the connections in its queue to the others of its port"
+	}
+	return "net.ipv4.tcp_migrate_req = 0: a closing listener resets the connections in its queue"
+}
+
+// restartShape runs one case and prints its counts: c.workers processes
+// (in slots of their own when more than one) are replaced in turn, n times
+// in all.
+func restartShape(c restartCase, n, clients, maxConns int, stdout io.Writer) error {
+	procs := make([]*restartWorkerProc, c.workers)
+	defer func() {
+		for _, w := range procs {
+			if w != nil {
+				_ = w.stop()
+			}
+		}
+	}()
+	slot := func(i int) string {
+		if c.workers == 1 {
+			return ""
+		}
+		return "worker-" + strconv.Itoa(i)
+	}
+	addr, proto := "127.0.0.1:0", ""
+	for i := range procs {
+		w, line, err := startRestartWorker(c, addr, slot(i))
+		if err != nil {
+			return err
+		}
+		procs[i] = w
+		addr, proto, _ = strings.Cut(line, " ")
+		if !c.naive {
+			if _, err := w.ask("takeover"); err != nil {
+				return err
+			}
+		}
+	}
+	var counts restartCounts
+	var read atomic.Int64 // UDP: datagrams the workers read
+	// readBy adds the count of a UDP worker's last line, "read N".
+	var dropped atomic.Int64 // UDP: datagrams the kernel counted dropped on the workers' sockets
+	readBy := func(line string) error {
+		var n, d int64
+		if _, err := fmt.Sscanf(line, "read %d %d", &n, &d); err != nil {
+			return fmt.Errorf("a UDP worker said %q: %v", line, err)
+		}
+		read.Add(n)
+		dropped.Add(d)
+		return nil
+	}
 	stop := make(chan struct{})
 	var wg sync.WaitGroup
-	for i := 0; i < *clients; i++ {
+	if c.udp {
+		send, err := udpSender(addr, 1000, &counts.attempted)
+		if err != nil {
+			return err
+		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			send(stop)
+		}()
+	}
+	for i := 0; i < clients && !c.udp; i++ {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
@@ -103,62 +227,141 @@ func runRestart(args []string, stdout io.Writer) error {
 					return
 				default:
 				}
-				if attempted.Add(1) > int64(*maxConns) {
-					attempted.Add(-1)
+				if counts.attempted.Add(1) > int64(maxConns) {
+					counts.attempted.Add(-1)
 					return
 				}
 				switch connectAndRead(addr) {
 				case "":
-					served.Add(1)
+					counts.served.Add(1)
 				case "refused":
-					refused.Add(1)
+					counts.refused.Add(1)
 				case "reset":
-					reset.Add(1)
+					counts.reset.Add(1)
 				default:
-					other.Add(1)
+					counts.other.Add(1)
 				}
 			}
 		}()
 	}
 	start := time.Now()
-	for i := 0; i < *n; i++ {
-		next, _, err := startRestartWorker(addr)
-		if err != nil {
-			return err
-		}
-		steps := []struct {
-			w   *restartWorkerProc
-			cmd string
-		}{{old, "close"}}
-		if !*naive {
-			steps = []struct {
-				w   *restartWorkerProc
-				cmd string
-			}{{next, "takeover"}, {old, "drain"}, {next, "release"}}
-		}
-		for _, s := range steps {
-			if line, err := s.w.ask(s.cmd); err != nil || strings.HasPrefix(line, "error") {
-				_ = next.stop()
-				return fmt.Errorf("%s: %v %s", s.cmd, err, line)
+	err := func() error {
+		for i := 0; i < n; i++ {
+			j := i % c.workers
+			next, _, err := startRestartWorker(c, addr, slot(j))
+			if err != nil {
+				return err
+			}
+			var line string
+			if c.naive {
+				line, err = procs[j].ask("close")
+			} else {
+				// Returns once the old worker let go; it exits by itself.
+				if _, err = next.ask("takeover"); err == nil && c.udp {
+					line, err = procs[j].ask("")
+				}
+			}
+			if err == nil && c.udp {
+				err = readBy(line)
+			}
+			if err == nil {
+				err = procs[j].stop()
+			}
+			procs[j] = next
+			if err != nil {
+				return err
 			}
 		}
-		if err := old.stop(); err != nil {
-			return err
-		}
-		old = next
-	}
+		return nil
+	}()
 	elapsed := time.Since(start)
 	close(stop)
 	wg.Wait()
-	how := "with reuse.TakeOver and reuse.WaitDrained"
-	if *naive {
-		how = "naively (the old listener closes as soon as the new one listens)"
+	if err == nil && c.udp {
+		time.Sleep(50 * time.Millisecond) // the last datagrams in flight
+		for _, w := range procs {
+			line, err := w.ask("close")
+			if err == nil {
+				err = readBy(line)
+			}
+			if err != nil {
+				return err
+			}
+		}
 	}
-	fmt.Fprintf(stdout, "%d restarts of the server on %s %s, in %v; net.ipv4.tcp_migrate_req=1: %v\n",
-		*n, addr, how, elapsed.Round(time.Millisecond), migrates)
+	if err != nil {
+		return err
+	}
+	how := "with reuse.Handover"
+	if c.naive {
+		how = "naively (the old listeners close as soon as the new ones listen)"
+	}
+	shape := fmt.Sprintf("%d listener%s a process", c.listeners, plural(c.listeners))
+	if c.workers > 1 {
+		shape = fmt.Sprintf("%d worker processes of %d listener%s, replaced in turn", c.workers, c.listeners, plural(c.listeners))
+	}
+	if c.udp {
+		shape = strings.ReplaceAll(shape, "listener", "UDP socket")
+	}
+	fmt.Fprintf(stdout, "%s (%s), %d restarts %s, in %v:\n", shape, proto, n, how, elapsed.Round(time.Millisecond))
+	if c.udp {
+		sent := counts.attempted.Load()
+		probes := 0
+		if !c.naive {
+			probes = n * c.listeners // each old socket drops one
+		}
+		fmt.Fprintf(stdout, "  sent      %d\n  read      %d\n  lost      %d\n  dropped   %d (counted by the kernel on the sockets: full buffers, and %d probes of the handovers)\n",
+			sent, read.Load(), sent-read.Load(), dropped.Load(), probes)
+		return nil
+	}
 	fmt.Fprintf(stdout, "  attempted %d\n  served    %d\n  refused   %d\n  reset     %d\n  other     %d\n",
-		attempted.Load(), served.Load(), refused.Load(), reset.Load(), other.Load())
+		counts.attempted.Load(), counts.served.Load(), counts.refused.Load(), counts.reset.Load(), counts.other.Load())
 	return nil
+}
+
+// udpSender dials addr from sources sockets of their own (each its own
+// source port) and returns a function that sends them numbered datagrams in
+// turn, about 20,000 a second, counting them in sent, until stop closes.
+func udpSender(addr string, sources int, sent *atomic.Int64) (func(stop chan struct{}), error) {
+	conns := make([]net.Conn, 0, sources)
+	for i := 0; i < sources; i++ {
+		c, err := net.Dial("udp", addr)
+		if err != nil {
+			for _, c := range conns {
+				c.Close()
+			}
+			return nil, err
+		}
+		conns = append(conns, c)
+	}
+	return func(stop chan struct{}) {
+		defer func() {
+			for _, c := range conns {
+				c.Close()
+			}
+		}()
+		for n := 0; ; n++ {
+			select {
+			case <-stop:
+				return
+			default:
+			}
+			if _, err := fmt.Fprintf(conns[n%len(conns)], "%d", n); err != nil {
+				return
+			}
+			sent.Add(1)
+			if n%20 == 19 {
+				time.Sleep(time.Millisecond)
+			}
+		}
+	}, nil
+}
+
+func plural(n int) string {
+	if n == 1 {
+		return ""
+	}
+	return "s"
 }
 
 // connectAndRead opens one connection, reads the server's line and closes.
@@ -168,6 +371,8 @@ func connectAndRead(addr string) string {
 	c, err := net.DialTimeout("tcp", addr, 10*time.Second)
 	if err == nil {
 		defer c.Close()
+		// Close with a reset: no TIME_WAIT, so the load never runs out of ports.
+		_ = c.(*net.TCPConn).SetLinger(0)
 		_ = c.SetDeadline(time.Now().Add(10 * time.Second))
 		_, err = bufio.NewReader(c).ReadString('\n')
 	}
@@ -182,65 +387,181 @@ func connectAndRead(addr string) string {
 	return err.Error()
 }
 
-// restartWorker listens on args[0], prints its address, serves each
-// connection with one line, and obeys takeover, release, drain and close
-// on stdin, answering each with one line.
+// restartWorker is one generation of the server: args are the address, the
+// number of listeners, whether to listen with MPTCP, and the Handover slot. It prints "ADDR
+// PROTO", serves each connection with one line, and obeys, answering each
+// with one line: takeover (reuse.Handover.TakeOver; once replaced, it closes
+// its listeners and exits by itself) and close (close the listeners at once).
 func restartWorker(args []string) error {
-	if len(args) != 1 {
-		return errors.New("want one argument: the address to share")
+	if len(args) != 5 {
+		return errors.New("want five arguments: the address to share, the number of sockets, MPTCP (true or false), the Handover slot, tcp or udp")
 	}
-	var cfg reuse.Config
-	cfg.ListenConfig.SetMultipathTCP(false)
-	ln, err := cfg.Listen(context.Background(), "tcp", args[0])
+	if args[4] == "udp" {
+		return restartUDPWorker(args)
+	}
+	k, err := strconv.Atoi(args[1])
 	if err != nil {
 		return err
 	}
-	fmt.Println(ln.Addr())
-	loopDone := make(chan struct{})
+	var cfg reuse.Config
+	cfg.ListenConfig.SetMultipathTCP(args[2] == "true")
+	lns, err := cfg.ListenGroup(context.Background(), "tcp", args[0], k)
+	if err != nil {
+		return err
+	}
+	fmt.Println(lns[0].Addr(), protocol(lns[0]))
+	var loops sync.WaitGroup
+	for _, ln := range lns {
+		ln := ln
+		loops.Add(1)
+		go func() {
+			defer loops.Done()
+			for {
+				c, err := ln.Accept()
+				if err != nil {
+					return
+				}
+				_ = c.SetDeadline(time.Now().Add(5 * time.Second))
+				if _, err := io.WriteString(c, "ok\n"); err == nil {
+					_, _ = io.Copy(io.Discard, c) // the client closes first
+				}
+				c.Close()
+			}
+		}()
+	}
+	closeAll := func() {
+		for _, ln := range lns {
+			ln.Close()
+		}
+		loops.Wait()
+	}
+	ho := reuse.Handover{Slot: args[3], Quiet: 20 * time.Millisecond}
+	defer ho.Close()
+	cmds := make(chan string)
 	go func() {
-		defer close(loopDone)
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			_ = c.SetDeadline(time.Now().Add(5 * time.Second))
-			if _, err := io.WriteString(c, "ok\n"); err == nil {
-				_, _ = io.Copy(io.Discard, c) // the client closes first
-			}
-			c.Close()
+		sc := bufio.NewScanner(os.Stdin)
+		for sc.Scan() {
+			cmds <- sc.Text()
 		}
+		close(cmds)
 	}()
-	var takeover *reuse.Takeover
-	sc := bufio.NewScanner(os.Stdin)
-	for sc.Scan() {
-		var err error
-		switch sc.Text() {
-		case "takeover":
-			takeover, err = reuse.TakeOver(ln)
-		case "release":
-			if takeover != nil {
-				err = takeover.Release()
+	for {
+		select {
+		case <-ho.Replaced():
+			closeAll()
+			return nil
+		case cmd, ok := <-cmds:
+			if !ok {
+				return nil
 			}
-		case "drain":
-			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-			err = reuse.WaitDrained(ctx, ln, 20*time.Millisecond)
-			cancel()
-			if err == nil {
-				err = ln.Close()
-				<-loopDone
+			var err error
+			switch cmd {
+			case "takeover":
+				socks := make([]any, len(lns))
+				for i, ln := range lns {
+					socks[i] = ln
+				}
+				ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+				err = ho.TakeOver(ctx, socks...)
+				cancel()
+			case "close":
+				closeAll()
+			default:
+				err = fmt.Errorf("unknown command %q", cmd)
 			}
-		case "close":
-			err = ln.Close()
-			<-loopDone
-		default:
-			err = fmt.Errorf("unknown command %q", sc.Text())
-		}
-		if err != nil {
-			fmt.Println("error", err)
-		} else {
-			fmt.Println("done")
+			if err != nil {
+				fmt.Println("error", err)
+			} else {
+				fmt.Println("done")
+			}
 		}
 	}
-	return sc.Err()
+}
+
+// restartUDPWorker is restartWorker for UDP: it reads numbered datagrams
+// with k sockets, and says "read N D" (how many it read, how many the
+// kernel counted dropped on its sockets) once replaced or closed, as its
+// last line.
+func restartUDPWorker(args []string) error {
+	k, err := strconv.Atoi(args[1])
+	if err != nil {
+		return err
+	}
+	pcs, err := reuse.ListenPacketGroup("udp", args[0], k)
+	if err != nil {
+		return err
+	}
+	for _, pc := range pcs {
+		// More room for a reader descheduled on a loaded machine (up to
+		// net.core.rmem_max).
+		_ = pc.(*net.UDPConn).SetReadBuffer(4 << 20)
+	}
+	fmt.Println(pcs[0].LocalAddr(), "UDP")
+	var read atomic.Int64
+	var readers sync.WaitGroup
+	for _, pc := range pcs {
+		pc := pc
+		readers.Add(1)
+		go func() {
+			defer readers.Done()
+			buf := make([]byte, 64)
+			for {
+				n, _, err := pc.ReadFrom(buf)
+				if err != nil {
+					return
+				}
+				if n > 0 { // not a handover's empty probe
+					read.Add(1)
+				}
+			}
+		}()
+	}
+	closeAll := func() {
+		dropped := 0
+		for _, pc := range pcs {
+			dropped += udpDrops(pc)
+			pc.Close()
+		}
+		readers.Wait()
+		fmt.Println("read", read.Load(), dropped)
+	}
+	ho := reuse.Handover{Slot: args[3], Quiet: 20 * time.Millisecond}
+	defer ho.Close()
+	cmds := make(chan string)
+	go func() {
+		sc := bufio.NewScanner(os.Stdin)
+		for sc.Scan() {
+			cmds <- sc.Text()
+		}
+		close(cmds)
+	}()
+	for {
+		select {
+		case <-ho.Replaced():
+			closeAll()
+			return nil
+		case cmd, ok := <-cmds:
+			switch {
+			case !ok:
+				return nil
+			case cmd == "takeover":
+				socks := make([]any, len(pcs))
+				for i, pc := range pcs {
+					socks[i] = pc
+				}
+				ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+				err := ho.TakeOver(ctx, socks...)
+				cancel()
+				if err != nil {
+					fmt.Println("error", err)
+				} else {
+					fmt.Println("done")
+				}
+			case cmd == "close":
+				closeAll()
+			default:
+				fmt.Println("error unknown command", cmd)
+			}
+		}
+	}
 }

@@ -1,0 +1,123 @@
+package reuse
+
+import (
+	"context"
+	"errors"
+	"net"
+	"os"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+// steeringState returns the handover state of a fresh group of k plain TCP
+// listeners, which the test closes.
+func steeringState(t *testing.T, k int) (*handoverState, []net.Listener) {
+	t.Helper()
+	var cfg Config
+	cfg.ListenConfig.SetMultipathTCP(false)
+	lns, err := cfg.ListenGroup(context.Background(), "tcp", "127.0.0.1:0", k)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		for _, ln := range lns {
+			ln.Close()
+		}
+	})
+	socks := make([]any, k)
+	for i, ln := range lns {
+		socks[i] = ln
+	}
+	g, err := newSockGroup(socks)
+	if err != nil {
+		t.Fatal(err)
+	}
+	st, err := inspect(g)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return st, lns
+}
+
+// TestSteerAttachFails checks that a program the kernel refuses gives an
+// error naming the option and wrapping the errno.
+func TestSteerAttachFails(t *testing.T) {
+	st, _ := steeringState(t, 1)
+	sg := &steering{st: st, helper: -1}
+	// A jump past the end: the kernel's checker refuses it.
+	bad := []unix.SockFilter{{Code: unix.BPF_JMP | unix.BPF_JA, K: 5}}
+	err := sg.attach(bad)
+	if !errors.Is(err, unix.EINVAL) || !strings.Contains(err.Error(), "SO_ATTACH_REUSEPORT_CBPF") {
+		t.Errorf("attaching a bad program: %v, want EINVAL naming SO_ATTACH_REUSEPORT_CBPF", err)
+	}
+}
+
+// TestSteerGroupChanged makes a member join the group after every attach:
+// steer gives up after steerTries, says so, and leaves no program: the
+// kernel's hash spreads connections over the members again (of 200, none or
+// all on the 2 of the 2+steerTries listeners has probability below
+// (5/7)^200).
+func TestSteerGroupChanged(t *testing.T) {
+	st, lns := steeringState(t, 2)
+	addr := lns[0].Addr().String()
+	var joined []net.Listener
+	testHookSteered = func() {
+		ln, err := Listen("tcp", addr)
+		if err != nil {
+			t.Error(err)
+			return
+		}
+		joined = append(joined, ln)
+	}
+	defer func() { testHookSteered = nil }()
+	// The members serve, as servers do while they are taken over.
+	var accepted atomic.Int64
+	for _, ln := range lns {
+		ln := ln
+		go func() {
+			var held []net.Conn
+			defer func() {
+				for _, c := range held {
+					c.Close()
+				}
+			}()
+			for {
+				c, err := ln.Accept()
+				if err != nil {
+					return
+				}
+				accepted.Add(1)
+				held = append(held, c)
+			}
+		}()
+	}
+	old := []uint64{st.socks[0].ino} // pretend the first member is the old one
+	sg, err := st.steer(old, os.Getpid(), nil)
+	if sg != nil || err == nil || !strings.Contains(err.Error(), "changed during each of") {
+		t.Errorf("steer with a member joining after each attach: %v, %v; want an error saying the group changed", sg, err)
+	}
+	defer func() {
+		for _, ln := range joined {
+			ln.Close()
+		}
+	}()
+	// Rolled back, the kernel's hash spreads connections over the two
+	// serving members and the joined ones (which queue them unaccepted):
+	// a program left behind would give all to one of the two.
+	before := accepted.Load()
+	for i := 0; i < 200; i++ {
+		c, err := net.Dial("tcp", addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		c.Close()
+	}
+	time.Sleep(100 * time.Millisecond)
+	if got := accepted.Load() - before; got == 0 || got == 200 {
+		t.Errorf("after the rollback, the two serving members accepted %d of 200 connections: a program was left", got)
+	}
+}
