@@ -3,6 +3,7 @@ package reuse_test
 import (
 	"context"
 	"errors"
+	"math"
 	"net"
 	"os"
 	"path/filepath"
@@ -66,7 +67,7 @@ func TestErrors(t *testing.T) {
 		{"retries spent", func() error {
 			c := reuse.Config{Retry: reuse.RetryPolicy{Attempts: 2, Initial: time.Millisecond}}
 			return closeIfNil(c.Listen(ctx, "tcp4", addr))
-		}, []error{syscall.EADDRINUSE}, "listen", "tcp4", "", addr, "(2 tries): reuse: Share (SO_REUSEADDR=1 SO_REUSEPORT=1)"},
+		}, []error{syscall.EADDRINUSE}, "listen", "tcp4", "", addr, "(2 tries): Share (SO_REUSEADDR=1 SO_REUSEPORT=1)"},
 		{"retries cut by the context", func() error {
 			c := reuse.Config{Retry: reuse.RetryPolicy{Attempts: 5}}
 			return closeIfNil(c.Listen(cancelled, "tcp4", addr))
@@ -104,6 +105,72 @@ func TestErrors(t *testing.T) {
 		}, []error{syscall.EOPNOTSUPP}, "listen", "unix", "", unixPath, "SO_REUSEPORT=1"},
 		{"unknown network, rejected by net", func() error { return closeIfNil(reuse.Listen("sctp", "127.0.0.1:0")) },
 			nil, "listen", "sctp", "", "", ""},
+		// 192.0.2.1 (TEST-NET-1) is on no interface: bind fails.
+		{"Share listen on port 0 of an address not here", func() error { return closeIfNil(reuse.Listen("tcp4", "192.0.2.1:0")) },
+			[]error{syscall.EADDRNOTAVAIL}, "listen", "tcp4", "", "192.0.2.1:0", "Share (SO_REUSEADDR=1 SO_REUSEPORT=1): bind"},
+		{"Share datagram on port 0 of an address not here", func() error { return closeIfNil(reuse.ListenPacket("udp4", "192.0.2.1:0")) },
+			[]error{syscall.EADDRNOTAVAIL}, "listen", "udp4", "", "192.0.2.1:0", "Share (SO_REUSEADDR=0 SO_REUSEPORT=1): bind"},
+		{"Share listen on port 0 with a reservation, of an address not here", func() error {
+			var c reuse.Config
+			c.ListenConfig.Control = func(string, string, syscall.RawConn) error { return nil }
+			return closeIfNil(c.Listen(ctx, "tcp4", "192.0.2.1:0"))
+		}, []error{syscall.EADDRNOTAVAIL}, "listen", "tcp4", "", "192.0.2.1:0", "Share (SO_REUSEADDR=1 SO_REUSEPORT=1): bind"},
+		{"dial from port 0 with an unknown Mode", func() error {
+			c := reuse.Config{Mode: 7}
+			return closeIfNil(c.Dial(ctx, "tcp4", "127.0.0.1:0", addr))
+		}, nil, "dial", "tcp4", "", addr, "Mode(7)"},
+		{"dial from any address with an unknown Mode", func() error {
+			c := reuse.Config{Mode: 7}
+			return closeIfNil(c.Dial(ctx, "tcp4", "", addr))
+		}, nil, "dial", "tcp4", "", addr, "Mode(7)"},
+		{"a group too large to open", func() error {
+			lns, err := reuse.ListenGroup("tcp4", "127.0.0.1:0", 1<<40)
+			for _, ln := range lns {
+				ln.Close()
+			}
+			return err
+		}, nil, "listen", "tcp4", "", "127.0.0.1:0", "a group of 1099511627776 sockets: want at most 1024"},
+		{"a datagram group of math.MaxInt", func() error {
+			pcs, err := reuse.ListenPacketGroup("udp4", "127.0.0.1:0", math.MaxInt)
+			for _, pc := range pcs {
+				pc.Close()
+			}
+			return err
+		}, nil, "listen", "udp4", "", "127.0.0.1:0", "want at most 1024"},
+	}
+	// A nil context is an error of every function that takes one, whatever
+	// the Config holds.
+	var nilCtx context.Context
+	for _, c := range []*reuse.Config{{}, {Mode: reuse.Exclusive, Retry: reuse.RetryPolicy{Attempts: 3}, Fallback: []string{"127.0.0.1:0"}}} {
+		c := c
+		tests = append(tests, []struct {
+			name    string
+			call    func() error
+			is      []error
+			op      string
+			network string
+			source  string
+			address string
+			option  string
+		}{
+			{"Listen with a nil context", func() error { return closeIfNil(c.Listen(nilCtx, "tcp4", "127.0.0.1:0")) },
+				nil, "listen", "tcp4", "", "127.0.0.1:0", "reuse: nil context.Context"},
+			{"ListenPacket with a nil context", func() error { return closeIfNil(c.ListenPacket(nilCtx, "udp4", "127.0.0.1:0")) },
+				nil, "listen", "udp4", "", "127.0.0.1:0", "reuse: nil context.Context"},
+			{"Dial with a nil context", func() error { return closeIfNil(c.Dial(nilCtx, "tcp4", "", addr)) },
+				nil, "dial", "tcp4", "", addr, "reuse: nil context.Context"},
+			{"ListenGroup with a nil context", func() error {
+				_, err := c.ListenGroup(nilCtx, "tcp4", "127.0.0.1:0", 1)
+				return err
+			}, nil, "listen", "tcp4", "", "127.0.0.1:0", "reuse: member 1 of 1: nil context.Context"},
+			{"ListenPacketGroup with a nil context", func() error {
+				_, err := c.ListenPacketGroup(nilCtx, "udp4", "127.0.0.1:0", 1)
+				return err
+			}, nil, "listen", "udp4", "", "127.0.0.1:0", "nil context.Context"},
+			{"ListenMulticastUDP with a nil context", func() error {
+				return closeIfNil(c.ListenMulticastUDP(nilCtx, "udp4", nil, &net.UDPAddr{IP: net.IPv4(239, 0, 0, 1), Port: 9999}))
+			}, nil, "listen", "udp4", "", "239.0.0.1:9999", "nil context.Context"},
+		}...)
 	}
 	for _, tt := range tests {
 		tt := tt
@@ -130,6 +197,9 @@ func TestErrors(t *testing.T) {
 				if !strings.Contains(err.Error(), want) {
 					t.Errorf("message %q does not name %q", err, want)
 				}
+			}
+			if n := strings.Count(err.Error(), "reuse: "); n > 1 {
+				t.Errorf("message %q says \"reuse: \" %d times, want at most once", err, n)
 			}
 		})
 	}

@@ -37,21 +37,15 @@ func (c *Config) ListenMulticastUDP(ctx context.Context, network string, ifi *ne
 		return nil, &net.OpError{Op: "listen", Net: network, Addr: addr, Err: err}
 	}
 	bindNetwork, err := multicastNetwork(network, gaddr)
+	if err == nil && ctx == nil {
+		err = errNilContext
+	}
 	if err != nil {
 		return fail(err)
 	}
-	opts, err := options(c.Mode, multicastDatagram)
-	if err != nil {
+	p := c.newPlan(bindNetwork, multicastDatagram)
+	if p.opts, err = options(c.Mode, multicastDatagram); err != nil {
 		return fail(err)
-	}
-	lc := c.ListenConfig
-	lc.Control = listenControl(opts, c.ListenConfig.Control)
-	listen := func(address string) (*net.UDPConn, error) {
-		pc, err := lc.ListenPacket(ctx, bindNetwork, address)
-		if err != nil {
-			return nil, err
-		}
-		return pc.(*net.UDPConn), nil
 	}
 	// net binds a multicast address to the wildcard only after setting
 	// SO_REUSEADDR itself; binding the wildcard leaves every option to Mode.
@@ -59,12 +53,7 @@ func (c *Config) ListenMulticastUDP(ctx context.Context, network string, ifi *ne
 	if bindNetwork == "udp6" {
 		wildcard = net.JoinHostPort("::", strconv.Itoa(gaddr.Port))
 	}
-	var conn *net.UDPConn
-	if c.Mode == Share {
-		conn, err = listenFreshPort(ctx, bindNetwork, wildcard, listen)
-	} else {
-		conn, err = listen(wildcard)
-	}
+	pc, err := bind(ctx, &p, wildcard, openPacket)
 	if err != nil {
 		var oe *net.OpError
 		if errors.As(err, &oe) {
@@ -72,6 +61,7 @@ func (c *Config) ListenMulticastUDP(ctx context.Context, network string, ifi *ne
 		}
 		return fail(err)
 	}
+	conn := pc.(*net.UDPConn)
 	if err := joinGroup(conn, ifi, gaddr.IP); err != nil {
 		conn.Close()
 		return fail(err)
