@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"net"
 	"strings"
 )
@@ -21,11 +20,11 @@ import (
 // and Fallback apply to the first listener; the others join its address or
 // fail, so that a group never spans two addresses.
 //
-// n is at most 1024. It opens all n or none: on an error, it closes the listeners already open
-// and returns a *net.OpError whose message names the member that failed,
+// n is at most 1024. It opens all n or none: on an error, it closes the
+// listeners already open and returns a *net.OpError whose message names the member that failed,
 // counted from 1 ("member 3 of 4").
 func (c *Config) ListenGroup(ctx context.Context, network, address string, n int) ([]net.Listener, error) {
-	return listenGroup(ctx, c, network, address, n, streamListener, openListener)
+	return listenGroup[net.Listener](ctx, c, network, address, n, streamListener)
 }
 
 // ListenPacketGroup opens n datagram sockets on one local address and port,
@@ -34,7 +33,7 @@ func (c *Config) ListenGroup(ctx context.Context, network, address string, n int
 // spreads datagrams across them by their source and destination. Port 0,
 // host names and errors are handled as in ListenGroup.
 func (c *Config) ListenPacketGroup(ctx context.Context, network, address string, n int) ([]net.PacketConn, error) {
-	return listenGroup(ctx, c, network, address, n, datagram, openPacket)
+	return listenGroup[net.PacketConn](ctx, c, network, address, n, datagram)
 }
 
 // ListenGroup opens n listeners on one local address and port under Share,
@@ -72,7 +71,7 @@ func (e *groupMemberError) Unwrap() error { return e.err }
 // listenGroup opens n sockets, the first on address (with Retry and
 // Fallback) and the others on the first one's address (with Retry), and
 // closes them all on an error.
-func listenGroup[T io.Closer](ctx context.Context, c *Config, network, address string, n int, kind sockKind, open opener[T]) ([]T, error) {
+func listenGroup[T socket](ctx context.Context, c *Config, network, address string, n int, kind sockKind) ([]T, error) {
 	switch {
 	case n < 1:
 		return nil, opError("listen", network, address, fmt.Errorf("%sa group of %d sockets: want at least 1", errPrefix, n))
@@ -94,11 +93,11 @@ func listenGroup[T io.Closer](ctx context.Context, c *Config, network, address s
 		case err != nil:
 		case !ok:
 			// Let net reject the network with its usual error.
-			s, err = open(&c.ListenConfig, ctx, network, addr)
+			s, err = open[T](&c.ListenConfig, ctx, network, addr)
 		case i == 0:
-			s, err = bindAny(ctx, &p, addr, c.Fallback, open)
+			s, err = bindAny[T](ctx, &p, addr, c.Fallback)
 		default:
-			s, err = bindAny(ctx, &p, addr, nil, open)
+			s, err = bindAny[T](ctx, &p, addr, nil)
 		}
 		if err != nil {
 			for _, s := range group {

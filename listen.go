@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"net"
 	"os"
 	"strconv"
@@ -55,19 +54,25 @@ func (c *Config) newPlan(network string, k sockKind) plan {
 	return plan{c: c, network: network, kind: k, mode: c.Mode, afterBind: osTable.zeroPortAfterBind && c.ListenConfig.Control == nil}
 }
 
-// opener opens one socket with lc: Listen or ListenPacket.
-type opener[T io.Closer] func(lc *net.ListenConfig, ctx context.Context, network, address string) (T, error)
+// socket is what the pipeline opens: net.Listener or net.PacketConn.
+type socket interface{ Close() error }
 
-func openListener(lc *net.ListenConfig, ctx context.Context, network, address string) (net.Listener, error) {
-	return lc.Listen(ctx, network, address)
-}
-
-func openPacket(lc *net.ListenConfig, ctx context.Context, network, address string) (net.PacketConn, error) {
-	return lc.ListenPacket(ctx, network, address)
+// open opens one socket with lc: Listen or ListenPacket, by T. Calling them
+// directly, not through a func value, keeps lc off the heap.
+func open[T socket](lc *net.ListenConfig, ctx context.Context, network, address string) (T, error) {
+	var conn T
+	var err error
+	switch c := any(&conn).(type) {
+	case *net.Listener:
+		*c, err = lc.Listen(ctx, network, address)
+	case *net.PacketConn:
+		*c, err = lc.ListenPacket(ctx, network, address)
+	}
+	return conn, err
 }
 
 // listen is Listen and ListenPacket.
-func listen[T io.Closer](ctx context.Context, c *Config, network, address string, kind sockKind, open opener[T]) (T, error) {
+func listen[T socket](ctx context.Context, c *Config, network, address string, kind sockKind) (T, error) {
 	var zero T
 	p, ok, err := c.planListen(ctx, network, address, kind)
 	if err != nil {
@@ -75,19 +80,19 @@ func listen[T io.Closer](ctx context.Context, c *Config, network, address string
 	}
 	if !ok {
 		// Let net reject the network with its usual error.
-		return open(&c.ListenConfig, ctx, network, address)
+		return open[T](&c.ListenConfig, ctx, network, address)
 	}
-	return bindAny(ctx, &p, address, c.Fallback, open)
+	return bindAny[T](ctx, &p, address, c.Fallback)
 }
 
 // bindAny binds address, then each of fallback in order, each retried by
 // the Config's Retry while it is in use, and returns the first that binds.
 // Without retries and fallbacks it returns the bind's own error.
-func bindAny[T io.Closer](ctx context.Context, p *plan, address string, fallback []string, open opener[T]) (T, error) {
+func bindAny[T socket](ctx context.Context, p *plan, address string, fallback []string) (T, error) {
 	var zero T
 	retry := p.c.Retry
 	if len(fallback) == 0 && retry.attempts() == 1 {
-		return bind(ctx, p, address, open)
+		return bind[T](ctx, p, address)
 	}
 	var failed []bindFailure
 	for i := -1; i < len(fallback); i++ {
@@ -95,7 +100,7 @@ func bindAny[T io.Closer](ctx context.Context, p *plan, address string, fallback
 		if i >= 0 {
 			a = fallback[i]
 		}
-		conn, tries, err := bindRetrying(ctx, p, retry, a, open)
+		conn, tries, err := bindRetrying[T](ctx, p, retry, a)
 		if err == nil {
 			return conn, nil
 		}
@@ -110,10 +115,10 @@ func bindAny[T io.Closer](ctx context.Context, p *plan, address string, fallback
 // bindRetrying binds address, trying again after a growing, jittered wait
 // while the bind is refused with EADDRINUSE, until r's attempts are spent
 // or ctx is done. It returns the number of binds tried.
-func bindRetrying[T io.Closer](ctx context.Context, p *plan, r RetryPolicy, address string, open opener[T]) (T, int, error) {
+func bindRetrying[T socket](ctx context.Context, p *plan, r RetryPolicy, address string) (T, int, error) {
 	wait := r.initial()
 	for try := 1; ; try++ {
-		conn, err := bind(ctx, p, address, open)
+		conn, err := bind[T](ctx, p, address)
 		if err == nil || !isAddrInUse(err) || try >= r.attempts() {
 			return conn, try, err
 		}
@@ -130,15 +135,15 @@ func bindRetrying[T io.Closer](ctx context.Context, p *plan, r RetryPolicy, addr
 
 // bind opens one socket on address with the plan's options, port 0
 // included.
-func bind[T io.Closer](ctx context.Context, p *plan, address string, open opener[T]) (T, error) {
+func bind[T socket](ctx context.Context, p *plan, address string) (T, error) {
 	if p.mode != Share || !isZeroPort(address) {
-		return bindWith(ctx, p, address, p.opts, open)
+		return bindWith[T](ctx, p, address, p.opts)
 	}
 	if !p.afterBind {
-		return reserveAndBind(ctx, p, address, open)
+		return reserveAndBind[T](ctx, p, address)
 	}
 	before, after := splitSharing(p.opts)
-	conn, err := bindWith(ctx, p, address, before, open)
+	conn, err := bindWith[T](ctx, p, address, before)
 	if err != nil {
 		return conn, err
 	}
@@ -178,7 +183,7 @@ func setAfterBind(conn any, opts []sockOpt) error {
 
 // bindWith opens one socket on address, setting opts before bind, then the
 // caller's own Control.
-func bindWith[T io.Closer](ctx context.Context, p *plan, address string, opts []sockOpt, open opener[T]) (T, error) {
+func bindWith[T socket](ctx context.Context, p *plan, address string, opts []sockOpt) (T, error) {
 	lc := p.c.ListenConfig
 	if user := lc.Control; user != nil {
 		lc.Control = func(network, address string, rc syscall.RawConn) error {
@@ -190,18 +195,51 @@ func bindWith[T io.Closer](ctx context.Context, p *plan, address string, opts []
 	} else if len(opts) > 0 {
 		lc.Control = optionsControl(opts)
 	}
-	conn, err := open(&lc, ctx, p.network, address)
+	conn, err := open[T](&lc, ctx, p.network, address)
 	if err != nil {
 		return conn, explainBind(p.mode, p.opts, err)
 	}
 	return conn, nil
 }
 
-// optionsControl returns a Control that sets opts, made without allocating
-// for the options of the tables.
+// optionsControl returns a Control that sets opts, one of the entries of
+// osTable or its part before bind (splitSharing): for those it returns a
+// Control made once, so that a call allocates none.
 func optionsControl(opts []sockOpt) func(string, string, syscall.RawConn) error {
-	return func(_, _ string, rc syscall.RawConn) error { return setOptions(rc, opts) }
+	for i := range controls {
+		if c := &controls[i]; len(c.opts) == len(opts) && (len(opts) == 0 || &c.opts[0] == &opts[0]) {
+			return c.control
+		}
+	}
+	return optControl{opts}.control
 }
+
+// optControl is a Control that sets opts.
+type optControl struct{ opts []sockOpt }
+
+func (c optControl) control(_, _ string, rc syscall.RawConn) error { return setOptions(rc, c.opts) }
+
+// controls holds a Control for every entry of osTable, and for its part set
+// before bind.
+var controls = func() (cs []struct {
+	opts    []sockOpt
+	control func(string, string, syscall.RawConn) error
+}) {
+	for m := range osTable.opts {
+		for _, opts := range osTable.opts[m] {
+			before, _ := splitSharing(opts)
+			for _, o := range [][]sockOpt{opts, before} {
+				if len(o) > 0 {
+					cs = append(cs, struct {
+						opts    []sockOpt
+						control func(string, string, syscall.RawConn) error
+					}{o, optControl{o}.control})
+				}
+			}
+		}
+	}
+	return cs
+}()
 
 // freshPortTries bounds the retries of reserveAndBind when another socket
 // takes the reserved port between the reservation and the bind.
@@ -213,7 +251,7 @@ const freshPortTries = 8
 // Exclusive), closes that socket and binds the shared one on its port.
 // Between the two binds another socket may take the port; a bind refused
 // then is tried again on a new port.
-func reserveAndBind[T io.Closer](ctx context.Context, p *plan, address string, open opener[T]) (T, error) {
+func reserveAndBind[T socket](ctx context.Context, p *plan, address string) (T, error) {
 	var zero T
 	exclusive, err := options(Exclusive, p.kind)
 	if err != nil {
@@ -222,13 +260,13 @@ func reserveAndBind[T io.Closer](ctx context.Context, p *plan, address string, o
 	host, _, err := net.SplitHostPort(address)
 	if err != nil && address != "" {
 		// Not reached: isZeroPort parsed address. Let net report it.
-		return bindWith(ctx, p, address, p.opts, open)
+		return bindWith[T](ctx, p, address, p.opts)
 	}
 	// The reservation is not the caller's socket: its Control does not run.
 	lc := p.c.ListenConfig
 	lc.Control = optionsControl(exclusive)
 	for try := 1; ; try++ {
-		r, err := open(&lc, ctx, p.network, address)
+		r, err := open[T](&lc, ctx, p.network, address)
 		if err != nil {
 			return zero, explainBind(p.mode, p.opts, err)
 		}
@@ -236,7 +274,7 @@ func reserveAndBind[T io.Closer](ctx context.Context, p *plan, address string, o
 		if err := r.Close(); err != nil {
 			return zero, err
 		}
-		conn, err := bindWith(ctx, p, net.JoinHostPort(host, strconv.Itoa(port)), p.opts, open)
+		conn, err := bindWith[T](ctx, p, net.JoinHostPort(host, strconv.Itoa(port)), p.opts)
 		if err == nil || !isAddrInUse(err) || try == freshPortTries {
 			return conn, err
 		}

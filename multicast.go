@@ -53,7 +53,7 @@ func (c *Config) ListenMulticastUDP(ctx context.Context, network string, ifi *ne
 	if bindNetwork == "udp6" {
 		wildcard = net.JoinHostPort("::", strconv.Itoa(gaddr.Port))
 	}
-	pc, err := bind(ctx, &p, wildcard, openPacket)
+	pc, err := bind[net.PacketConn](ctx, &p, wildcard)
 	if err != nil {
 		var oe *net.OpError
 		if errors.As(err, &oe) {

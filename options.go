@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os"
 	"runtime"
+	"sync"
 	"syscall"
 )
 
@@ -209,13 +210,34 @@ func setOptions(rc syscall.RawConn, opts []sockOpt) error {
 	if len(opts) == 0 {
 		return nil
 	}
-	var serr error
-	err := rc.Control(func(fd uintptr) { serr = setOptionsFD(fd, opts) })
-	if err != nil {
-		return err
+	s := optSetters.Get().(*optSetter)
+	s.opts = opts
+	err := rc.Control(s.set)
+	if err == nil {
+		err = s.err
 	}
-	return serr
+	*s = optSetter{set: s.set}
+	optSetters.Put(s)
+	return err
 }
+
+// optSetter is the func that setOptions passes to RawConn.Control, with
+// its arguments and result. Such a func escapes, so a closure would cost
+// two allocations a call (itself and the error it sets); pooled, it costs
+// none, which keeps Listen as cheap as a hand-written Control.
+type optSetter struct {
+	opts []sockOpt
+	err  error
+	set  func(fd uintptr) // s.run, made once
+}
+
+func (s *optSetter) run(fd uintptr) { s.err = setOptionsFD(fd, s.opts) }
+
+var optSetters = sync.Pool{New: func() any {
+	s := new(optSetter)
+	s.set = s.run
+	return s
+}}
 
 // setOptionsFD sets opts on fd, in order, and stops at the first error.
 func setOptionsFD(fd uintptr, opts []sockOpt) error {

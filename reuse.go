@@ -172,14 +172,14 @@ func opError(op, network, address string, err error) error {
 // A nil ctx is an error, as in every function of the package that takes
 // one.
 func (c *Config) Listen(ctx context.Context, network, address string) (net.Listener, error) {
-	return listen(ctx, c, network, address, streamListener, openListener)
+	return listen[net.Listener](ctx, c, network, address, streamListener)
 }
 
 // ListenPacket announces on the local network address with the options of
 // c.Mode, like net.ListenConfig.ListenPacket. The network must be "udp",
 // "udp4" or "udp6". Port 0 is handled as in Listen.
 func (c *Config) ListenPacket(ctx context.Context, network, address string) (net.PacketConn, error) {
-	return listen(ctx, c, network, address, datagram, openPacket)
+	return listen[net.PacketConn](ctx, c, network, address, datagram)
 }
 
 // Dial connects to raddr from laddr with the options of c.Mode, like
