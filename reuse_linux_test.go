@@ -8,7 +8,6 @@ import (
 	"io"
 	"net"
 	"os"
-	"regexp"
 	"strconv"
 	"strings"
 	"sync"
@@ -482,34 +481,15 @@ func readOpts(t *testing.T, c syscall.Conn) map[string]int {
 	return got
 }
 
-// docTable parses the rows of doc.go's table for the OS group named first
-// in a row (e.g. "linux,android"): mode → kind column → option → 0 or 1.
+// docTable returns doc.go's option list for the GOOS named first in
+// osGroup (e.g. "linux,android"): mode → kind column (listener, dialer,
+// datagram, multicast) → option → 0 or 1.
 func docTable(t *testing.T, osGroup string) map[string][]map[string]int {
 	t.Helper()
-	src, err := os.ReadFile("doc.go")
+	goos, _, _ := strings.Cut(osGroup, ",")
+	rows, err := reuse.DocTable(goos)
 	if err != nil {
 		t.Fatal(err)
-	}
-	opt := regexp.MustCompile(`([+-]?)(SO_[A-Z_]+)`)
-	rows := map[string][]map[string]int{}
-	for _, line := range strings.Split(string(src), "\n") {
-		f := strings.Fields(strings.TrimPrefix(line, "//"))
-		if len(f) < 5 || f[0] != osGroup {
-			continue
-		}
-		for _, cell := range f[2:] {
-			set := map[string]int{}
-			for _, m := range opt.FindAllStringSubmatch(cell, -1) {
-				set[m[2]] = 1
-				if m[1] == "-" {
-					set[m[2]] = 0
-				}
-			}
-			rows[f[1]] = append(rows[f[1]], set)
-		}
-	}
-	if len(rows) != 2 {
-		t.Fatalf("doc.go has rows for modes %v of %s, want Share and Exclusive", rows, osGroup)
 	}
 	return rows
 }
