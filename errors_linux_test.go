@@ -2,15 +2,20 @@ package reuse_test
 
 import (
 	"context"
+	"encoding/binary"
 	"errors"
 	"math"
 	"net"
 	"os"
 	"path/filepath"
+	"runtime"
 	"strings"
 	"syscall"
 	"testing"
 	"time"
+	"unsafe"
+
+	"golang.org/x/sys/unix"
 
 	"github.com/sockreuse/reuse"
 )
@@ -275,4 +280,130 @@ func holdExclusive(t *testing.T) (tcpAddr, udpAddr string) {
 	}
 	t.Cleanup(func() { heldUDP.Close() })
 	return held.Addr().String(), heldUDP.LocalAddr().String()
+}
+
+// refusingSetsockopt runs f on an OS thread of its own whose setsockopt of
+// (SOL_SOCKET, opt) the kernel refuses with EPERM, through a seccomp filter
+// on that thread only; the thread exits with f's goroutine. It skips where
+// seccomp filters cannot be installed (qemu-user refuses them).
+func refusingSetsockopt(t *testing.T, opt int, f func()) {
+	t.Helper()
+	// Where seccomp_data keeps the low 32 bits of syscall argument i.
+	arg := func(i int) uint32 {
+		off := uint32(16 + 8*i)
+		if binary.NativeEndian.Uint16([]byte{1, 0}) != 1 {
+			off += 4
+		}
+		return off
+	}
+	const (
+		retErrno = 0x00050000 // SECCOMP_RET_ERRNO
+		retAllow = 0x7fff0000 // SECCOMP_RET_ALLOW
+	)
+	prog := []unix.SockFilter{
+		{Code: unix.BPF_LD | unix.BPF_W | unix.BPF_ABS, K: 0}, // syscall number
+		{Code: unix.BPF_JMP | unix.BPF_JEQ | unix.BPF_K, K: unix.SYS_SETSOCKOPT, Jt: 0, Jf: 5},
+		{Code: unix.BPF_LD | unix.BPF_W | unix.BPF_ABS, K: arg(1)}, // level
+		{Code: unix.BPF_JMP | unix.BPF_JEQ | unix.BPF_K, K: unix.SOL_SOCKET, Jt: 0, Jf: 3},
+		{Code: unix.BPF_LD | unix.BPF_W | unix.BPF_ABS, K: arg(2)}, // option
+		{Code: unix.BPF_JMP | unix.BPF_JEQ | unix.BPF_K, K: uint32(opt), Jt: 0, Jf: 1},
+		{Code: unix.BPF_RET | unix.BPF_K, K: retErrno | uint32(unix.EPERM)},
+		{Code: unix.BPF_RET | unix.BPF_K, K: retAllow},
+	}
+	done := make(chan struct{})
+	var setupErr error
+	go func() {
+		defer close(done)
+		// Never unlocked: the thread, filtered for good, ends with this
+		// goroutine, and Go starts no thread from a locked one.
+		runtime.LockOSThread()
+		if setupErr = unix.Prctl(unix.PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0); setupErr != nil {
+			return
+		}
+		fprog := unix.SockFprog{Len: uint16(len(prog)), Filter: &prog[0]}
+		if setupErr = unix.Prctl(unix.PR_SET_SECCOMP, unix.SECCOMP_MODE_FILTER, uintptr(unsafe.Pointer(&fprog)), 0, 0); setupErr != nil {
+			return
+		}
+		f()
+	}()
+	<-done
+	if setupErr != nil {
+		t.Skipf("no seccomp filter on this kernel or emulator: %v", setupErr)
+	}
+}
+
+// TestSetsockoptFailure: where the kernel refuses an option, Listen,
+// ListenPacket and Dial return an error naming it and wrapping the errno,
+// and close the socket. SO_REUSEPORT is set before bind on a fixed port and
+// after bind on port 0 (Linux), both are covered.
+func TestSetsockoptFailure(t *testing.T) {
+	ctx := context.Background()
+	peer, err := net.Listen("tcp4", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer peer.Close()
+	// fixed returns a port that was free a moment ago.
+	fixed := func(network string) string {
+		var a net.Addr
+		if network == "tcp4" {
+			ln, err := net.Listen(network, "127.0.0.1:0")
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer ln.Close()
+			a = ln.Addr()
+		} else {
+			pc, err := net.ListenPacket(network, "127.0.0.1:0")
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer pc.Close()
+			a = pc.LocalAddr()
+		}
+		return a.String()
+	}
+	for _, tt := range []struct {
+		name    string
+		network string // of the fixed port given to call, "" for none
+		call    func(addr string) error
+	}{
+		{"Listen on a fixed port", "tcp4", func(addr string) error { return closeIfNil(reuse.Listen("tcp4", addr)) }},
+		{"Listen on port 0", "", func(string) error { return closeIfNil(reuse.Listen("tcp4", "127.0.0.1:0")) }},
+		{"ListenPacket on a fixed port", "udp4", func(addr string) error { return closeIfNil(reuse.ListenPacket("udp4", addr)) }},
+		{"ListenPacket on port 0", "", func(string) error { return closeIfNil(reuse.ListenPacket("udp4", "127.0.0.1:0")) }},
+		{"ListenGroup on port 0", "", func(string) error {
+			_, err := reuse.ListenGroup("tcp4", "127.0.0.1:0", 2)
+			return err
+		}},
+		{"Dial from a fixed port", "tcp4", func(addr string) error {
+			return closeIfNil(reuse.Dial("tcp4", addr, peer.Addr().String()))
+		}},
+		{"Dial from a fixed port, with a Control of the caller's", "tcp4", func(addr string) error {
+			c := reuse.Config{}
+			c.Dialer.Control = func(string, string, syscall.RawConn) error { return nil }
+			return closeIfNil(c.Dial(ctx, "tcp4", addr, peer.Addr().String()))
+		}},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			before := openFDs(t)
+			var err error
+			var addr string
+			if tt.network != "" {
+				addr = fixed(tt.network)
+			}
+			refusingSetsockopt(t, unix.SO_REUSEPORT, func() { err = tt.call(addr) })
+			t.Logf("%v", err)
+			var oe *net.OpError
+			if !errors.Is(err, syscall.EPERM) || !errors.As(err, &oe) || !strings.Contains(err.Error(), "set SO_REUSEPORT=1: setsockopt: operation not permitted") {
+				t.Errorf("error %v, want a *net.OpError wrapping EPERM and naming SO_REUSEPORT=1", err)
+			}
+			if n := strings.Count(err.Error(), "reuse: "); n != 1 {
+				t.Errorf("message %q says \"reuse: \" %d times, want once", err, n)
+			}
+			if after := openFDs(t); after != before {
+				t.Errorf("%d descriptors open before, %d after", before, after)
+			}
+		})
+	}
 }
