@@ -39,15 +39,13 @@ func (c *Config) ListenPacketGroup(ctx context.Context, network, address string,
 // ListenGroup opens n listeners on one local address and port under Share,
 // like (*Config).ListenGroup with the zero Config.
 func ListenGroup(network, address string, n int) ([]net.Listener, error) {
-	var c Config
-	return c.ListenGroup(context.Background(), network, address, n)
+	return zeroConfig.ListenGroup(context.Background(), network, address, n)
 }
 
 // ListenPacketGroup opens n datagram sockets on one local address and port
 // under Share, like (*Config).ListenPacketGroup with the zero Config.
 func ListenPacketGroup(network, address string, n int) ([]net.PacketConn, error) {
-	var c Config
-	return c.ListenPacketGroup(context.Background(), network, address, n)
+	return zeroConfig.ListenPacketGroup(context.Background(), network, address, n)
 }
 
 // maxGroup is the most sockets a group may have: far more than the cores

@@ -72,8 +72,7 @@ func (c *Config) ListenMulticastUDP(ctx context.Context, network string, ifi *ne
 // ListenMulticastUDP joins the group address gaddr on the interface ifi
 // under Share, like (*Config).ListenMulticastUDP with the zero Config.
 func ListenMulticastUDP(network string, ifi *net.Interface, gaddr *net.UDPAddr) (*net.UDPConn, error) {
-	var c Config
-	return c.ListenMulticastUDP(context.Background(), network, ifi, gaddr)
+	return zeroConfig.ListenMulticastUDP(context.Background(), network, ifi, gaddr)
 }
 
 // multicastNetwork checks network and the group address, and returns the

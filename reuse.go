@@ -302,30 +302,30 @@ func explainTupleInUse(err error) error {
 	return &e
 }
 
+// zeroConfig is the Config of the shorthands. Shared, and never changed, it
+// is not allocated on every call.
+var zeroConfig Config
+
 // Control sets the options of Share on the socket behind rc, like
 // (*Config).Control with the zero Config.
 func Control(network, address string, rc syscall.RawConn) error {
-	var c Config
-	return c.Control(network, address, rc)
+	return zeroConfig.Control(network, address, rc)
 }
 
 // Listen announces on the local network address under Share, like
 // (*Config).Listen with the zero Config.
 func Listen(network, address string) (net.Listener, error) {
-	var c Config
-	return c.Listen(context.Background(), network, address)
+	return zeroConfig.Listen(context.Background(), network, address)
 }
 
 // ListenPacket announces on the local network address under Share, like
 // (*Config).ListenPacket with the zero Config.
 func ListenPacket(network, address string) (net.PacketConn, error) {
-	var c Config
-	return c.ListenPacket(context.Background(), network, address)
+	return zeroConfig.ListenPacket(context.Background(), network, address)
 }
 
 // Dial connects to raddr from laddr under Share, like (*Config).Dial with the
 // zero Config. laddr "" means any local address.
 func Dial(network, laddr, raddr string) (net.Conn, error) {
-	var c Config
-	return c.Dial(context.Background(), network, laddr, raddr)
+	return zeroConfig.Dial(context.Background(), network, laddr, raddr)
 }
