@@ -245,6 +245,15 @@ func TestControlErrors(t *testing.T) {
 	if err := reuse.Control("udp4", "127.0.0.1:0", rc); err != nil || errors.As(err, &se) {
 		t.Errorf("Control on a datagram socket: %v", err)
 	}
+	var c reuse.Config
+	for name, control := range map[string]func(string, string, syscall.RawConn) error{"Control": c.Control, "DialerControl": c.DialerControl} {
+		if err := control("tcp4", "127.0.0.1:80", nil); err == nil || err.Error() != "reuse: nil syscall.RawConn" {
+			t.Errorf("%s with a nil RawConn = %v, want reuse: nil syscall.RawConn", name, err)
+		}
+	}
+	if err := c.DialerControl("sctp", "127.0.0.1:80", rc); err == nil || !strings.HasPrefix(err.Error(), `reuse: unknown network "sctp"`) {
+		t.Errorf("DialerControl(sctp) = %v, want an unknown network", err)
+	}
 }
 
 // closeIfNil closes the socket of a call that unexpectedly succeeded, and

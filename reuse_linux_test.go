@@ -966,3 +966,154 @@ func dedupe(s []string) []string {
 	}
 	return out
 }
+
+// TestDialerControl: in a net.Dialer of the caller's own, DialerControl sets
+// the dialer options of doc.go's list and Control the listener options,
+// which differ under Exclusive. Under Share, DialerControl lets the Dialer
+// connect from a port that a Share listener holds.
+func TestDialerControl(t *testing.T) {
+	table := docTable(t, "linux")
+	peer, err := net.Listen("tcp4", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer peer.Close()
+	for _, mode := range []reuse.Mode{reuse.Share, reuse.Exclusive} {
+		cfg := &reuse.Config{Mode: mode}
+		for _, tt := range []struct {
+			name    string
+			control func(string, string, syscall.RawConn) error
+			row     int // of docTable: 0 listener, 1 dialer
+		}{{"Control", cfg.Control, 0}, {"DialerControl", cfg.DialerControl, 1}} {
+			probe, err := net.Listen("tcp4", "127.0.0.1:0")
+			if err != nil {
+				t.Fatal(err)
+			}
+			laddr := probe.Addr().(*net.TCPAddr)
+			probe.Close()
+			d := net.Dialer{LocalAddr: laddr, Control: tt.control}
+			c, err := d.Dial("tcp4", peer.Addr().String())
+			if err != nil {
+				t.Fatalf("%v %s: %v", mode, tt.name, err)
+			}
+			got := readOpts(t, c.(*net.TCPConn))
+			c.Close()
+			if diff := cmp.Diff(table[mode.String()][tt.row], got); diff != "" {
+				t.Errorf("%v %s in a net.Dialer: options read back (-want +got):\n%s", mode, tt.name, diff)
+			}
+		}
+	}
+	shared, err := reuse.Listen("tcp4", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer shared.Close()
+	var share reuse.Config
+	d := net.Dialer{LocalAddr: shared.Addr(), Control: share.DialerControl}
+	c, err := d.Dial("tcp4", peer.Addr().String())
+	if err != nil {
+		t.Fatalf("dial from %v, which a Share listener holds, with DialerControl: %v", shared.Addr(), err)
+	}
+	c.Close()
+	var plain net.Dialer
+	plain.LocalAddr = shared.Addr()
+	if c, err := plain.Dial("tcp4", peer.Addr().String()); !errors.Is(err, unix.EADDRINUSE) {
+		if err == nil {
+			c.Close()
+		}
+		t.Errorf("plain dial from %v, which a Share listener holds: %v, want EADDRINUSE", shared.Addr(), err)
+	}
+}
+
+// TestDialPastTimeWait: a connection from a fixed local port that closed
+// first leaves that port in TIME_WAIT. A Share dialer (SO_REUSEADDR) binds
+// the port again to another remote address; an Exclusive one, which clears
+// SO_REUSEADDR, is refused with EADDRINUSE at bind, as a plain socket is.
+func TestDialPastTimeWait(t *testing.T) {
+	ctx := context.Background()
+	servers := make([]string, 3)
+	for i := range servers {
+		ln, err := net.Listen("tcp4", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer ln.Close()
+		servers[i] = ln.Addr().String()
+		go func() {
+			for {
+				s, err := ln.Accept()
+				if err != nil {
+					return
+				}
+				go func() {
+					io.Copy(io.Discard, s) // until the client's FIN
+					s.Close()
+				}()
+			}
+		}()
+	}
+	probe, err := net.Listen("tcp4", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	laddr := probe.Addr().String()
+	probe.Close()
+	c, err := reuse.Dial("tcp4", laddr, servers[0])
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.Close() // the client closes first: its side goes to TIME_WAIT
+	if !waitTimeWait(laddr, 5*time.Second) {
+		t.Fatalf("no TIME_WAIT on %s after the client closed first", laddr)
+	}
+	excl := &reuse.Config{Mode: reuse.Exclusive}
+	if c, err := excl.Dial(ctx, "tcp4", laddr, servers[1]); !errors.Is(err, unix.EADDRINUSE) || !strings.Contains(err.Error(), "Exclusive (SO_REUSEADDR=0 SO_REUSEPORT=0): bind") {
+		if err == nil {
+			c.Close()
+		}
+		t.Errorf("Exclusive dial from %s in TIME_WAIT: %v, want EADDRINUSE at bind", laddr, err)
+	}
+	plain := net.Dialer{LocalAddr: mustTCPAddr(t, laddr)}
+	if c, err := plain.Dial("tcp4", servers[1]); !errors.Is(err, unix.EADDRINUSE) {
+		if err == nil {
+			c.Close()
+		}
+		t.Errorf("plain dial from %s in TIME_WAIT: %v, want EADDRINUSE", laddr, err)
+	}
+	c, err = reuse.Dial("tcp4", laddr, servers[2])
+	if err != nil {
+		t.Fatalf("Share dial from %s in TIME_WAIT to another server: %v", laddr, err)
+	}
+	c.Close()
+}
+
+func mustTCPAddr(t *testing.T, s string) *net.TCPAddr {
+	t.Helper()
+	a, err := net.ResolveTCPAddr("tcp4", s)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return a
+}
+
+// waitTimeWait reports whether /proc/net/tcp shows a socket in TIME_WAIT on
+// the local address laddr (127.0.0.1:port) within d.
+func waitTimeWait(laddr string, d time.Duration) bool {
+	_, port, _ := net.SplitHostPort(laddr)
+	p, _ := strconv.Atoi(port)
+	// The kernel prints the address as a host-order integer.
+	locals := map[string]bool{fmt.Sprintf("0100007F:%04X", p): true, fmt.Sprintf("7F000001:%04X", p): true}
+	for deadline := time.Now().Add(d); time.Now().Before(deadline); time.Sleep(10 * time.Millisecond) {
+		b, err := os.ReadFile("/proc/net/tcp")
+		if err != nil {
+			return false
+		}
+		for _, line := range strings.Split(string(b), "\n") {
+			f := strings.Fields(line)
+			if len(f) > 3 && locals[f[1]] && f[3] == "06" { // TCP_TIME_WAIT
+				return true
+			}
+		}
+	}
+	return false
+}
