@@ -43,18 +43,6 @@ func TestBalancingHereLinux(t *testing.T) {
 	}
 }
 
-func portOf(t *testing.T, a net.Addr) int {
-	t.Helper()
-	switch a := a.(type) {
-	case *net.TCPAddr:
-		return a.Port
-	case *net.UDPAddr:
-		return a.Port
-	}
-	t.Fatalf("unexpected address %T %v", a, a)
-	return 0
-}
-
 // memberCounts counts, per member of a group, what it received.
 type memberCounts struct {
 	n     []atomic.Int64
@@ -177,16 +165,16 @@ func checkBalanced(t *testing.T, what string, counts []int) {
 // samePort fails unless every address has the same port, and returns it.
 func samePort(t *testing.T, addrs []net.Addr) int {
 	t.Helper()
-	port := portOf(t, addrs[0])
+	first := port(t, addrs[0])
 	for i, a := range addrs {
-		if p := portOf(t, a); p != port {
-			t.Fatalf("member %d is on %v, member 0 on port %d", i, a, port)
+		if p := port(t, a); p != first {
+			t.Fatalf("member %d is on %v, member 0 on port %d", i, a, first)
 		}
 	}
-	if port == 0 {
+	if first == 0 {
 		t.Fatalf("members are on port 0")
 	}
-	return port
+	return first
 }
 
 func listenerAddrs(lns []net.Listener) []net.Addr {
@@ -436,7 +424,7 @@ func TestGroupPortZero(t *testing.T) {
 				defer pc.Close()
 				a = pc.LocalAddr()
 			}
-			taken[portOf(t, a)] = true
+			taken[port(t, a)] = true
 		}
 		groupPorts := map[int]bool{}
 		for g := 0; g < groups; g++ {

@@ -481,6 +481,22 @@ func readOpts(t *testing.T, c syscall.Conn) map[string]int {
 	return got
 }
 
+// port returns the port of a TCP or UDP address.
+func port(t testing.TB, a net.Addr) int {
+	t.Helper()
+	switch a := a.(type) {
+	case *net.TCPAddr:
+		return a.Port
+	case *net.UDPAddr:
+		return a.Port
+	}
+	t.Fatalf("no port in %T %v", a, a)
+	return 0
+}
+
+// hostPort joins a host and a port.
+func hostPort(host string, port int) string { return net.JoinHostPort(host, strconv.Itoa(port)) }
+
 // docTable returns doc.go's option list for the GOOS named first in
 // osGroup (e.g. "linux,android"): mode → kind column (listener, dialer,
 // datagram, multicast) → option → 0 or 1.
