@@ -136,7 +136,7 @@ func bindRetrying[T socket](ctx context.Context, p *plan, r RetryPolicy, address
 // bind opens one socket on address with the plan's options, port 0
 // included.
 func bind[T socket](ctx context.Context, p *plan, address string) (T, error) {
-	if p.mode != Share || !isZeroPort(address) {
+	if p.mode != Share || !isZeroPort(ctx, p.network, address) {
 		return bindWith[T](ctx, p, address, p.opts)
 	}
 	if !p.afterBind {
@@ -282,8 +282,11 @@ func reserveAndBind[T socket](ctx context.Context, p *plan, address string) (T, 
 }
 
 // isZeroPort reports whether net reads address as one with port 0: "" (any
-// address), "host:", or a decimal 0 such as "host:0", "host:00" or "host:+0".
-func isZeroPort(address string) bool {
+// address), a port that is a sign, if any, and zeros, if any ("host:",
+// "host:0", "host:+0", even "host:-", as net's parsePort reads them), or a
+// service name that the resolver net uses maps to 0 (cgo's getaddrinfo
+// reads " 0" so).
+func isZeroPort(ctx context.Context, network, address string) bool {
 	if address == "" {
 		return true
 	}
@@ -291,8 +294,15 @@ func isZeroPort(address string) bool {
 	if err != nil {
 		return false
 	}
-	n, err := strconv.Atoi(port)
-	return port == "" || (err == nil && n == 0)
+	digits := port
+	if digits != "" && (digits[0] == '+' || digits[0] == '-') {
+		digits = digits[1:]
+	}
+	if strings.Trim(digits, "0123456789") == "" {
+		return strings.Trim(digits, "0") == ""
+	}
+	n, err := net.DefaultResolver.LookupPort(ctx, network, port)
+	return err == nil && n == 0
 }
 
 // localAddr returns the local address of a listener or packet connection.

@@ -3,6 +3,7 @@ package reuse
 import (
 	"context"
 	"net"
+	"net/netip"
 	"testing"
 	"time"
 )
@@ -57,4 +58,26 @@ func TestRetryMaxCapsFirstWait(t *testing.T) {
 			t.Errorf("%+v: first wait %v, want %v", tt.p, got, tt.want)
 		}
 	}
+}
+
+// FuzzIsZeroPort: isZeroPort agrees with net on which addresses have port
+// 0, for addresses whose host needs no lookup.
+func FuzzIsZeroPort(f *testing.F) {
+	for _, a := range []string{"", ":", ":0", ":+", ": 0", ":-", "127.0.0.1:", "127.0.0.1:0", "[::1]:00", ":+0", ":-0", ":http", ":0x0", "1.2.3.4", ":65536", ":80", "[::]:"} {
+		f.Add(a)
+	}
+	f.Fuzz(func(t *testing.T, address string) {
+		if host, _, err := net.SplitHostPort(address); err == nil && host != "" {
+			if _, err := netip.ParseAddr(host); err != nil {
+				t.Skip("a host name: net would look it up")
+			}
+		}
+		a, err := net.ResolveTCPAddr("tcp", address)
+		if err != nil {
+			return // net refuses it: Listen returns net's error
+		}
+		if got, want := isZeroPort(context.Background(), "tcp", address), a.Port == 0; got != want {
+			t.Errorf("isZeroPort(%q) = %v; net resolves it to %v", address, got, a)
+		}
+	})
 }
