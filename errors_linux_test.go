@@ -352,6 +352,9 @@ func TestSetsockoptFailure(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer peer.Close()
+	var mptcp, plain reuse.Config
+	mptcp.ListenConfig.SetMultipathTCP(true)
+	plain.ListenConfig.SetMultipathTCP(false)
 	// fixed returns a port that was free a moment ago.
 	fixed := func(network string) string {
 		var a net.Addr
@@ -379,6 +382,11 @@ func TestSetsockoptFailure(t *testing.T) {
 	}{
 		{"Listen on a fixed port", "tcp4", func(addr string) error { return closeIfNil(reuse.Listen("tcp4", addr)) }},
 		{"Listen on port 0", "", func(string) error { return closeIfNil(reuse.Listen("tcp4", "127.0.0.1:0")) }},
+		// Go 1.24+ modules listen with MPTCP by default; when a Control
+		// fails on an MPTCP socket, Go tries again with plain TCP.
+		{"Listen on a fixed port, MPTCP", "tcp4", func(addr string) error { return closeIfNil(mptcp.Listen(ctx, "tcp4", addr)) }},
+		{"Listen on port 0, MPTCP", "", func(string) error { return closeIfNil(mptcp.Listen(ctx, "tcp4", "127.0.0.1:0")) }},
+		{"Listen on port 0, plain TCP", "", func(string) error { return closeIfNil(plain.Listen(ctx, "tcp4", "127.0.0.1:0")) }},
 		{"ListenPacket on a fixed port", "udp4", func(addr string) error { return closeIfNil(reuse.ListenPacket("udp4", addr)) }},
 		{"ListenPacket on port 0", "", func(string) error { return closeIfNil(reuse.ListenPacket("udp4", "127.0.0.1:0")) }},
 		{"ListenGroup on port 0", "", func(string) error {
@@ -395,6 +403,9 @@ func TestSetsockoptFailure(t *testing.T) {
 		}},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
+			if strings.HasSuffix(tt.name, ", MPTCP") && !mptcpEnabled() {
+				t.Skipf("the kernel has no MPTCP (net.mptcp.enabled is not 1)")
+			}
 			before := openFDs(t)
 			var err error
 			var addr string
