@@ -95,11 +95,7 @@ func bindAny[T socket](ctx context.Context, p *plan, address string, fallback []
 		return bind[T](ctx, p, address)
 	}
 	var failed []bindFailure
-	for i := -1; i < len(fallback); i++ {
-		a := address
-		if i >= 0 {
-			a = fallback[i]
-		}
+	for _, a := range append([]string{address}, fallback...) {
 		conn, tries, err := bindRetrying[T](ctx, p, retry, a)
 		if err == nil {
 			return conn, nil
@@ -192,7 +188,7 @@ func bindWith[T socket](ctx context.Context, p *plan, address string, opts []soc
 			}
 			return user(network, address, rc)
 		}
-	} else if len(opts) > 0 {
+	} else {
 		lc.Control = optionsControl(opts)
 	}
 	conn, err := open[T](&lc, ctx, p.network, address)
@@ -202,12 +198,15 @@ func bindWith[T socket](ctx context.Context, p *plan, address string, opts []soc
 	return conn, nil
 }
 
-// optionsControl returns a Control that sets opts, one of the entries of
-// osTable or its part before bind (splitSharing): for those it returns a
-// Control made once, so that a call allocates none.
+// optionsControl returns a Control that sets opts, nil for none. For an entry of osTable
+// or its part before bind, it returns one made once, so that a call
+// allocates none.
 func optionsControl(opts []sockOpt) func(string, string, syscall.RawConn) error {
-	for i := range controls {
-		if c := &controls[i]; len(c.opts) == len(opts) && (len(opts) == 0 || &c.opts[0] == &opts[0]) {
+	if len(opts) == 0 {
+		return nil
+	}
+	for _, c := range tableControls {
+		if len(c.opts) == len(opts) && &c.opts[0] == &opts[0] {
 			return c.control
 		}
 	}
@@ -219,9 +218,9 @@ type optControl struct{ opts []sockOpt }
 
 func (c optControl) control(_, _ string, rc syscall.RawConn) error { return setOptions(rc, c.opts) }
 
-// controls holds a Control for every entry of osTable, and for its part set
-// before bind.
-var controls = func() (cs []struct {
+// tableControls holds a Control for every entry of osTable, and for its
+// part set before bind, that has options.
+var tableControls = func() (cs []struct {
 	opts    []sockOpt
 	control func(string, string, syscall.RawConn) error
 }) {
