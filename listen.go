@@ -32,24 +32,27 @@ type plan struct {
 // planListen decides the plan of a listen call for a stream (Listen) or
 // datagram (ListenPacket) socket. ok is false where net is to handle, and
 // reject, the network itself.
-func (c *Config) planListen(ctx context.Context, network, address string, kind sockKind) (p plan, ok bool, err error) {
-	k, ok, err := kindOf(network, false)
+func (c *Config) planListen(ctx context.Context, network, address string, kind sockKind) (plan, bool, error) {
+	k, known, err := kindOf(network, false)
 	if err == nil && ctx == nil {
 		err = errNilContext
 	}
-	if err == nil && ok && k == kind {
+	ok := err == nil && known && k == kind
+	var p plan
+	if ok {
 		p = c.newPlan(network, k)
-		p.opts, err = options(c.Mode, k)
-		if err == nil {
+		if p.opts, err = options(c.Mode, k); err == nil {
 			err = c.checkBalancing()
 		}
 	}
 	if err != nil {
-		return p, false, opError("listen", network, address, err)
+		return plan{}, false, opError("listen", network, address, err)
 	}
-	return p, ok && k == kind, nil
+	return p, ok, nil
 }
 
+// newPlan is the plan of c for a socket of kind k on network, but for
+// its options.
 func (c *Config) newPlan(network string, k sockKind) plan {
 	return plan{c: c, network: network, kind: k, mode: c.Mode, afterBind: osTable.zeroPortAfterBind && c.ListenConfig.Control == nil}
 }
@@ -144,9 +147,10 @@ func bind[T socket](ctx context.Context, p *plan, address string) (T, error) {
 		return conn, err
 	}
 	if err := setAfterBind(conn, after); err != nil {
+		addr := localAddr(conn)
 		conn.Close()
 		var zero T
-		return zero, &net.OpError{Op: "listen", Net: p.network, Addr: localAddr(conn), Err: err}
+		return zero, &net.OpError{Op: "listen", Net: p.network, Addr: addr, Err: err}
 	}
 	return conn, nil
 }
