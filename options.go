@@ -74,8 +74,11 @@ type optTable struct {
 	// zeroPortAfterBind says that a Share socket bound to port 0 gets its
 	// sharing options after bind, so that the kernel's choice of port
 	// cannot fall on a port that another socket shares (see Listen). It is
-	// set where that is measured (Linux); elsewhere a port is reserved
-	// first by an exclusive bind.
+	// set where both halves are measured (Linux 6.18): the choice then
+	// never lands on a held port, and later sockets still join the group.
+	// Elsewhere neither is known (a BSD may check the options only at
+	// bind, or Windows give a port held with SO_REUSEADDR), so a port is
+	// reserved first by an exclusive bind, at the cost of a second bind.
 	zeroPortAfterBind bool
 }
 
