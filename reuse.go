@@ -120,10 +120,10 @@ func (c *Config) Control(network, address string, rc syscall.RawConn) error {
 // DialerControl sets the options of c.Mode for a dialing socket on the
 // socket behind rc. Its signature is that of net.Dialer.Control: use it in a
 // net.Dialer whose LocalAddr has a fixed port, to connect from a shared
-// local port as Dial does. With no LocalAddr, or port 0, leave the Dialer's
-// Control unset: Dial then sets nothing, since the kernel's ephemeral port
-// is never to be shared, and DialerControl, which cannot see the local
-// address, would share it.
+// local port as Dial does. With no LocalAddr, or port 0, set no Control:
+// the kernel's ephemeral port is never to be shared (Dial sets nothing
+// then), and DialerControl, which cannot see the local address, would
+// share it.
 func (c *Config) DialerControl(network, address string, rc syscall.RawConn) error {
 	return c.control(network, rc, true)
 }
