@@ -50,7 +50,9 @@ const hash4 = "hash of the 4-tuple"
 // balanceFor decides what sharing gives on goos, given whether the options
 // that Share sets on listening and datagram sockets can be set there. The
 // answers for OSes other than Linux come from their documentation and
-// sources (see PLATFORMS.md in the project).
+// sources: FreeBSD's sys/netinet/in_pcb.c (SO_REUSEPORT_LB), DragonFly's
+// sys/netinet/in_pcb.c, IBM's AIX 7.2.5 notes, Apple's and the BSDs'
+// setsockopt(2) and Microsoft's "Using SO_REUSEADDR and SO_EXCLUSIVEADDRUSE".
 func balanceFor(goos string, optionsWork bool) Balancing {
 	var b Balancing
 	switch goos {

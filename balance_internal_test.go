@@ -58,7 +58,7 @@ func TestBalanceFor(t *testing.T) {
 // RequireBalancing refuses them before any socket is opened, while Share
 // without it, and Exclusive with it, still work.
 func TestRequireBalancingRefusedOnStub(t *testing.T) {
-	if _, err := osOptions(Share, streamListener); err != nil {
+	if _, err := options(Share, streamListener); err != nil {
 		t.Skipf("Share has no options on %s: %v", runtime.GOOS, err)
 	}
 	saved := balancingHere

@@ -1,4 +1,4 @@
-//go:build !aix && !darwin && !dragonfly && !freebsd && !linux && !netbsd && !openbsd && !solaris
+//go:build !unix
 
 package reuse
 
@@ -6,6 +6,6 @@ package reuse
 // Windows has SO_REUSEADDR on every version Go supports, so there is nothing
 // to probe; js, wasip1 and plan9 have no socket options.
 func shareOptionsWork() bool {
-	_, err := osOptions(Share, streamListener)
+	_, err := options(Share, streamListener)
 	return err == nil
 }

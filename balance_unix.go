@@ -1,4 +1,4 @@
-//go:build aix || darwin || dragonfly || freebsd || linux || netbsd || openbsd || solaris
+//go:build unix
 
 package reuse
 
@@ -17,7 +17,7 @@ func shareOptionsWork() bool {
 		kind     sockKind
 		sockType int
 	}{{streamListener, unix.SOCK_STREAM}, {datagram, unix.SOCK_DGRAM}} {
-		opts, err := osOptions(Share, k.kind)
+		opts, err := options(Share, k.kind)
 		if err != nil || !optionsSettable(k.sockType, opts) {
 			return false
 		}
@@ -40,15 +40,9 @@ func optionsSettable(sockType int, opts []sockOpt) bool {
 		if err != nil {
 			continue
 		}
-		ok := true
-		for _, o := range opts {
-			if unix.SetsockoptInt(fd, o.level, o.opt, o.value) != nil {
-				ok = false
-				break
-			}
-		}
+		err = setOptionsFD(uintptr(fd), opts)
 		unix.Close(fd)
-		return ok
+		return err == nil
 	}
 	return false
 }

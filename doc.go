@@ -41,28 +41,65 @@
 //
 // # Options set, per OS
 //
-// The package sets exactly these options before bind ("-" clears one, so
-// that Go's defaults cannot share what should not be shared; "none" sets
-// nothing; "unsupported" fails with an error wrapping [errors.ErrUnsupported]):
+// The package sets exactly these options, by Mode and kind of socket: a
+// listener of Listen, a datagram socket of ListenPacket, a dialer of Dial
+// with a fixed local port, a multicast receiver of ListenMulticastUDP. "=0"
+// clears an option, so that Go's defaults cannot share what should not be
+// shared; "unsupported" fails with an error wrapping [errors.ErrUnsupported].
+// A test reads this list and compares every row with the code, for every OS.
 //
-//	OS              Mode       stream listener                 stream dialer                   datagram  multicast
-//	linux,android   Share      SO_REUSEADDR+SO_REUSEPORT       SO_REUSEADDR+SO_REUSEPORT       -SO_REUSEADDR+SO_REUSEPORT  SO_REUSEADDR+SO_REUSEPORT
-//	linux,android   Exclusive  SO_REUSEADDR-SO_REUSEPORT       -SO_REUSEADDR-SO_REUSEPORT      -SO_REUSEADDR-SO_REUSEPORT  -SO_REUSEADDR-SO_REUSEPORT
-//	freebsd         Share      SO_REUSEADDR+SO_REUSEPORT_LB    SO_REUSEADDR+SO_REUSEPORT       -SO_REUSEADDR+SO_REUSEPORT_LB  SO_REUSEADDR+SO_REUSEPORT
-//	freebsd         Exclusive  SO_REUSEADDR-SO_REUSEPORT-SO_REUSEPORT_LB  -SO_REUSEADDR-SO_REUSEPORT-SO_REUSEPORT_LB  -SO_REUSEADDR-SO_REUSEPORT-SO_REUSEPORT_LB  -SO_REUSEADDR-SO_REUSEPORT-SO_REUSEPORT_LB
-//	darwin,ios,dragonfly,netbsd,openbsd,aix  Share      SO_REUSEADDR+SO_REUSEPORT  SO_REUSEADDR+SO_REUSEPORT  -SO_REUSEADDR+SO_REUSEPORT  SO_REUSEADDR+SO_REUSEPORT
-//	darwin,ios,dragonfly,netbsd,openbsd,aix  Exclusive  SO_REUSEADDR-SO_REUSEPORT  -SO_REUSEADDR-SO_REUSEPORT  -SO_REUSEADDR-SO_REUSEPORT  -SO_REUSEADDR-SO_REUSEPORT
-//	windows         Share      SO_REUSEADDR                    SO_REUSEADDR                    SO_REUSEADDR  SO_REUSEADDR
-//	windows         Exclusive  SO_EXCLUSIVEADDRUSE             SO_EXCLUSIVEADDRUSE             SO_EXCLUSIVEADDRUSE  SO_EXCLUSIVEADDRUSE
-//	solaris,illumos Share      unsupported                     unsupported                     unsupported  SO_REUSEADDR
-//	solaris,illumos Exclusive  SO_REUSEADDR+SO_EXCLBIND        -SO_REUSEADDR+SO_EXCLBIND       -SO_REUSEADDR+SO_EXCLBIND  -SO_REUSEADDR+SO_EXCLBIND
-//	js,wasip1,plan9 (both)     unsupported                     unsupported                     unsupported  unsupported
+// linux android aix darwin ios dragonfly netbsd openbsd:
 //
-// A stream dialer is a socket of [Config.Dial] with a fixed local port; with
-// none (laddr "" or port 0) Dial sets nothing, since the kernel's ephemeral
-// port is never to be shared. [Config.Control] treats tcp as a listener.
-// The Linux and Windows rows are checked by the tests against the options
-// read back from real sockets.
+//	Share      listener   SO_REUSEADDR=1 SO_REUSEPORT=1
+//	           dialer     SO_REUSEADDR=1 SO_REUSEPORT=1
+//	           datagram   SO_REUSEADDR=0 SO_REUSEPORT=1
+//	           multicast  SO_REUSEADDR=1 SO_REUSEPORT=1
+//	Exclusive  listener   SO_REUSEADDR=1 SO_REUSEPORT=0
+//	           dialer     SO_REUSEADDR=0 SO_REUSEPORT=0
+//	           datagram   SO_REUSEADDR=0 SO_REUSEPORT=0
+//	           multicast  SO_REUSEADDR=0 SO_REUSEPORT=0
+//
+// freebsd:
+//
+//	Share      listener   SO_REUSEADDR=1 SO_REUSEPORT_LB=1
+//	           dialer     SO_REUSEADDR=1 SO_REUSEPORT=1
+//	           datagram   SO_REUSEADDR=0 SO_REUSEPORT_LB=1
+//	           multicast  SO_REUSEADDR=1 SO_REUSEPORT=1
+//	Exclusive  listener   SO_REUSEADDR=1 SO_REUSEPORT=0 SO_REUSEPORT_LB=0
+//	           dialer     SO_REUSEADDR=0 SO_REUSEPORT=0 SO_REUSEPORT_LB=0
+//	           datagram   SO_REUSEADDR=0 SO_REUSEPORT=0 SO_REUSEPORT_LB=0
+//	           multicast  SO_REUSEADDR=0 SO_REUSEPORT=0 SO_REUSEPORT_LB=0
+//
+// windows:
+//
+//	Share      listener   SO_REUSEADDR=1
+//	           dialer     SO_REUSEADDR=1
+//	           datagram   SO_REUSEADDR=1
+//	           multicast  SO_REUSEADDR=1
+//	Exclusive  listener   SO_EXCLUSIVEADDRUSE=1
+//	           dialer     SO_EXCLUSIVEADDRUSE=1
+//	           datagram   SO_EXCLUSIVEADDRUSE=1
+//	           multicast  SO_EXCLUSIVEADDRUSE=1
+//
+// solaris illumos:
+//
+//	Share      listener   unsupported
+//	           dialer     unsupported
+//	           datagram   unsupported
+//	           multicast  SO_REUSEADDR=1
+//	Exclusive  listener   SO_REUSEADDR=1 SO_EXCLBIND=1
+//	           dialer     SO_REUSEADDR=0 SO_EXCLBIND=1
+//	           datagram   SO_REUSEADDR=0 SO_EXCLBIND=1
+//	           multicast  SO_REUSEADDR=0 SO_EXCLBIND=1
+//
+// js wasip1 plan9: every row unsupported (no socket options).
+//
+// Every option is set before bind, except under Share with port 0 on
+// Linux and Android (see "Port 0"). Dial with no fixed local port (laddr ""
+// or port 0) sets nothing, since the kernel's ephemeral port is never to be
+// shared. [Config.Control] treats tcp as a listener,
+// [Config.DialerControl] as a dialer. The Linux rows are also checked by
+// the tests against the options read back from real sockets.
 //
 // # Linux and Android
 //
@@ -122,13 +159,20 @@
 //
 // # Port 0
 //
-// With SO_REUSEPORT set, Linux may give a datagram socket bound to port 0 a
-// port that another SO_REUSEPORT socket of the same user already holds, so
-// that it silently joins that socket's group. Under Share, Listen and
-// ListenPacket first bind port 0 without sharing, which gets a port nobody
-// holds, close that socket and bind the shared one on its port. Between the
-// two binds, one system call apart, another socket may still take the port;
-// a bind refused then is retried on a new port.
+// With SO_REUSEPORT set before bind, Linux may give a socket bound to port 0
+// a port that another SO_REUSEPORT socket of the same user already holds
+// (measured on UDP), so that it silently joins that socket's group. Port 0
+// is any address whose port net reads as 0: "", "host:", "host:0". Under
+// Share, on Linux and Android, Listen and ListenPacket bind port 0 with
+// nothing shared, which gets a port nobody holds, and set the sharing
+// options right after bind: later sockets join as usual. Elsewhere, where
+// this is not measured, and where the ListenConfig has a Control of the
+// caller's (promised every option before it runs), they first bind port 0
+// without sharing, close that socket and bind the shared one on its port;
+// a bind refused between the two is retried on a new port. Groups,
+// Fallback entries and multicast receivers with port 0 are handled alike.
+// [Config.Control] runs before bind and cannot do this: use it with a fixed
+// port.
 //
 // # Groups and balancing
 //
@@ -166,18 +210,31 @@
 // different remote addresses. A second connection between the same local
 // and remote address and port would repeat the connection's 5-tuple, and
 // connect refuses it: Linux with EADDRNOTAVAIL (measured on 6.18, whatever
-// the options), the BSDs and Windows with EADDRINUSE. Dial's error then says
-// that the address pair is in use, wraps the OS's errno, and also matches
-// EADDRINUSE with [errors.Is] on every OS. Connected UDP sockets on Linux may
-// repeat a 4-tuple: the second connect succeeds.
+// the options), the BSDs and Windows with EADDRINUSE. The earlier
+// connection may still be open, or closed and in TIME_WAIT, which on Linux
+// lasts 60 s on the side that closed first. Dial's error then says so,
+// wraps the OS's errno, and also matches EADDRINUSE with [errors.Is] on
+// every OS. Connected UDP sockets on Linux may repeat a 4-tuple: the second
+// connect succeeds.
+//
+// A fixed local port also meets TIME_WAIT at bind: under Share (with
+// SO_REUSEADDR) a dialer binds a local port that a closed connection holds
+// in TIME_WAIT, but an Exclusive dialer, which clears SO_REUSEADDR, is
+// refused with EADDRINUSE until TIME_WAIT ends. To dial from a fixed port
+// with a net.Dialer of one's own, set its Control to [Config.DialerControl];
+// with no fixed port, set no Control at all.
 //
 // # Errors
 //
-// Errors of Listen, ListenPacket and Dial are *net.OpError values naming the
-// operation, network and address. A setsockopt failure wraps an
-// *os.SyscallError and names the option; a mode the OS cannot deliver, and
-// unix and ip networks, where there is no port, wrap [errors.ErrUnsupported].
-// Messages of the package's own start with "reuse: ".
+// Errors of Listen, ListenPacket, Dial and the group and multicast
+// functions are *net.OpError values naming the operation, network and
+// address. A refused bind names the Mode and the options the socket
+// carried; a setsockopt failure wraps an *os.SyscallError and names the
+// option; a mode the OS cannot deliver, and unix and ip networks, where
+// there is no port, wrap [errors.ErrUnsupported]. Messages of the package's
+// own start with "reuse: ", once. A nil context.Context is an error, not a
+// panic, in every function that takes one. Control and DialerControl
+// return the bare error, which net wraps in its own *net.OpError.
 //
 // # Multicast
 //

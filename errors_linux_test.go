@@ -2,14 +2,20 @@ package reuse_test
 
 import (
 	"context"
+	"encoding/binary"
 	"errors"
+	"math"
 	"net"
 	"os"
 	"path/filepath"
+	"runtime"
 	"strings"
 	"syscall"
 	"testing"
 	"time"
+	"unsafe"
+
+	"golang.org/x/sys/unix"
 
 	"github.com/sockreuse/reuse"
 )
@@ -66,7 +72,7 @@ func TestErrors(t *testing.T) {
 		{"retries spent", func() error {
 			c := reuse.Config{Retry: reuse.RetryPolicy{Attempts: 2, Initial: time.Millisecond}}
 			return closeIfNil(c.Listen(ctx, "tcp4", addr))
-		}, []error{syscall.EADDRINUSE}, "listen", "tcp4", "", addr, "(2 tries): reuse: Share (SO_REUSEADDR=1 SO_REUSEPORT=1)"},
+		}, []error{syscall.EADDRINUSE}, "listen", "tcp4", "", addr, "(2 tries): Share (SO_REUSEADDR=1 SO_REUSEPORT=1)"},
 		{"retries cut by the context", func() error {
 			c := reuse.Config{Retry: reuse.RetryPolicy{Attempts: 5}}
 			return closeIfNil(c.Listen(cancelled, "tcp4", addr))
@@ -104,6 +110,72 @@ func TestErrors(t *testing.T) {
 		}, []error{syscall.EOPNOTSUPP}, "listen", "unix", "", unixPath, "SO_REUSEPORT=1"},
 		{"unknown network, rejected by net", func() error { return closeIfNil(reuse.Listen("sctp", "127.0.0.1:0")) },
 			nil, "listen", "sctp", "", "", ""},
+		// 192.0.2.1 (TEST-NET-1) is on no interface: bind fails.
+		{"Share listen on port 0 of an address not here", func() error { return closeIfNil(reuse.Listen("tcp4", "192.0.2.1:0")) },
+			[]error{syscall.EADDRNOTAVAIL}, "listen", "tcp4", "", "192.0.2.1:0", "Share (SO_REUSEADDR=1 SO_REUSEPORT=1): bind"},
+		{"Share datagram on port 0 of an address not here", func() error { return closeIfNil(reuse.ListenPacket("udp4", "192.0.2.1:0")) },
+			[]error{syscall.EADDRNOTAVAIL}, "listen", "udp4", "", "192.0.2.1:0", "Share (SO_REUSEADDR=0 SO_REUSEPORT=1): bind"},
+		{"Share listen on port 0 with a reservation, of an address not here", func() error {
+			var c reuse.Config
+			c.ListenConfig.Control = func(string, string, syscall.RawConn) error { return nil }
+			return closeIfNil(c.Listen(ctx, "tcp4", "192.0.2.1:0"))
+		}, []error{syscall.EADDRNOTAVAIL}, "listen", "tcp4", "", "192.0.2.1:0", "Share (SO_REUSEADDR=1 SO_REUSEPORT=1): bind"},
+		{"dial from port 0 with an unknown Mode", func() error {
+			c := reuse.Config{Mode: 7}
+			return closeIfNil(c.Dial(ctx, "tcp4", "127.0.0.1:0", addr))
+		}, nil, "dial", "tcp4", "", addr, "Mode(7)"},
+		{"dial from any address with an unknown Mode", func() error {
+			c := reuse.Config{Mode: 7}
+			return closeIfNil(c.Dial(ctx, "tcp4", "", addr))
+		}, nil, "dial", "tcp4", "", addr, "Mode(7)"},
+		{"a group too large to open", func() error {
+			lns, err := reuse.ListenGroup("tcp4", "127.0.0.1:0", 1<<40)
+			for _, ln := range lns {
+				ln.Close()
+			}
+			return err
+		}, nil, "listen", "tcp4", "", "127.0.0.1:0", "a group of 1099511627776 sockets: want at most 1024"},
+		{"a datagram group of math.MaxInt", func() error {
+			pcs, err := reuse.ListenPacketGroup("udp4", "127.0.0.1:0", math.MaxInt)
+			for _, pc := range pcs {
+				pc.Close()
+			}
+			return err
+		}, nil, "listen", "udp4", "", "127.0.0.1:0", "want at most 1024"},
+	}
+	// A nil context is an error of every function that takes one, whatever
+	// the Config holds.
+	var nilCtx context.Context
+	for _, c := range []*reuse.Config{{}, {Mode: reuse.Exclusive, Retry: reuse.RetryPolicy{Attempts: 3}, Fallback: []string{"127.0.0.1:0"}}} {
+		c := c
+		tests = append(tests, []struct {
+			name    string
+			call    func() error
+			is      []error
+			op      string
+			network string
+			source  string
+			address string
+			option  string
+		}{
+			{"Listen with a nil context", func() error { return closeIfNil(c.Listen(nilCtx, "tcp4", "127.0.0.1:0")) },
+				nil, "listen", "tcp4", "", "127.0.0.1:0", "reuse: nil context.Context"},
+			{"ListenPacket with a nil context", func() error { return closeIfNil(c.ListenPacket(nilCtx, "udp4", "127.0.0.1:0")) },
+				nil, "listen", "udp4", "", "127.0.0.1:0", "reuse: nil context.Context"},
+			{"Dial with a nil context", func() error { return closeIfNil(c.Dial(nilCtx, "tcp4", "", addr)) },
+				nil, "dial", "tcp4", "", addr, "reuse: nil context.Context"},
+			{"ListenGroup with a nil context", func() error {
+				_, err := c.ListenGroup(nilCtx, "tcp4", "127.0.0.1:0", 1)
+				return err
+			}, nil, "listen", "tcp4", "", "127.0.0.1:0", "reuse: member 1 of 1: nil context.Context"},
+			{"ListenPacketGroup with a nil context", func() error {
+				_, err := c.ListenPacketGroup(nilCtx, "udp4", "127.0.0.1:0", 1)
+				return err
+			}, nil, "listen", "udp4", "", "127.0.0.1:0", "nil context.Context"},
+			{"ListenMulticastUDP with a nil context", func() error {
+				return closeIfNil(c.ListenMulticastUDP(nilCtx, "udp4", nil, &net.UDPAddr{IP: net.IPv4(239, 0, 0, 1), Port: 9999}))
+			}, nil, "listen", "udp4", "", "239.0.0.1:9999", "nil context.Context"},
+		}...)
 	}
 	for _, tt := range tests {
 		tt := tt
@@ -130,6 +202,9 @@ func TestErrors(t *testing.T) {
 				if !strings.Contains(err.Error(), want) {
 					t.Errorf("message %q does not name %q", err, want)
 				}
+			}
+			if n := strings.Count(err.Error(), "reuse: "); n > 1 {
+				t.Errorf("message %q says \"reuse: \" %d times, want at most once", err, n)
 			}
 		})
 	}
@@ -170,6 +245,15 @@ func TestControlErrors(t *testing.T) {
 	if err := reuse.Control("udp4", "127.0.0.1:0", rc); err != nil || errors.As(err, &se) {
 		t.Errorf("Control on a datagram socket: %v", err)
 	}
+	var c reuse.Config
+	for name, control := range map[string]func(string, string, syscall.RawConn) error{"Control": c.Control, "DialerControl": c.DialerControl} {
+		if err := control("tcp4", "127.0.0.1:80", nil); err == nil || err.Error() != "reuse: nil syscall.RawConn" {
+			t.Errorf("%s with a nil RawConn = %v, want reuse: nil syscall.RawConn", name, err)
+		}
+	}
+	if err := c.DialerControl("sctp", "127.0.0.1:80", rc); err == nil || !strings.HasPrefix(err.Error(), `reuse: unknown network "sctp"`) {
+		t.Errorf("DialerControl(sctp) = %v, want an unknown network", err)
+	}
 }
 
 // closeIfNil closes the socket of a call that unexpectedly succeeded, and
@@ -205,4 +289,141 @@ func holdExclusive(t *testing.T) (tcpAddr, udpAddr string) {
 	}
 	t.Cleanup(func() { heldUDP.Close() })
 	return held.Addr().String(), heldUDP.LocalAddr().String()
+}
+
+// refusingSetsockopt runs f on an OS thread of its own whose setsockopt of
+// (SOL_SOCKET, opt) the kernel refuses with EPERM, through a seccomp filter
+// on that thread only; the thread exits with f's goroutine. It skips where
+// seccomp filters cannot be installed (qemu-user refuses them).
+func refusingSetsockopt(t *testing.T, opt int, f func()) {
+	t.Helper()
+	// Where seccomp_data keeps the low 32 bits of syscall argument i.
+	arg := func(i int) uint32 {
+		off := uint32(16 + 8*i)
+		if binary.NativeEndian.Uint16([]byte{1, 0}) != 1 {
+			off += 4
+		}
+		return off
+	}
+	const (
+		retErrno = 0x00050000 // SECCOMP_RET_ERRNO
+		retAllow = 0x7fff0000 // SECCOMP_RET_ALLOW
+	)
+	prog := []unix.SockFilter{
+		{Code: unix.BPF_LD | unix.BPF_W | unix.BPF_ABS, K: 0}, // syscall number
+		{Code: unix.BPF_JMP | unix.BPF_JEQ | unix.BPF_K, K: unix.SYS_SETSOCKOPT, Jt: 0, Jf: 5},
+		{Code: unix.BPF_LD | unix.BPF_W | unix.BPF_ABS, K: arg(1)}, // level
+		{Code: unix.BPF_JMP | unix.BPF_JEQ | unix.BPF_K, K: unix.SOL_SOCKET, Jt: 0, Jf: 3},
+		{Code: unix.BPF_LD | unix.BPF_W | unix.BPF_ABS, K: arg(2)}, // option
+		{Code: unix.BPF_JMP | unix.BPF_JEQ | unix.BPF_K, K: uint32(opt), Jt: 0, Jf: 1},
+		{Code: unix.BPF_RET | unix.BPF_K, K: retErrno | uint32(unix.EPERM)},
+		{Code: unix.BPF_RET | unix.BPF_K, K: retAllow},
+	}
+	done := make(chan struct{})
+	var setupErr error
+	go func() {
+		defer close(done)
+		// Never unlocked: the thread, filtered for good, ends with this
+		// goroutine, and Go starts no thread from a locked one.
+		runtime.LockOSThread()
+		if setupErr = unix.Prctl(unix.PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0); setupErr != nil {
+			return
+		}
+		fprog := unix.SockFprog{Len: uint16(len(prog)), Filter: &prog[0]}
+		if setupErr = unix.Prctl(unix.PR_SET_SECCOMP, unix.SECCOMP_MODE_FILTER, uintptr(unsafe.Pointer(&fprog)), 0, 0); setupErr != nil {
+			return
+		}
+		f()
+	}()
+	<-done
+	if setupErr != nil {
+		t.Skipf("no seccomp filter on this kernel or emulator: %v", setupErr)
+	}
+}
+
+// TestSetsockoptFailure: where the kernel refuses an option, Listen,
+// ListenPacket and Dial return an error naming it and wrapping the errno,
+// and close the socket. SO_REUSEPORT is set before bind on a fixed port and
+// after bind on port 0 (Linux), both are covered.
+func TestSetsockoptFailure(t *testing.T) {
+	ctx := context.Background()
+	peer, err := net.Listen("tcp4", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer peer.Close()
+	var mptcp, plain reuse.Config
+	mptcp.ListenConfig.SetMultipathTCP(true)
+	plain.ListenConfig.SetMultipathTCP(false)
+	// fixed returns a port that was free a moment ago.
+	fixed := func(network string) string {
+		var a net.Addr
+		if network == "tcp4" {
+			ln, err := net.Listen(network, "127.0.0.1:0")
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer ln.Close()
+			a = ln.Addr()
+		} else {
+			pc, err := net.ListenPacket(network, "127.0.0.1:0")
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer pc.Close()
+			a = pc.LocalAddr()
+		}
+		return a.String()
+	}
+	for _, tt := range []struct {
+		name    string
+		network string // of the fixed port given to call, "" for none
+		call    func(addr string) error
+	}{
+		{"Listen on a fixed port", "tcp4", func(addr string) error { return closeIfNil(reuse.Listen("tcp4", addr)) }},
+		{"Listen on port 0", "", func(string) error { return closeIfNil(reuse.Listen("tcp4", "127.0.0.1:0")) }},
+		// Go 1.24+ modules listen with MPTCP by default; when a Control
+		// fails on an MPTCP socket, Go tries again with plain TCP.
+		{"Listen on a fixed port, MPTCP", "tcp4", func(addr string) error { return closeIfNil(mptcp.Listen(ctx, "tcp4", addr)) }},
+		{"Listen on port 0, MPTCP", "", func(string) error { return closeIfNil(mptcp.Listen(ctx, "tcp4", "127.0.0.1:0")) }},
+		{"Listen on port 0, plain TCP", "", func(string) error { return closeIfNil(plain.Listen(ctx, "tcp4", "127.0.0.1:0")) }},
+		{"ListenPacket on a fixed port", "udp4", func(addr string) error { return closeIfNil(reuse.ListenPacket("udp4", addr)) }},
+		{"ListenPacket on port 0", "", func(string) error { return closeIfNil(reuse.ListenPacket("udp4", "127.0.0.1:0")) }},
+		{"ListenGroup on port 0", "", func(string) error {
+			_, err := reuse.ListenGroup("tcp4", "127.0.0.1:0", 2)
+			return err
+		}},
+		{"Dial from a fixed port", "tcp4", func(addr string) error {
+			return closeIfNil(reuse.Dial("tcp4", addr, peer.Addr().String()))
+		}},
+		{"Dial from a fixed port, with a Control of the caller's", "tcp4", func(addr string) error {
+			c := reuse.Config{}
+			c.Dialer.Control = func(string, string, syscall.RawConn) error { return nil }
+			return closeIfNil(c.Dial(ctx, "tcp4", addr, peer.Addr().String()))
+		}},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			if strings.HasSuffix(tt.name, ", MPTCP") && !mptcpEnabled() {
+				t.Skipf("the kernel has no MPTCP (net.mptcp.enabled is not 1)")
+			}
+			before := openFDs(t)
+			var err error
+			var addr string
+			if tt.network != "" {
+				addr = fixed(tt.network)
+			}
+			refusingSetsockopt(t, unix.SO_REUSEPORT, func() { err = tt.call(addr) })
+			t.Logf("%v", err)
+			var oe *net.OpError
+			if !errors.Is(err, syscall.EPERM) || !errors.As(err, &oe) || !strings.Contains(err.Error(), "set SO_REUSEPORT=1: setsockopt: operation not permitted") {
+				t.Errorf("error %v, want a *net.OpError wrapping EPERM and naming SO_REUSEPORT=1", err)
+			}
+			if n := strings.Count(err.Error(), "reuse: "); n != 1 {
+				t.Errorf("message %q says \"reuse: \" %d times, want once", err, n)
+			}
+			if after := openFDs(t); after != before {
+				t.Errorf("%d descriptors open before, %d after", before, after)
+			}
+		})
+	}
 }

@@ -20,12 +20,11 @@ import (
 // and Fallback apply to the first listener; the others join its address or
 // fail, so that a group never spans two addresses.
 //
-// It opens all n or none: on an error, it closes the listeners already open
-// and returns a *net.OpError whose message names the member that failed,
+// n is at most 1024. It opens all n or none: on an error, it closes the
+// listeners already open and returns a *net.OpError whose message names the member that failed,
 // counted from 1 ("member 3 of 4").
 func (c *Config) ListenGroup(ctx context.Context, network, address string, n int) ([]net.Listener, error) {
-	rest := c.membersConfig()
-	return listenGroup(ctx, c, network, address, n, c.Listen, rest.Listen, func(ln net.Listener) net.Addr { return ln.Addr() })
+	return listenGroup[net.Listener](ctx, c, network, address, n, streamListener)
 }
 
 // ListenPacketGroup opens n datagram sockets on one local address and port,
@@ -34,58 +33,69 @@ func (c *Config) ListenGroup(ctx context.Context, network, address string, n int
 // spreads datagrams across them by their source and destination. Port 0,
 // host names and errors are handled as in ListenGroup.
 func (c *Config) ListenPacketGroup(ctx context.Context, network, address string, n int) ([]net.PacketConn, error) {
-	rest := c.membersConfig()
-	return listenGroup(ctx, c, network, address, n, c.ListenPacket, rest.ListenPacket, func(pc net.PacketConn) net.Addr { return pc.LocalAddr() })
+	return listenGroup[net.PacketConn](ctx, c, network, address, n, datagram)
 }
 
 // ListenGroup opens n listeners on one local address and port under Share,
 // like (*Config).ListenGroup with the zero Config.
 func ListenGroup(network, address string, n int) ([]net.Listener, error) {
-	var c Config
-	return c.ListenGroup(context.Background(), network, address, n)
+	return zeroConfig.ListenGroup(context.Background(), network, address, n)
 }
 
 // ListenPacketGroup opens n datagram sockets on one local address and port
 // under Share, like (*Config).ListenPacketGroup with the zero Config.
 func ListenPacketGroup(network, address string, n int) ([]net.PacketConn, error) {
-	var c Config
-	return c.ListenPacketGroup(context.Background(), network, address, n)
+	return zeroConfig.ListenPacketGroup(context.Background(), network, address, n)
 }
 
-// errGroupMember says which member of a group failed to open.
-type errGroupMember struct {
+// maxGroup is the most sockets a group may have: far more than the cores
+// of any machine, and a bound that hostile input cannot turn into an
+// exhaustion of memory or descriptors.
+const maxGroup = 1024
+
+// groupMemberError says which member of a group failed to open.
+type groupMemberError struct {
 	member, n int // member counts from 1
 	err       error
 }
 
-func (e *errGroupMember) Error() string {
+func (e *groupMemberError) Error() string {
 	// The package's own errors start with the prefix already: say it once.
 	return fmt.Sprintf("%smember %d of %d: %s", errPrefix, e.member, e.n, strings.TrimPrefix(e.err.Error(), errPrefix))
 }
 
-func (e *errGroupMember) Unwrap() error { return e.err }
+func (e *groupMemberError) Unwrap() error { return e.err }
 
-// listenGroup opens n sockets with listen, the first on address and the
-// others on the first one's address, and closes them all on an error.
-func listenGroup[T interface{ Close() error }](ctx context.Context, c *Config, network, address string, n int,
-	listenFirst, listenRest func(context.Context, string, string) (T, error), localAddr func(T) net.Addr) ([]T, error) {
+// listenGroup opens n sockets, the first on address (with Retry and
+// Fallback) and the others on the first one's address (with Retry), and
+// closes them all on an error.
+func listenGroup[T socket](ctx context.Context, c *Config, network, address string, n int, kind sockKind) ([]T, error) {
 	switch {
 	case n < 1:
 		return nil, opError("listen", network, address, fmt.Errorf("%sa group of %d sockets: want at least 1", errPrefix, n))
+	case n > maxGroup:
+		return nil, opError("listen", network, address, fmt.Errorf("%sa group of %d sockets: want at most %d", errPrefix, n, maxGroup))
 	case n > 1 && c.Mode != Share:
 		return nil, opError("listen", network, address, fmt.Errorf("%sa group of %d sockets needs Share, not %v", errPrefix, n, c.Mode))
 	}
-	group := make([]T, 0, n)
+	p, ok, err := c.planListen(ctx, network, address, kind)
+	if err != nil {
+		return nil, memberError(network, address, 1, n, err)
+	}
+	var group []T
 	addr := address
 	for i := 0; i < n; i++ {
 		err := ctx.Err()
 		var s T
 		switch {
 		case err != nil:
+		case !ok:
+			// Let net reject the network with its usual error.
+			s, err = open[T](&c.ListenConfig, ctx, network, addr)
 		case i == 0:
-			s, err = listenFirst(ctx, network, addr)
+			s, err = bindAny[T](ctx, &p, addr, c.Fallback)
 		default:
-			s, err = listenRest(ctx, network, addr)
+			s, err = bindAny[T](ctx, &p, addr, nil)
 		}
 		if err != nil {
 			for _, s := range group {
@@ -106,17 +116,9 @@ func listenGroup[T interface{ Close() error }](ctx context.Context, c *Config, n
 func memberError(network, address string, member, n int, err error) error {
 	var oe *net.OpError
 	if !errors.As(err, &oe) {
-		return opError("listen", network, address, &errGroupMember{member, n, err})
+		return opError("listen", network, address, &groupMemberError{member, n, err})
 	}
 	e := *oe
-	e.Err = &errGroupMember{member, n, oe.Err}
+	e.Err = &groupMemberError{member, n, oe.Err}
 	return &e
-}
-
-// membersConfig is c for the members after the first, which join the
-// address the first bound and must never fall back to another.
-func (c *Config) membersConfig() *Config {
-	rest := *c
-	rest.Fallback = nil
-	return &rest
 }

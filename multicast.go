@@ -37,21 +37,15 @@ func (c *Config) ListenMulticastUDP(ctx context.Context, network string, ifi *ne
 		return nil, &net.OpError{Op: "listen", Net: network, Addr: addr, Err: err}
 	}
 	bindNetwork, err := multicastNetwork(network, gaddr)
+	if err == nil && ctx == nil {
+		err = errNilContext
+	}
 	if err != nil {
 		return fail(err)
 	}
-	opts, err := options(c.Mode, multicastDatagram)
-	if err != nil {
+	p := c.newPlan(bindNetwork, multicastDatagram)
+	if p.opts, err = options(c.Mode, multicastDatagram); err != nil {
 		return fail(err)
-	}
-	lc := c.ListenConfig
-	lc.Control = listenControl(opts, c.ListenConfig.Control)
-	listen := func(address string) (*net.UDPConn, error) {
-		pc, err := lc.ListenPacket(ctx, bindNetwork, address)
-		if err != nil {
-			return nil, err
-		}
-		return pc.(*net.UDPConn), nil
 	}
 	// net binds a multicast address to the wildcard only after setting
 	// SO_REUSEADDR itself; binding the wildcard leaves every option to Mode.
@@ -59,12 +53,7 @@ func (c *Config) ListenMulticastUDP(ctx context.Context, network string, ifi *ne
 	if bindNetwork == "udp6" {
 		wildcard = net.JoinHostPort("::", strconv.Itoa(gaddr.Port))
 	}
-	var conn *net.UDPConn
-	if c.Mode == Share {
-		conn, err = listenFreshPort(ctx, bindNetwork, wildcard, listen)
-	} else {
-		conn, err = listen(wildcard)
-	}
+	pc, err := bind[net.PacketConn](ctx, &p, wildcard)
 	if err != nil {
 		var oe *net.OpError
 		if errors.As(err, &oe) {
@@ -72,6 +61,7 @@ func (c *Config) ListenMulticastUDP(ctx context.Context, network string, ifi *ne
 		}
 		return fail(err)
 	}
+	conn := pc.(*net.UDPConn)
 	if err := joinGroup(conn, ifi, gaddr.IP); err != nil {
 		conn.Close()
 		return fail(err)
@@ -82,8 +72,7 @@ func (c *Config) ListenMulticastUDP(ctx context.Context, network string, ifi *ne
 // ListenMulticastUDP joins the group address gaddr on the interface ifi
 // under Share, like (*Config).ListenMulticastUDP with the zero Config.
 func ListenMulticastUDP(network string, ifi *net.Interface, gaddr *net.UDPAddr) (*net.UDPConn, error) {
-	var c Config
-	return c.ListenMulticastUDP(context.Background(), network, ifi, gaddr)
+	return zeroConfig.ListenMulticastUDP(context.Background(), network, ifi, gaddr)
 }
 
 // multicastNetwork checks network and the group address, and returns the
@@ -139,19 +128,4 @@ func joinGroup(conn *net.UDPConn, ifi *net.Interface, group net.IP) error {
 // optError names the socket option that failed.
 func optError(name string, err error) error {
 	return fmt.Errorf("%s: %w", name, os.NewSyscallError("setsockopt", err))
-}
-
-// interfaceIPv4 returns the first IPv4 address of ifi, by which BSD stacks
-// and Winsock name an interface for IPv4 multicast.
-func interfaceIPv4(ifi *net.Interface) (net.IP, error) {
-	addrs, err := ifi.Addrs()
-	if err != nil {
-		return nil, err
-	}
-	for _, a := range addrs {
-		if ipn, ok := a.(*net.IPNet); ok && ipn.IP.To4() != nil {
-			return ipn.IP.To4(), nil
-		}
-	}
-	return nil, fmt.Errorf("%sinterface %q has no IPv4 address to join an IPv4 group on", errPrefix, ifi.Name)
 }

@@ -168,7 +168,7 @@ func TestFallback(t *testing.T) {
 			t.Errorf("error %v does not match EADDRINUSE", err)
 		}
 		for _, want := range []string{
-			busy1 + " (2 tries): reuse: Share (SO_REUSEADDR=1 SO_REUSEPORT=1): bind: address already in use",
+			busy1 + " (2 tries): Share (SO_REUSEADDR=1 SO_REUSEPORT=1): bind: address already in use",
 			bad + " (1 try): ",
 			"invalid port",
 			busy2 + " (2 tries): ",

@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"net"
 	"os"
-	"runtime"
 	"strconv"
 	"strings"
 	"syscall"
@@ -75,46 +74,17 @@ type Config struct {
 	RequireBalancing bool
 }
 
-// sockKind is what a socket is for; each OS maps (Mode, sockKind) to options.
-type sockKind int
-
-const (
-	streamListener sockKind = iota
-	streamDialer
-	datagram
-	multicastDatagram // a receiver of ListenMulticastUDP
-	numKinds
-)
-
-func (k sockKind) String() string {
-	switch k {
-	case streamListener:
-		return "stream listener"
-	case streamDialer:
-		return "stream dialer"
-	case datagram:
-		return "datagram"
-	case multicastDatagram:
-		return "multicast datagram"
-	}
-	return "sockKind(" + strconv.Itoa(int(k)) + ")"
-}
-
-// sockOpt is one integer socket option that a (Mode, sockKind) sets before bind.
-type sockOpt struct {
-	name  string // as the OS documents it, for errors: "SO_REUSEPORT"
-	level int
-	opt   int
-	value int
-}
-
 // errPrefix starts every error message of the package.
 const errPrefix = "reuse: "
+
+// errNilContext is the error of every call given a nil context.Context,
+// where package net would panic.
+var errNilContext = errors.New(errPrefix + "nil context.Context")
 
 // kindOf maps a network to the kind of socket that Listen (dial == false) or
 // Dial (dial == true) opens on it. It returns an error wrapping
 // errors.ErrUnsupported for unix and ip networks, where ports do not exist,
-// and ok == false for networks net itself rejects or that do not fit the call.
+// and ok == false for networks net itself rejects.
 func kindOf(network string, dial bool) (kind sockKind, ok bool, err error) {
 	switch network {
 	case "tcp", "tcp4", "tcp6":
@@ -132,47 +102,34 @@ func kindOf(network string, dial bool) (kind sockKind, ok bool, err error) {
 	return 0, false, nil
 }
 
-// options returns the options that mode m sets on a socket of kind k here.
-func options(m Mode, k sockKind) ([]sockOpt, error) {
-	if m != Share && m != Exclusive {
-		return nil, fmt.Errorf("%sunknown %v: want Share or Exclusive", errPrefix, m)
-	}
-	return osOptions(m, k)
-}
-
-// errNoOption is the error for a mode that this OS has no option for.
-func errNoOption(m Mode, option string) error {
-	return fmt.Errorf("%s%v needs %s, which %s does not have: %w", errPrefix, m, option, runtime.GOOS, errors.ErrUnsupported)
-}
-
-// setOptions sets opts on the socket behind rc, in order, and stops at the
-// first error.
-func setOptions(rc syscall.RawConn, opts []sockOpt) error {
-	if len(opts) == 0 {
-		return nil
-	}
-	var serr error
-	err := rc.Control(func(fd uintptr) {
-		for _, o := range opts {
-			if e := setsockoptInt(fd, o.level, o.opt, o.value); e != nil {
-				serr = fmt.Errorf("%sset %s=%d: %w", errPrefix, o.name, o.value, os.NewSyscallError("setsockopt", e))
-				return
-			}
-		}
-	})
-	if err != nil {
-		return err
-	}
-	return serr
-}
-
 // Control sets the options of c.Mode on the socket behind rc. Its signature
-// is that of net.ListenConfig.Control and net.Dialer.Control, so that it can
-// be used in a ListenConfig or Dialer of the caller's own. It treats tcp
-// sockets as listeners; Dial picks the dialer options itself. It can be
-// called more than once on one socket.
+// is that of net.ListenConfig.Control, so that it can be used in a
+// ListenConfig of the caller's own; it treats tcp sockets as listeners (in a
+// net.Dialer, use DialerControl). It can be called more than once on one
+// socket.
+//
+// Control cannot keep Listen's promise for port 0: it runs before bind,
+// so under Share the kernel may give a bind to port 0 a port that another
+// Share socket of the same user holds (on Linux, a UDP socket), which the
+// new socket then joins. Use it with a fixed port, or call Listen and
+// ListenPacket, which handle port 0.
 func (c *Config) Control(network, address string, rc syscall.RawConn) error {
-	kind, ok, err := kindOf(network, false)
+	return c.control(network, rc, false)
+}
+
+// DialerControl sets the options of c.Mode for a dialing socket on the
+// socket behind rc. Its signature is that of net.Dialer.Control: use it in a
+// net.Dialer whose LocalAddr has a fixed port, to connect from a shared
+// local port as Dial does. With no LocalAddr, or port 0, set no Control:
+// the kernel's ephemeral port is never to be shared (Dial sets nothing
+// then), and DialerControl, which cannot see the local address, would
+// share it.
+func (c *Config) DialerControl(network, address string, rc syscall.RawConn) error {
+	return c.control(network, rc, true)
+}
+
+func (c *Config) control(network string, rc syscall.RawConn, dial bool) error {
+	kind, ok, err := kindOf(network, dial)
 	if err != nil {
 		return err
 	}
@@ -183,21 +140,10 @@ func (c *Config) Control(network, address string, rc syscall.RawConn) error {
 	if err != nil {
 		return err
 	}
-	return setOptions(rc, opts)
-}
-
-// listenControl returns a Control for lc that sets opts, then runs the
-// caller's own Control.
-func listenControl(opts []sockOpt, user func(network, address string, rc syscall.RawConn) error) func(string, string, syscall.RawConn) error {
-	return func(network, address string, rc syscall.RawConn) error {
-		if err := setOptions(rc, opts); err != nil {
-			return err
-		}
-		if user != nil {
-			return user(network, address, rc)
-		}
-		return nil
+	if rc == nil {
+		return errors.New(errPrefix + "nil syscall.RawConn")
 	}
+	return setOptions(rc, opts)
 }
 
 // addrString is a net.Addr for an address that could not be resolved, so
@@ -216,142 +162,24 @@ func opError(op, network, address string, err error) error {
 	return &net.OpError{Op: op, Net: network, Addr: addr, Err: err}
 }
 
-// prepare checks network and Mode for a listen call and returns the options.
-func (c *Config) prepare(network, address string, wantStream bool) ([]sockOpt, bool, error) {
-	kind, ok, err := kindOf(network, false)
-	if err != nil {
-		return nil, false, opError("listen", network, address, err)
-	}
-	if !ok || (kind == streamListener) != wantStream {
-		// Let net reject the network with its usual error.
-		return nil, false, nil
-	}
-	opts, err := options(c.Mode, kind)
-	if err == nil {
-		err = c.checkBalancing()
-	}
-	if err != nil {
-		return nil, false, opError("listen", network, address, err)
-	}
-	return opts, true, nil
-}
-
 // Listen announces on the local network address with the options of c.Mode,
 // like net.ListenConfig.Listen. The network must be "tcp", "tcp4" or "tcp6".
 //
-// Under Share with port 0, the port returned is one that no other socket
-// held when it was chosen, so that the listener never joins a group of
-// someone else's by accident.
+// Under Share with port 0 (address "", "host:" or "host:0"), the port
+// returned is one that no other socket held when it was chosen, so that the
+// listener never joins a group of someone else's by accident.
+//
+// A nil ctx is an error, as in every function of the package that takes
+// one.
 func (c *Config) Listen(ctx context.Context, network, address string) (net.Listener, error) {
-	opts, ok, err := c.prepare(network, address, true)
-	if err != nil {
-		return nil, err
-	}
-	lc := c.ListenConfig
-	if !ok {
-		return lc.Listen(ctx, network, address)
-	}
-	lc.Control = listenControl(opts, c.ListenConfig.Control)
-	return bindAny(ctx, c, opts, network, address, func(address string) (net.Listener, error) {
-		if c.Mode == Share {
-			return listenFreshPort(ctx, network, address, func(addr string) (net.Listener, error) {
-				return lc.Listen(ctx, network, addr)
-			})
-		}
-		return lc.Listen(ctx, network, address)
-	})
+	return listen[net.Listener](ctx, c, network, address, streamListener)
 }
 
 // ListenPacket announces on the local network address with the options of
 // c.Mode, like net.ListenConfig.ListenPacket. The network must be "udp",
 // "udp4" or "udp6". Port 0 is handled as in Listen.
 func (c *Config) ListenPacket(ctx context.Context, network, address string) (net.PacketConn, error) {
-	opts, ok, err := c.prepare(network, address, false)
-	if err != nil {
-		return nil, err
-	}
-	lc := c.ListenConfig
-	if !ok {
-		return lc.ListenPacket(ctx, network, address)
-	}
-	lc.Control = listenControl(opts, c.ListenConfig.Control)
-	return bindAny(ctx, c, opts, network, address, func(address string) (net.PacketConn, error) {
-		if c.Mode == Share {
-			return listenFreshPort(ctx, network, address, func(addr string) (net.PacketConn, error) {
-				return lc.ListenPacket(ctx, network, addr)
-			})
-		}
-		return lc.ListenPacket(ctx, network, address)
-	})
-}
-
-// freshPortTries bounds the retries of listenFreshPort when another socket
-// takes the reserved port between the reservation and the bind.
-const freshPortTries = 8
-
-// listenFreshPort binds address with listen, first replacing port 0 by a port
-// that no socket holds. With SO_REUSEPORT set, Linux may give a UDP bind to
-// port 0 a port that another SO_REUSEPORT socket of the same user holds, and
-// the new socket would silently join that group. An Exclusive socket sets no
-// sharing option, so the port the kernel gives it is held by nobody; it is
-// closed just before the shared bind takes the port over.
-func listenFreshPort[T interface{ Close() error }](ctx context.Context, network, address string, listen func(string) (T, error)) (T, error) {
-	host, port, err := net.SplitHostPort(address)
-	if err != nil || !isZeroPort(port) {
-		// net reports a malformed address; a fixed port is shared on purpose.
-		return listen(address)
-	}
-	excl := Config{Mode: Exclusive}
-	var zero T
-	for try := 1; ; try++ {
-		reserved, err := excl.reservePort(ctx, network, address)
-		if err != nil {
-			return zero, err
-		}
-		conn, err := listen(net.JoinHostPort(host, strconv.Itoa(reserved)))
-		if err == nil || !isAddrInUse(err) || try == freshPortTries {
-			return conn, err
-		}
-	}
-}
-
-// isZeroPort reports whether net reads port as port 0: "", or a decimal 0
-// such as "0", "00", "+0" or "-0".
-func isZeroPort(port string) bool {
-	n, err := strconv.Atoi(port)
-	return port == "" || (err == nil && n == 0)
-}
-
-// reservePort binds address (port 0) without sharing, closes it, and returns
-// the port the kernel chose.
-func (c *Config) reservePort(ctx context.Context, network, address string) (int, error) {
-	var addr net.Addr
-	if kind, _, _ := kindOf(network, false); kind == datagram {
-		pc, err := c.ListenPacket(ctx, network, address)
-		if err != nil {
-			return 0, err
-		}
-		addr = pc.LocalAddr()
-		if err := pc.Close(); err != nil {
-			return 0, err
-		}
-	} else {
-		ln, err := c.Listen(ctx, network, address)
-		if err != nil {
-			return 0, err
-		}
-		addr = ln.Addr()
-		if err := ln.Close(); err != nil {
-			return 0, err
-		}
-	}
-	switch a := addr.(type) {
-	case *net.TCPAddr:
-		return a.Port, nil
-	case *net.UDPAddr:
-		return a.Port, nil
-	}
-	return 0, fmt.Errorf("%sunexpected local address %v", errPrefix, addr)
+	return listen[net.PacketConn](ctx, c, network, address, datagram)
 }
 
 // Dial connects to raddr from laddr with the options of c.Mode, like
@@ -363,10 +191,17 @@ func (c *Config) reservePort(ctx context.Context, network, address string) (int,
 // option is set: the kernel's ephemeral port is left alone.
 //
 // A second connection between the same laddr and raddr would repeat a
-// 5-tuple; connect refuses it, and the error says so and matches both the
-// OS's errno (EADDRNOTAVAIL on Linux) and EADDRINUSE with errors.Is.
+// 5-tuple, while the first is open or in TIME_WAIT; connect refuses it, and
+// the error says so and matches both the OS's errno (EADDRNOTAVAIL on Linux)
+// and EADDRINUSE with errors.Is.
 func (c *Config) Dial(ctx context.Context, network, laddr, raddr string) (net.Conn, error) {
 	kind, ok, err := kindOf(network, true)
+	if err == nil && ctx == nil {
+		err = errNilContext
+	}
+	if err == nil && ok {
+		err = checkMode(c.Mode)
+	}
 	if err != nil {
 		return nil, opError("dial", network, raddr, err)
 	}
@@ -375,7 +210,6 @@ func (c *Config) Dial(ctx context.Context, network, laddr, raddr string) (net.Co
 		return d.DialContext(ctx, network, raddr)
 	}
 	if laddr != "" {
-		var err error
 		if kind == datagram {
 			d.LocalAddr, err = net.ResolveUDPAddr(network, laddr)
 		} else {
@@ -385,16 +219,14 @@ func (c *Config) Dial(ctx context.Context, network, laddr, raddr string) (net.Co
 			return nil, &net.OpError{Op: "dial", Net: network, Source: addrString{network, laddr}, Addr: addrString{network, raddr}, Err: err}
 		}
 	}
-	var opts []sockOpt
-	if localPort(d.LocalAddr) != 0 {
-		if opts, err = options(c.Mode, kind); err != nil {
-			return nil, opError("dial", network, raddr, err)
-		}
-	}
-	if len(opts) == 0 {
+	if localPort(d.LocalAddr) == 0 {
 		// Nothing to set: leave the Dialer as the caller made it, since a
 		// Control where none is needed fails on js, whose net is simulated.
 		return d.DialContext(ctx, network, raddr)
+	}
+	opts, err := options(c.Mode, kind)
+	if err != nil {
+		return nil, opError("dial", network, raddr, err)
 	}
 	userCtx, user := c.Dialer.ControlContext, c.Dialer.Control
 	d.Control = nil
@@ -417,6 +249,14 @@ func (c *Config) Dial(ctx context.Context, network, laddr, raddr string) (net.Co
 	return conn, err
 }
 
+// checkMode returns the error of a Mode that is neither Share nor Exclusive.
+func checkMode(m Mode) error {
+	if m != Share && m != Exclusive {
+		return fmt.Errorf("%sunknown %v: want Share or Exclusive", errPrefix, m)
+	}
+	return nil
+}
+
 // localPort returns the port of a *net.TCPAddr or *net.UDPAddr, else 0.
 func localPort(a net.Addr) int {
 	switch a := a.(type) {
@@ -432,21 +272,22 @@ func localPort(a net.Addr) int {
 	return 0
 }
 
-// errTupleInUse explains connect's refusal of a connection whose local and
-// remote address and port another socket already uses: with a shared local
-// port, the kernel cannot tell the two apart. Linux says EADDRNOTAVAIL, the
-// BSDs and Windows EADDRINUSE; the error wraps the OS's own and also matches
-// EADDRINUSE, so that one errors.Is test serves on every OS.
-type errTupleInUse struct{ err error }
+// tupleInUseError explains connect's refusal of a connection whose local
+// and remote address and port another socket already uses, open or in
+// TIME_WAIT: with a shared local port, the kernel cannot tell the two apart.
+// Linux says EADDRNOTAVAIL, the BSDs and Windows EADDRINUSE; the error wraps
+// the OS's own and also matches EADDRINUSE, so that one errors.Is test
+// serves on every OS.
+type tupleInUseError struct{ err error }
 
-func (e *errTupleInUse) Error() string {
-	return errPrefix + "the local and remote address pair is already in use by another connection: " + e.err.Error()
+func (e *tupleInUseError) Error() string {
+	return errPrefix + "the local and remote address pair is already in use by another connection, open or in TIME_WAIT (up to 60 s on Linux): " + e.err.Error()
 }
 
-func (e *errTupleInUse) Unwrap() error { return e.err }
+func (e *tupleInUseError) Unwrap() error { return e.err }
 
 // Is matches this OS's EADDRINUSE.
-func (e *errTupleInUse) Is(target error) bool { return isAddrInUse(target) }
+func (e *tupleInUseError) Is(target error) bool { return isAddrInUse(target) }
 
 // explainTupleInUse wraps the error of a connect refused for a repeated
 // 5-tuple.
@@ -457,34 +298,34 @@ func explainTupleInUse(err error) error {
 		return err
 	}
 	e := *oe
-	e.Err = &errTupleInUse{oe.Err}
+	e.Err = &tupleInUseError{oe.Err}
 	return &e
 }
+
+// zeroConfig is the Config of the shorthands. Shared, and never changed, it
+// is not allocated on every call.
+var zeroConfig Config
 
 // Control sets the options of Share on the socket behind rc, like
 // (*Config).Control with the zero Config.
 func Control(network, address string, rc syscall.RawConn) error {
-	var c Config
-	return c.Control(network, address, rc)
+	return zeroConfig.Control(network, address, rc)
 }
 
 // Listen announces on the local network address under Share, like
 // (*Config).Listen with the zero Config.
 func Listen(network, address string) (net.Listener, error) {
-	var c Config
-	return c.Listen(context.Background(), network, address)
+	return zeroConfig.Listen(context.Background(), network, address)
 }
 
 // ListenPacket announces on the local network address under Share, like
 // (*Config).ListenPacket with the zero Config.
 func ListenPacket(network, address string) (net.PacketConn, error) {
-	var c Config
-	return c.ListenPacket(context.Background(), network, address)
+	return zeroConfig.ListenPacket(context.Background(), network, address)
 }
 
 // Dial connects to raddr from laddr under Share, like (*Config).Dial with the
 // zero Config. laddr "" means any local address.
 func Dial(network, laddr, raddr string) (net.Conn, error) {
-	var c Config
-	return c.Dial(context.Background(), network, laddr, raddr)
+	return zeroConfig.Dial(context.Background(), network, laddr, raddr)
 }

@@ -8,7 +8,6 @@ import (
 	"io"
 	"net"
 	"os"
-	"regexp"
 	"strconv"
 	"strings"
 	"sync"
@@ -482,34 +481,31 @@ func readOpts(t *testing.T, c syscall.Conn) map[string]int {
 	return got
 }
 
-// docTable parses the rows of doc.go's table for the OS group named first
-// in a row (e.g. "linux,android"): mode → kind column → option → 0 or 1.
+// port returns the port of a TCP or UDP address.
+func port(t testing.TB, a net.Addr) int {
+	t.Helper()
+	switch a := a.(type) {
+	case *net.TCPAddr:
+		return a.Port
+	case *net.UDPAddr:
+		return a.Port
+	}
+	t.Fatalf("no port in %T %v", a, a)
+	return 0
+}
+
+// hostPort joins a host and a port.
+func hostPort(host string, port int) string { return net.JoinHostPort(host, strconv.Itoa(port)) }
+
+// docTable returns doc.go's option list for the GOOS named first in
+// osGroup (e.g. "linux,android"): mode → kind column (listener, dialer,
+// datagram, multicast) → option → 0 or 1.
 func docTable(t *testing.T, osGroup string) map[string][]map[string]int {
 	t.Helper()
-	src, err := os.ReadFile("doc.go")
+	goos, _, _ := strings.Cut(osGroup, ",")
+	rows, err := reuse.DocTable(goos)
 	if err != nil {
 		t.Fatal(err)
-	}
-	opt := regexp.MustCompile(`([+-]?)(SO_[A-Z_]+)`)
-	rows := map[string][]map[string]int{}
-	for _, line := range strings.Split(string(src), "\n") {
-		f := strings.Fields(strings.TrimPrefix(line, "//"))
-		if len(f) < 5 || f[0] != osGroup {
-			continue
-		}
-		for _, cell := range f[2:] {
-			set := map[string]int{}
-			for _, m := range opt.FindAllStringSubmatch(cell, -1) {
-				set[m[2]] = 1
-				if m[1] == "-" {
-					set[m[2]] = 0
-				}
-			}
-			rows[f[1]] = append(rows[f[1]], set)
-		}
-	}
-	if len(rows) != 2 {
-		t.Fatalf("doc.go has rows for modes %v of %s, want Share and Exclusive", rows, osGroup)
 	}
 	return rows
 }
@@ -715,24 +711,88 @@ func TestPortZeroNeverShared(t *testing.T) {
 	if raw == 0 {
 		t.Errorf("no collision in %d hand-made SO_REUSEPORT binds: the kernel no longer shows the problem this guards against; revisit doc.go's Port 0 section", n)
 	}
-	for _, network := range []string{"udp4", "tcp4"} {
-		network := network
-		got := hold(t, network, func() (io.Closer, net.Addr, error) {
+	// Control runs before bind: with port 0 it cannot keep the promise,
+	// and under Share it sets SO_REUSEPORT as by hand (doc.go, Control).
+	withControl := net.ListenConfig{Control: reuse.Control}
+	ctl := hold(t, "udp4", func() (io.Closer, net.Addr, error) {
+		pc, err := withControl.ListenPacket(ctx, "udp4", "127.0.0.1:0")
+		if err != nil {
+			return nil, nil, err
+		}
+		return pc, pc.LocalAddr(), nil
+	})
+	t.Logf("UDP, reuse.Control in a ListenConfig: %d of %d binds to port 0 got a port already held", ctl, n)
+	if ctl == 0 {
+		t.Errorf("no collision in %d binds with reuse.Control: doc.go says Control cannot protect port 0; revisit it", n)
+	}
+	// Every way of writing port 0 is protected: "" (every address), "host:",
+	// "host:0", a Fallback entry and a group's address. With a Control of
+	// the caller's, port 0 is reserved first instead of set after bind.
+	reserving := &reuse.Config{}
+	reserving.ListenConfig.Control = func(string, string, syscall.RawConn) error { return nil }
+	fallback := &reuse.Config{Fallback: []string{""}}
+	for _, tt := range []struct {
+		name, network string
+		open          func(network string) (io.Closer, net.Addr, error)
+	}{
+		{"127.0.0.1:0", "", nil},
+		{"", "", nil},
+		{"127.0.0.1:", "", nil},
+		{"fallback", "udp4", func(network string) (io.Closer, net.Addr, error) {
+			// 192.0.2.1 is on no interface: the fallback "" binds.
+			pc, err := fallback.ListenPacket(ctx, network, "192.0.2.1:0")
+			if err != nil {
+				return nil, nil, err
+			}
+			return pc, pc.LocalAddr(), nil
+		}},
+		{"group", "udp4", func(network string) (io.Closer, net.Addr, error) {
+			pcs, err := reuse.ListenPacketGroup(network, "", 1)
+			if err != nil {
+				return nil, nil, err
+			}
+			return pcs[0], pcs[0].LocalAddr(), nil
+		}},
+		{"reservation", "", func(network string) (io.Closer, net.Addr, error) {
 			if network == "udp4" {
-				pc, err := reuse.ListenPacket(network, "127.0.0.1:0")
+				pc, err := reserving.ListenPacket(ctx, network, "")
 				if err != nil {
 					return nil, nil, err
 				}
 				return pc, pc.LocalAddr(), nil
 			}
-			ln, err := reuse.Listen(network, "127.0.0.1:0")
+			ln, err := reserving.Listen(ctx, network, "")
 			if err != nil {
 				return nil, nil, err
 			}
 			return ln, ln.Addr(), nil
-		})
-		if got != 0 {
-			t.Errorf("%s: %d of %d Share binds to port 0 got a port another socket held", network, got, n)
+		}},
+	} {
+		for _, network := range []string{"udp4", "tcp4"} {
+			if tt.network != "" && tt.network != network {
+				continue
+			}
+			address, open := tt.name, tt.open
+			if open == nil {
+				open = func(network string) (io.Closer, net.Addr, error) {
+					if network == "udp4" {
+						pc, err := reuse.ListenPacket(network, address)
+						if err != nil {
+							return nil, nil, err
+						}
+						return pc, pc.LocalAddr(), nil
+					}
+					ln, err := reuse.Listen(network, address)
+					if err != nil {
+						return nil, nil, err
+					}
+					return ln, ln.Addr(), nil
+				}
+			}
+			got := hold(t, network, func() (io.Closer, net.Addr, error) { return open(network) })
+			if got != 0 {
+				t.Errorf("%s %q: %d of %d Share binds to port 0 got a port another socket held", network, tt.name, got, n)
+			}
 		}
 	}
 }
@@ -921,4 +981,155 @@ func dedupe(s []string) []string {
 		}
 	}
 	return out
+}
+
+// TestDialerControl: in a net.Dialer of the caller's own, DialerControl sets
+// the dialer options of doc.go's list and Control the listener options,
+// which differ under Exclusive. Under Share, DialerControl lets the Dialer
+// connect from a port that a Share listener holds.
+func TestDialerControl(t *testing.T) {
+	table := docTable(t, "linux")
+	peer, err := net.Listen("tcp4", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer peer.Close()
+	for _, mode := range []reuse.Mode{reuse.Share, reuse.Exclusive} {
+		cfg := &reuse.Config{Mode: mode}
+		for _, tt := range []struct {
+			name    string
+			control func(string, string, syscall.RawConn) error
+			row     int // of docTable: 0 listener, 1 dialer
+		}{{"Control", cfg.Control, 0}, {"DialerControl", cfg.DialerControl, 1}} {
+			probe, err := net.Listen("tcp4", "127.0.0.1:0")
+			if err != nil {
+				t.Fatal(err)
+			}
+			laddr := probe.Addr().(*net.TCPAddr)
+			probe.Close()
+			d := net.Dialer{LocalAddr: laddr, Control: tt.control}
+			c, err := d.Dial("tcp4", peer.Addr().String())
+			if err != nil {
+				t.Fatalf("%v %s: %v", mode, tt.name, err)
+			}
+			got := readOpts(t, c.(*net.TCPConn))
+			c.Close()
+			if diff := cmp.Diff(table[mode.String()][tt.row], got); diff != "" {
+				t.Errorf("%v %s in a net.Dialer: options read back (-want +got):\n%s", mode, tt.name, diff)
+			}
+		}
+	}
+	shared, err := reuse.Listen("tcp4", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer shared.Close()
+	var share reuse.Config
+	d := net.Dialer{LocalAddr: shared.Addr(), Control: share.DialerControl}
+	c, err := d.Dial("tcp4", peer.Addr().String())
+	if err != nil {
+		t.Fatalf("dial from %v, which a Share listener holds, with DialerControl: %v", shared.Addr(), err)
+	}
+	c.Close()
+	var plain net.Dialer
+	plain.LocalAddr = shared.Addr()
+	if c, err := plain.Dial("tcp4", peer.Addr().String()); !errors.Is(err, unix.EADDRINUSE) {
+		if err == nil {
+			c.Close()
+		}
+		t.Errorf("plain dial from %v, which a Share listener holds: %v, want EADDRINUSE", shared.Addr(), err)
+	}
+}
+
+// TestDialPastTimeWait: a connection from a fixed local port that closed
+// first leaves that port in TIME_WAIT. A Share dialer (SO_REUSEADDR) binds
+// the port again to another remote address; an Exclusive one, which clears
+// SO_REUSEADDR, is refused with EADDRINUSE at bind, as a plain socket is.
+func TestDialPastTimeWait(t *testing.T) {
+	ctx := context.Background()
+	servers := make([]string, 3)
+	for i := range servers {
+		ln, err := net.Listen("tcp4", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer ln.Close()
+		servers[i] = ln.Addr().String()
+		go func() {
+			for {
+				s, err := ln.Accept()
+				if err != nil {
+					return
+				}
+				go func() {
+					io.Copy(io.Discard, s) // until the client's FIN
+					s.Close()
+				}()
+			}
+		}()
+	}
+	probe, err := net.Listen("tcp4", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	laddr := probe.Addr().String()
+	probe.Close()
+	c, err := reuse.Dial("tcp4", laddr, servers[0])
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.Close() // the client closes first: its side goes to TIME_WAIT
+	if !waitTimeWait(laddr, 5*time.Second) {
+		t.Fatalf("no TIME_WAIT on %s after the client closed first", laddr)
+	}
+	excl := &reuse.Config{Mode: reuse.Exclusive}
+	if c, err := excl.Dial(ctx, "tcp4", laddr, servers[1]); !errors.Is(err, unix.EADDRINUSE) || !strings.Contains(err.Error(), "Exclusive (SO_REUSEADDR=0 SO_REUSEPORT=0): bind") {
+		if err == nil {
+			c.Close()
+		}
+		t.Errorf("Exclusive dial from %s in TIME_WAIT: %v, want EADDRINUSE at bind", laddr, err)
+	}
+	plain := net.Dialer{LocalAddr: mustTCPAddr(t, laddr)}
+	if c, err := plain.Dial("tcp4", servers[1]); !errors.Is(err, unix.EADDRINUSE) {
+		if err == nil {
+			c.Close()
+		}
+		t.Errorf("plain dial from %s in TIME_WAIT: %v, want EADDRINUSE", laddr, err)
+	}
+	c, err = reuse.Dial("tcp4", laddr, servers[2])
+	if err != nil {
+		t.Fatalf("Share dial from %s in TIME_WAIT to another server: %v", laddr, err)
+	}
+	c.Close()
+}
+
+func mustTCPAddr(t *testing.T, s string) *net.TCPAddr {
+	t.Helper()
+	a, err := net.ResolveTCPAddr("tcp4", s)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return a
+}
+
+// waitTimeWait reports whether /proc/net/tcp shows a socket in TIME_WAIT on
+// the local address laddr (127.0.0.1:port) within d.
+func waitTimeWait(laddr string, d time.Duration) bool {
+	_, port, _ := net.SplitHostPort(laddr)
+	p, _ := strconv.Atoi(port)
+	// The kernel prints the address as a host-order integer.
+	locals := map[string]bool{fmt.Sprintf("0100007F:%04X", p): true, fmt.Sprintf("7F000001:%04X", p): true}
+	for deadline := time.Now().Add(d); time.Now().Before(deadline); time.Sleep(10 * time.Millisecond) {
+		b, err := os.ReadFile("/proc/net/tcp")
+		if err != nil {
+			return false
+		}
+		for _, line := range strings.Split(string(b), "\n") {
+			f := strings.Fields(line)
+			if len(f) > 3 && locals[f[1]] && f[3] == "06" { // TCP_TIME_WAIT
+				return true
+			}
+		}
+	}
+	return false
 }

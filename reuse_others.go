@@ -1,19 +1,10 @@
-//go:build !aix && !darwin && !dragonfly && !freebsd && !linux && !netbsd && !openbsd && !solaris && !windows
+//go:build !unix && !windows
 
 package reuse
 
-import (
-	"errors"
-	"fmt"
-	"runtime"
-)
-
-// errNoSockets is the error of every call here: this OS has no BSD sockets
-// (js and wasip1 simulate net in memory, plan9 opens files), so no option
-// can be set.
-var errNoSockets = fmt.Errorf("%s%s has no socket options to share or reserve a port: %w", errPrefix, runtime.GOOS, errors.ErrUnsupported)
-
-func osOptions(Mode, sockKind) ([]sockOpt, error) { return nil, errNoSockets }
+// js and wasip1 simulate net in memory, and plan9 opens files: there are no
+// socket options (tableFor gives these OSes none).
+var optNumbers = map[optName]optNumber{}
 
 func setsockoptInt(fd uintptr, level, opt, value int) error { return errNoSockets }
 

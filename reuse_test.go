@@ -5,7 +5,6 @@ import (
 	"errors"
 	"net"
 	"runtime"
-	"strconv"
 	"strings"
 	"syscall"
 	"testing"
@@ -25,22 +24,6 @@ func requireSockets(t testing.TB) {
 	}
 	ln.Close()
 }
-
-// port returns the port of a TCP or UDP address.
-func port(t testing.TB, a net.Addr) int {
-	t.Helper()
-	switch a := a.(type) {
-	case *net.TCPAddr:
-		return a.Port
-	case *net.UDPAddr:
-		return a.Port
-	}
-	t.Fatalf("no port in %T %v", a, a)
-	return 0
-}
-
-// hostPort joins a host and a port.
-func hostPort(host string, port int) string { return net.JoinHostPort(host, strconv.Itoa(port)) }
 
 func TestModeString(t *testing.T) {
 	for m, want := range map[reuse.Mode]string{reuse.Share: "Share", reuse.Exclusive: "Exclusive", 7: "Mode(7)"} {

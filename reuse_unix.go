@@ -1,4 +1,4 @@
-//go:build aix || darwin || dragonfly || freebsd || linux || netbsd || openbsd || solaris
+//go:build unix
 
 package reuse
 
@@ -6,12 +6,6 @@ import (
 	"errors"
 
 	"golang.org/x/sys/unix"
-)
-
-// The options the Unix tables are made of.
-var (
-	reuseAddrOn  = sockOpt{"SO_REUSEADDR", unix.SOL_SOCKET, unix.SO_REUSEADDR, 1}
-	reuseAddrOff = sockOpt{"SO_REUSEADDR", unix.SOL_SOCKET, unix.SO_REUSEADDR, 0}
 )
 
 func setsockoptInt(fd uintptr, level, opt, value int) error {

@@ -6,37 +6,13 @@ import (
 	"golang.org/x/sys/windows"
 )
 
-// soExclusiveAddrUse is SO_EXCLUSIVEADDRUSE, defined by Winsock as
+// optNumbers maps the options of windowsTable (options.go) to Winsock's
+// constants. SO_EXCLUSIVEADDRUSE is defined by Winsock as
 // ((int)(~SO_REUSEADDR)); golang.org/x/sys/windows lacks it.
-const soExclusiveAddrUse = ^windows.SO_REUSEADDR
-
-var (
-	reuseAddrOn        = sockOpt{"SO_REUSEADDR", windows.SOL_SOCKET, windows.SO_REUSEADDR, 1}
-	exclusiveAddrUseOn = sockOpt{"SO_EXCLUSIVEADDRUSE", windows.SOL_SOCKET, soExclusiveAddrUse, 1}
-)
-
-// sockOpts is what each Mode sets on each kind of socket on Windows.
-// SO_REUSEADDR shares without balancing and lets any process, of any user,
-// bind the port over it; SO_EXCLUSIVEADDRUSE forbids every other bind of the
-// address. Setting both on one socket fails with WSAEINVAL.
-var sockOpts = [...][numKinds][]sockOpt{
-	Share: {
-		streamListener: {reuseAddrOn},
-		streamDialer:   {reuseAddrOn},
-		datagram:       {reuseAddrOn},
-
-		multicastDatagram: {reuseAddrOn},
-	},
-	Exclusive: {
-		streamListener: {exclusiveAddrUseOn},
-		streamDialer:   {exclusiveAddrUseOn},
-		datagram:       {exclusiveAddrUseOn},
-
-		multicastDatagram: {exclusiveAddrUseOn},
-	},
+var optNumbers = map[optName]optNumber{
+	soReuseAddr:        {windows.SOL_SOCKET, windows.SO_REUSEADDR},
+	soExclusiveAddrUse: {windows.SOL_SOCKET, ^windows.SO_REUSEADDR},
 }
-
-func osOptions(m Mode, k sockKind) ([]sockOpt, error) { return sockOpts[m][k], nil }
 
 func setsockoptInt(fd uintptr, level, opt, value int) error {
 	return windows.SetsockoptInt(windows.Handle(fd), level, opt, value)

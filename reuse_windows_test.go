@@ -108,7 +108,8 @@ func freeTCPPort(t *testing.T) int {
 
 // secondBind is a socket that tries to bind a port another socket holds,
 // and the errors Windows gives it when an Exclusive socket holds the
-// wildcard (PLATFORMS.md, after Microsoft's table).
+// wildcard, from Microsoft's documentation ("Using SO_REUSEADDR and
+// SO_EXCLUSIVEADDRUSE", its table of binds).
 type secondBind struct {
 	name           string
 	listen         func(ctx context.Context, address string) (net.Listener, error)

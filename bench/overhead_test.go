@@ -120,9 +120,10 @@ func freePort(b *testing.B, network string) int {
 
 // BenchmarkListen opens and closes a TCP listener. On a fixed port every
 // implementation does the same syscalls but for its options; on port 0,
-// reuse also binds and closes an exclusive socket first to reserve a port
-// that no other socket holds (see reuse.go, listenFreshPort). A listener
-// that never accepted leaves no TIME_WAIT, so the fixed port binds again.
+// reuse sets its sharing options after bind on Linux, so that the port the
+// kernel picks is one no other socket holds (see listen.go, bind). A
+// listener that never accepted leaves no TIME_WAIT, so the fixed port binds
+// again.
 func BenchmarkListen(b *testing.B) {
 	for _, port := range []string{"fixed", "0"} {
 		for _, im := range impls {

@@ -1,0 +1,422 @@
+package reuse
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+)
+
+// plan is what a listen call decided before any socket opens: network, kind
+// of socket, Mode and its options, and how port 0 is handled. It is made
+// once a call and carried through retries, fallbacks and a group's members.
+type plan struct {
+	c       *Config
+	network string
+	kind    sockKind
+	mode    Mode
+	opts    []sockOpt // what mode sets on the socket
+
+	// afterBind: under Share, a bind to port 0 sets the options that share
+	// (value 1) after bind, and only those that clear one before it; else
+	// it reserves a port first (reserveAndBind). A Control of the caller's
+	// is promised every option before it runs, so it takes the reservation.
+	afterBind bool
+}
+
+// planListen decides the plan of a listen call for a stream (Listen) or
+// datagram (ListenPacket) socket. ok is false where net is to handle, and
+// reject, the network itself.
+func (c *Config) planListen(ctx context.Context, network, address string, kind sockKind) (plan, bool, error) {
+	k, known, err := kindOf(network, false)
+	if err == nil && ctx == nil {
+		err = errNilContext
+	}
+	ok := err == nil && known && k == kind
+	var p plan
+	if ok {
+		p = c.newPlan(network, k)
+		if p.opts, err = options(c.Mode, k); err == nil {
+			err = c.checkBalancing()
+		}
+	}
+	if err != nil {
+		return plan{}, false, opError("listen", network, address, err)
+	}
+	return p, ok, nil
+}
+
+// newPlan is the plan of c for a socket of kind k on network, but for
+// its options.
+func (c *Config) newPlan(network string, k sockKind) plan {
+	return plan{c: c, network: network, kind: k, mode: c.Mode, afterBind: osTable.zeroPortAfterBind && c.ListenConfig.Control == nil}
+}
+
+// socket is what the pipeline opens: net.Listener or net.PacketConn.
+type socket interface{ Close() error }
+
+// open opens one socket with lc: Listen or ListenPacket, by T. Calling them
+// directly, not through a func value, keeps lc off the heap.
+func open[T socket](lc *net.ListenConfig, ctx context.Context, network, address string) (T, error) {
+	var conn T
+	var err error
+	switch c := any(&conn).(type) {
+	case *net.Listener:
+		*c, err = lc.Listen(ctx, network, address)
+	case *net.PacketConn:
+		*c, err = lc.ListenPacket(ctx, network, address)
+	}
+	return conn, err
+}
+
+// listen is Listen and ListenPacket.
+func listen[T socket](ctx context.Context, c *Config, network, address string, kind sockKind) (T, error) {
+	var zero T
+	p, ok, err := c.planListen(ctx, network, address, kind)
+	if err != nil {
+		return zero, err
+	}
+	if !ok {
+		// Let net reject the network with its usual error.
+		return open[T](&c.ListenConfig, ctx, network, address)
+	}
+	return bindAny[T](ctx, &p, address, c.Fallback)
+}
+
+// bindAny binds address, then each of fallback in order, each retried by
+// the Config's Retry while it is in use, and returns the first that binds.
+// Without retries and fallbacks it returns the bind's own error.
+func bindAny[T socket](ctx context.Context, p *plan, address string, fallback []string) (T, error) {
+	var zero T
+	retry := p.c.Retry
+	if len(fallback) == 0 && retry.attempts() == 1 {
+		return bind[T](ctx, p, address)
+	}
+	var failed []bindFailure
+	for _, a := range append([]string{address}, fallback...) {
+		conn, tries, err := bindRetrying[T](ctx, p, retry, a)
+		if err == nil {
+			return conn, nil
+		}
+		failed = append(failed, bindFailure{a, tries, err})
+		if ctx.Err() != nil {
+			break
+		}
+	}
+	return zero, &net.OpError{Op: "listen", Net: p.network, Addr: addrString{p.network, address}, Err: &bindFailuresError{failed, ctx.Err()}}
+}
+
+// bindRetrying binds address, trying again after a growing, jittered wait
+// while the bind is refused with EADDRINUSE, until r's attempts are spent
+// or ctx is done. It returns the number of binds tried.
+func bindRetrying[T socket](ctx context.Context, p *plan, r RetryPolicy, address string) (T, int, error) {
+	wait := r.initial()
+	for try := 1; ; try++ {
+		conn, err := bind[T](ctx, p, address)
+		if err == nil || !isAddrInUse(err) || try >= r.attempts() {
+			return conn, try, err
+		}
+		timer := time.NewTimer(jitter(wait))
+		select {
+		case <-ctx.Done():
+			timer.Stop()
+			return conn, try, err
+		case <-timer.C:
+		}
+		wait = min(2*wait, r.max())
+	}
+}
+
+// bind opens one socket on address with the plan's options, port 0
+// included.
+func bind[T socket](ctx context.Context, p *plan, address string) (T, error) {
+	if p.mode != Share || !isZeroPort(ctx, p.network, address) {
+		return bindWith[T](ctx, p, address, p.opts)
+	}
+	if !p.afterBind {
+		return reserveAndBind[T](ctx, p, address)
+	}
+	before, after := splitSharing(p.opts)
+	conn, err := bindWith[T](ctx, p, address, before)
+	if err != nil {
+		return conn, err
+	}
+	if err := setAfterBind(conn, after); err != nil {
+		addr := localAddr(conn)
+		conn.Close()
+		var zero T
+		return zero, &net.OpError{Op: "listen", Net: p.network, Addr: addr, Err: err}
+	}
+	return conn, nil
+}
+
+// splitSharing splits opts into those that clear an option, set before
+// bind, and those that share the port, set after. Bound first with nothing
+// shared, a socket gets from the kernel a port that no other socket holds.
+func splitSharing(opts []sockOpt) (before, after []sockOpt) {
+	// The tables list clearing options first where a kind has both, so
+	// that both halves are subslices and nothing is allocated.
+	i := 0
+	for i < len(opts) && opts[i].value == 0 {
+		i++
+	}
+	return opts[:i], opts[i:]
+}
+
+// setAfterBind sets opts on the socket of conn.
+func setAfterBind(conn any, opts []sockOpt) error {
+	sc, ok := conn.(syscall.Conn)
+	if !ok {
+		return fmt.Errorf("%scannot set options on a %T", errPrefix, conn)
+	}
+	rc, err := sc.SyscallConn()
+	if err != nil {
+		return err
+	}
+	return setOptions(rc, opts)
+}
+
+// bindWith opens one socket on address, setting opts before bind, then the
+// caller's own Control.
+func bindWith[T socket](ctx context.Context, p *plan, address string, opts []sockOpt) (T, error) {
+	lc := p.c.ListenConfig
+	if user := lc.Control; user != nil {
+		lc.Control = func(network, address string, rc syscall.RawConn) error {
+			if err := setOptions(rc, opts); err != nil {
+				return err
+			}
+			return user(network, address, rc)
+		}
+	} else {
+		lc.Control = optionsControl(opts)
+	}
+	conn, err := open[T](&lc, ctx, p.network, address)
+	if err != nil {
+		return conn, explainBind(p.mode, p.opts, err)
+	}
+	return conn, nil
+}
+
+// optionsControl returns a Control that sets opts, nil for none. For an entry of osTable
+// or its part before bind, it returns one made once, so that a call
+// allocates none.
+func optionsControl(opts []sockOpt) func(string, string, syscall.RawConn) error {
+	if len(opts) == 0 {
+		return nil
+	}
+	for _, c := range tableControls {
+		if len(c.opts) == len(opts) && &c.opts[0] == &opts[0] {
+			return c.control
+		}
+	}
+	return optControl{opts}.control
+}
+
+// optControl is a Control that sets opts.
+type optControl struct{ opts []sockOpt }
+
+func (c optControl) control(_, _ string, rc syscall.RawConn) error { return setOptions(rc, c.opts) }
+
+// tableControls holds a Control for every entry of osTable, and for its
+// part set before bind, that has options.
+var tableControls = func() (cs []struct {
+	opts    []sockOpt
+	control func(string, string, syscall.RawConn) error
+}) {
+	for m := range osTable.opts {
+		for _, opts := range osTable.opts[m] {
+			before, _ := splitSharing(opts)
+			for _, o := range [][]sockOpt{opts, before} {
+				if len(o) > 0 {
+					cs = append(cs, struct {
+						opts    []sockOpt
+						control func(string, string, syscall.RawConn) error
+					}{o, optControl{o}.control})
+				}
+			}
+		}
+	}
+	return cs
+}()
+
+// freshPortTries bounds the retries of reserveAndBind when another socket
+// takes the reserved port between the reservation and the bind.
+const freshPortTries = 8
+
+// reserveAndBind binds address, whose port is 0, on a port that no socket
+// holds, where the OS is not known to choose such a port for a socket that
+// shares (afterBind): it binds port 0 without sharing (the options of
+// Exclusive), closes that socket and binds the shared one on its port.
+// Between the two binds another socket may take the port; a bind refused
+// then is tried again on a new port.
+func reserveAndBind[T socket](ctx context.Context, p *plan, address string) (T, error) {
+	var zero T
+	exclusive, err := options(Exclusive, p.kind)
+	if err != nil {
+		return zero, opError("listen", p.network, address, err)
+	}
+	host, _, err := net.SplitHostPort(address)
+	if err != nil && address != "" {
+		// Not reached: isZeroPort parsed address. Let net report it.
+		return bindWith[T](ctx, p, address, p.opts)
+	}
+	// The reservation is not the caller's socket: its Control does not run.
+	lc := p.c.ListenConfig
+	lc.Control = optionsControl(exclusive)
+	for try := 1; ; try++ {
+		r, err := open[T](&lc, ctx, p.network, address)
+		if err != nil {
+			return zero, explainBind(p.mode, p.opts, err)
+		}
+		port := localPort(localAddr(r))
+		if err := r.Close(); err != nil {
+			return zero, err
+		}
+		conn, err := bindWith[T](ctx, p, net.JoinHostPort(host, strconv.Itoa(port)), p.opts)
+		if err == nil || !isAddrInUse(err) || try == freshPortTries {
+			return conn, err
+		}
+	}
+}
+
+// isZeroPort reports whether net reads address as one with port 0: "" (any
+// address), a port that is a sign, if any, and zeros, if any ("host:",
+// "host:0", "host:+0", even "host:-", as net's parsePort reads them), or a
+// service name that the resolver net uses maps to 0 (cgo's getaddrinfo
+// reads " 0" so).
+func isZeroPort(ctx context.Context, network, address string) bool {
+	if address == "" {
+		return true
+	}
+	_, port, err := net.SplitHostPort(address)
+	if err != nil {
+		return false
+	}
+	digits := port
+	if digits != "" && (digits[0] == '+' || digits[0] == '-') {
+		digits = digits[1:]
+	}
+	if strings.Trim(digits, "0123456789") == "" {
+		return strings.Trim(digits, "0") == ""
+	}
+	n, err := net.DefaultResolver.LookupPort(ctx, network, port)
+	return err == nil && n == 0
+}
+
+// localAddr returns the local address of a listener or packet connection.
+func localAddr(conn any) net.Addr {
+	switch c := conn.(type) {
+	case net.Listener:
+		return c.Addr()
+	case net.PacketConn:
+		return c.LocalAddr()
+	}
+	return nil
+}
+
+// bindFailure is how binding one address failed.
+type bindFailure struct {
+	address string
+	tries   int
+	err     error // the last one
+}
+
+// bindFailuresError is the error of a Listen or ListenPacket with retries
+// or fallbacks when no address could be bound: each address, how often it
+// was tried and its last error, then the context's error if it ended the
+// tries. errors.Is and errors.As see all of them.
+type bindFailuresError struct {
+	failed []bindFailure
+	ctxErr error
+}
+
+func (e *bindFailuresError) Error() string {
+	var b strings.Builder
+	b.WriteString(errPrefix + "could not bind ")
+	for i, f := range e.failed {
+		if i > 0 {
+			b.WriteString("; ")
+		}
+		b.WriteString(f.address)
+		b.WriteString(" (")
+		b.WriteString(strconv.Itoa(f.tries))
+		if f.tries == 1 {
+			b.WriteString(" try): ")
+		} else {
+			b.WriteString(" tries): ")
+		}
+		// The address is named already: leave out net's "listen tcp addr: ",
+		// and say the package's prefix once.
+		msg := f.err.Error()
+		var oe *net.OpError
+		if errors.As(f.err, &oe) && oe.Err != nil {
+			msg = oe.Err.Error()
+		}
+		b.WriteString(strings.TrimPrefix(msg, errPrefix))
+	}
+	if e.ctxErr != nil {
+		b.WriteString("; gave up: ")
+		b.WriteString(e.ctxErr.Error())
+	}
+	return b.String()
+}
+
+func (e *bindFailuresError) Unwrap() []error {
+	errs := make([]error, 0, len(e.failed)+1)
+	for _, f := range e.failed {
+		errs = append(errs, f.err)
+	}
+	if e.ctxErr != nil {
+		errs = append(errs, e.ctxErr)
+	}
+	return errs
+}
+
+// bindError is a bind refused by the OS, with the mode and options the
+// socket carried, which are what decide whether a port can be shared.
+type bindError struct {
+	mode Mode
+	opts []sockOpt
+	err  *os.SyscallError
+}
+
+func (e *bindError) Error() string {
+	var b strings.Builder
+	b.WriteString(errPrefix)
+	b.WriteString(e.mode.String())
+	b.WriteString(" (")
+	for i, o := range e.opts {
+		if i > 0 {
+			b.WriteString(" ")
+		}
+		b.WriteString(o.name.String())
+		b.WriteString("=")
+		b.WriteString(strconv.Itoa(o.value))
+	}
+	b.WriteString("): ")
+	b.WriteString(e.err.Error())
+	return b.String()
+}
+
+func (e *bindError) Unwrap() error { return e.err }
+
+// explainBind adds the mode and options to the error of a refused bind, so
+// that the message names the option as well as the network and address.
+func explainBind(m Mode, opts []sockOpt, err error) error {
+	oe, ok := err.(*net.OpError)
+	if !ok {
+		return err
+	}
+	se, ok := oe.Err.(*os.SyscallError)
+	if !ok || se.Syscall != "bind" {
+		return err
+	}
+	e := *oe
+	e.Err = &bindError{m, opts, se}
+	return &e
+}

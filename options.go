@@ -1,0 +1,257 @@
+package reuse
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"runtime"
+	"sync"
+	"syscall"
+)
+
+// sockKind is what a socket is for; each OS maps (Mode, sockKind) to options.
+type sockKind int
+
+const (
+	streamListener sockKind = iota
+	streamDialer
+	datagram
+	multicastDatagram // a receiver of ListenMulticastUDP
+	numKinds
+)
+
+// optName is a socket option, as the OSes document it. The tables below are
+// written with names; each OS file maps the names it has to its constants
+// (optNumbers), the way golang.org/x/net/ipv4 keeps its sockOpts.
+type optName int
+
+const (
+	soReuseAddr optName = iota
+	soReusePort
+	soReusePortLB      // FreeBSD 12+
+	soExclusiveAddrUse // Windows
+	soExclBind         // Solaris, illumos
+	numOptNames
+)
+
+var optNameStrings = [numOptNames]string{
+	soReuseAddr:        "SO_REUSEADDR",
+	soReusePort:        "SO_REUSEPORT",
+	soReusePortLB:      "SO_REUSEPORT_LB",
+	soExclusiveAddrUse: "SO_EXCLUSIVEADDRUSE",
+	soExclBind:         "SO_EXCLBIND",
+}
+
+func (n optName) String() string { return optNameStrings[n] }
+
+// optNumber is where an OS keeps an option: setsockopt's level and name.
+type optNumber struct{ level, opt int }
+
+// sockOpt is one integer socket option that a (Mode, sockKind) sets.
+type sockOpt struct {
+	name  optName
+	value int
+}
+
+var (
+	reuseAddrOn    = sockOpt{soReuseAddr, 1}
+	reuseAddrOff   = sockOpt{soReuseAddr, 0}
+	reusePortOn    = sockOpt{soReusePort, 1}
+	reusePortOff   = sockOpt{soReusePort, 0}
+	reusePortLBOn  = sockOpt{soReusePortLB, 1}
+	reusePortLBOff = sockOpt{soReusePortLB, 0}
+	exclAddrUseOn  = sockOpt{soExclusiveAddrUse, 1}
+	exclBindOn     = sockOpt{soExclBind, 1}
+)
+
+// optTable is what each Mode sets on each kind of socket on one family of
+// OSes. A nil entry is a Mode the OS cannot deliver on that kind: missing
+// names the option it lacks, or is "" where the OS has no socket options.
+type optTable struct {
+	opts    [2][numKinds][]sockOpt // [Mode][sockKind]
+	missing string
+
+	// zeroPortAfterBind says that a Share socket bound to port 0 gets its
+	// sharing options after bind, so that the kernel's choice of port
+	// cannot fall on a port that another socket shares (see Listen). It is
+	// set where both halves are measured (Linux 6.18): the choice then
+	// never lands on a held port, and later sockets still join the group.
+	// Elsewhere neither is known (a BSD may check the options only at
+	// bind, or Windows give a port held with SO_REUSEADDR), so a port is
+	// reserved first by an exclusive bind, at the cost of a second bind.
+	zeroPortAfterBind bool
+}
+
+// reusePortTable is for the OSes where SO_REUSEPORT makes the group: Linux
+// and Android (3.9+), AIX, macOS, iOS, DragonFly, NetBSD and OpenBSD. The
+// options are the same; what the OS does with them is not (doc.go): Linux,
+// DragonFly and AIX 7.2.5+ balance, the others give unicast traffic to one
+// socket (macOS: the last bound). SO_REUSEADDR lets a listener bind past
+// TIME_WAIT; on a unicast datagram socket it would let any user share the
+// port (Linux), so those never carry it. Every receiver of a multicast group
+// gets its own copy.
+var reusePortTable = optTable{opts: [2][numKinds][]sockOpt{
+	Share: {
+		streamListener:    {reuseAddrOn, reusePortOn},
+		streamDialer:      {reuseAddrOn, reusePortOn},
+		datagram:          {reuseAddrOff, reusePortOn},
+		multicastDatagram: {reuseAddrOn, reusePortOn},
+	},
+	Exclusive: {
+		streamListener:    {reuseAddrOn, reusePortOff},
+		streamDialer:      {reuseAddrOff, reusePortOff},
+		datagram:          {reuseAddrOff, reusePortOff},
+		multicastDatagram: {reuseAddrOff, reusePortOff},
+	},
+}}
+
+// linuxTable is reusePortTable with port 0 handled after bind: measured on
+// Linux 6.18, SO_REUSEPORT set after bind never lets a port 0 bind land on a
+// port another socket holds, and later sockets still join the group.
+var linuxTable = func() optTable {
+	t := reusePortTable
+	t.zeroPortAfterBind = true
+	return t
+}()
+
+// freebsdTable: SO_REUSEPORT_LB (12.0+) balances listening and bound
+// datagram sockets by a hash, at most 256 a group; plain SO_REUSEPORT only
+// lets sockets bind together, which is what dialers and multicast receivers
+// need.
+var freebsdTable = optTable{opts: [2][numKinds][]sockOpt{
+	Share: {
+		streamListener:    {reuseAddrOn, reusePortLBOn},
+		streamDialer:      {reuseAddrOn, reusePortOn},
+		datagram:          {reuseAddrOff, reusePortLBOn},
+		multicastDatagram: {reuseAddrOn, reusePortOn},
+	},
+	Exclusive: {
+		streamListener:    {reuseAddrOn, reusePortOff, reusePortLBOff},
+		streamDialer:      {reuseAddrOff, reusePortOff, reusePortLBOff},
+		datagram:          {reuseAddrOff, reusePortOff, reusePortLBOff},
+		multicastDatagram: {reuseAddrOff, reusePortOff, reusePortLBOff},
+	},
+}}
+
+// solarisTable: Exclusive sets SO_EXCLBIND. Share has no option but on a
+// multicast receiver, where SO_REUSEADDR alone lets every receiver of a
+// group bind the port, as in Go's net.ListenMulticastUDP: illumos has no
+// SO_REUSEPORT, and golang.org/x/sys lacks Solaris 11.4's.
+var solarisTable = optTable{missing: "SO_REUSEPORT", opts: [2][numKinds][]sockOpt{
+	Share: {
+		multicastDatagram: {reuseAddrOn},
+	},
+	Exclusive: {
+		streamListener:    {reuseAddrOn, exclBindOn},
+		streamDialer:      {reuseAddrOff, exclBindOn},
+		datagram:          {reuseAddrOff, exclBindOn},
+		multicastDatagram: {reuseAddrOff, exclBindOn},
+	},
+}}
+
+// windowsTable: SO_REUSEADDR shares without balancing and lets any process,
+// of any user, bind the port over it; SO_EXCLUSIVEADDRUSE forbids every
+// other bind of the address. Setting both on one socket fails (WSAEINVAL).
+var windowsTable = optTable{opts: [2][numKinds][]sockOpt{
+	Share: {
+		streamListener:    {reuseAddrOn},
+		streamDialer:      {reuseAddrOn},
+		datagram:          {reuseAddrOn},
+		multicastDatagram: {reuseAddrOn},
+	},
+	Exclusive: {
+		streamListener:    {exclAddrUseOn},
+		streamDialer:      {exclAddrUseOn},
+		datagram:          {exclAddrUseOn},
+		multicastDatagram: {exclAddrUseOn},
+	},
+}}
+
+// tableFor returns the options of goos. js and wasip1 simulate net in
+// memory and plan9 opens files: they have no socket options.
+func tableFor(goos string) *optTable {
+	switch goos {
+	case "linux", "android":
+		return &linuxTable
+	case "aix", "darwin", "ios", "dragonfly", "netbsd", "openbsd":
+		return &reusePortTable
+	case "freebsd":
+		return &freebsdTable
+	case "solaris", "illumos":
+		return &solarisTable
+	case "windows":
+		return &windowsTable
+	}
+	return &optTable{}
+}
+
+// osTable is the table of this OS.
+var osTable = tableFor(runtime.GOOS)
+
+// options returns the options that mode m sets on a socket of kind k here.
+func options(m Mode, k sockKind) ([]sockOpt, error) {
+	if err := checkMode(m); err != nil {
+		return nil, err
+	}
+	if opts := osTable.opts[m][k]; opts != nil {
+		return opts, nil
+	}
+	if osTable.missing == "" {
+		return nil, errNoSockets
+	}
+	return nil, fmt.Errorf("%s%v needs %s, which %s does not have: %w", errPrefix, m, osTable.missing, runtime.GOOS, errors.ErrUnsupported)
+}
+
+// errNoSockets is the error of every call where the OS has no BSD sockets
+// (js, wasip1, plan9), so that no option can be set.
+var errNoSockets = fmt.Errorf("%s%s has no socket options to share or reserve a port: %w", errPrefix, runtime.GOOS, errors.ErrUnsupported)
+
+// setOptions sets opts on the socket behind rc, in order, and stops at the
+// first error. It is the one place where the package sets the options of a
+// Mode.
+func setOptions(rc syscall.RawConn, opts []sockOpt) error {
+	if len(opts) == 0 {
+		return nil
+	}
+	s := optSetters.Get().(*optSetter)
+	s.opts = opts
+	err := rc.Control(s.set)
+	if err == nil {
+		err = s.err
+	}
+	*s = optSetter{set: s.set}
+	optSetters.Put(s)
+	return err
+}
+
+// optSetter is the func that setOptions passes to RawConn.Control, with
+// its arguments and result. Such a func escapes, so a closure would cost
+// two allocations a call (itself and the error it sets); pooled, it costs
+// none, which keeps Listen as cheap as a hand-written Control.
+type optSetter struct {
+	opts []sockOpt
+	err  error
+	set  func(fd uintptr) // s.run, made once
+}
+
+func (s *optSetter) run(fd uintptr) { s.err = setOptionsFD(fd, s.opts) }
+
+var optSetters = sync.Pool{New: func() any {
+	s := new(optSetter)
+	s.set = s.run
+	return s
+}}
+
+// setOptionsFD sets opts on fd, in order, and stops at the first error.
+func setOptionsFD(fd uintptr, opts []sockOpt) error {
+	for _, o := range opts {
+		n, ok := optNumbers[o.name]
+		if !ok {
+			return fmt.Errorf("%s%s has no %v: %w", errPrefix, runtime.GOOS, o.name, errors.ErrUnsupported)
+		}
+		if err := setsockoptInt(fd, n.level, n.opt, o.value); err != nil {
+			return fmt.Errorf("%sset %v=%d: %w", errPrefix, o.name, o.value, os.NewSyscallError("setsockopt", err))
+		}
+	}
+	return nil
+}
