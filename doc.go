@@ -32,8 +32,9 @@
 //     its old connections sit in TIME_WAIT.
 //
 // [Listen], [ListenPacket] and [Dial] mirror the functions of package net;
-// [Config.Control] fits the Control field of a [net.ListenConfig] or
-// [net.Dialer] of the caller's own. Every option is set before bind, on
+// [Config.Control] fits the Control field of a [net.ListenConfig] of the
+// caller's own, [Config.DialerControl] that of a [net.Dialer]. Every option
+// is set before bind (but see "Port 0" for Share with port 0 on Linux), on
 // every socket, and the caller's own Control runs after them.
 //
 // The repository's README says which of these rules the tests measure on

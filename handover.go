@@ -221,7 +221,3 @@ func newSockGroup(socks []any) (*sockGroup, error) {
 	}
 	return g, nil
 }
-
-// errNotShared is the error for a socket opened without SO_REUSEPORT, which
-// no other socket can join.
-var errNotShared = errors.New(errPrefix + "the socket does not share its port (opened under Exclusive, or not by this package): a handover needs sockets opened under Share")

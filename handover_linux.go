@@ -995,3 +995,7 @@ func (st *handoverState) recover() {
 	defer lock.Close()
 	_ = st.unsteer()
 }
+
+// errNotShared is the error for a socket opened without SO_REUSEPORT, which
+// no other socket can join.
+var errNotShared = errors.New(errPrefix + "the socket does not share its port (opened under Exclusive, or not by this package): a handover needs sockets opened under Share")

@@ -1,4 +1,4 @@
-//go:build aix || darwin || dragonfly || freebsd || netbsd || openbsd || solaris
+//go:build unix && !linux
 
 package reuse
 

@@ -423,7 +423,7 @@ func steerMemberWorker(args []string) error {
 	}
 	go echoMember(pc, member)
 	fmt.Println("ready as uid", os.Geteuid())
-	_, err = os.Stdin.Read(make([]byte, 1)) // until stdin closes
+	_, _ = os.Stdin.Read(make([]byte, 1)) // until stdin closes
 	return nil
 }
 

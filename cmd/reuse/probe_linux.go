@@ -12,9 +12,11 @@ import (
 	"strconv"
 	"strings"
 	"syscall"
+	"time"
 
 	"golang.org/x/sys/unix"
 
+	"github.com/sockreuse/reuse"
 	"github.com/sockreuse/reuse/internal/netns"
 )
 
@@ -363,4 +365,85 @@ func godebugValue(list, key string) (value string, ok bool) {
 		}
 	}
 	return value, ok
+}
+
+// measureSpecific listens with Share on the IPv4 wildcard and on 127.0.0.1
+// at one port, and checks where connections to 127.0.0.1 and 127.0.0.2 go.
+// It binds a wildcard, so it runs only in a private network namespace.
+func measureSpecific() probeFact {
+	f := probeFact{Name: factSpecific, Stable: true}
+	wild, err := reuse.Listen("tcp4", "0.0.0.0:0")
+	if err != nil {
+		f.Value = "not measured: " + errnoName(err)
+		return f
+	}
+	defer wild.Close()
+	port := strconv.Itoa(wild.Addr().(*net.TCPAddr).Port)
+	spec, err := reuse.Listen("tcp4", "127.0.0.1:"+port)
+	if err != nil {
+		f.Value = "not measured: the specific listener is refused (" + errnoName(err) + ")"
+		return f
+	}
+	defer spec.Close()
+	const n = 20
+	toSpecific, err := countAccepts(spec, wild, "127.0.0.1:"+port, n)
+	if err != nil {
+		f.Value = "not measured: " + err.Error()
+		return f
+	}
+	toWildcard, err := countAccepts(wild, spec, "127.0.0.2:"+port, n)
+	if err != nil {
+		f.Value = "not measured: " + err.Error()
+		return f
+	}
+	f.Detail = fmt.Sprintf("%d/%d to 127.0.0.1 reached the specific listener, %d/%d to 127.0.0.2 the wildcard one", toSpecific, n, toWildcard, n)
+	f.Value = "no"
+	if toSpecific == n && toWildcard == n {
+		f.Value = "yes"
+	}
+	return f
+}
+
+// countAccepts dials addr n times and returns how many connections want
+// accepted; the others must have gone to other.
+func countAccepts(want, other net.Listener, addr string, n int) (int, error) {
+	got := 0
+	for i := 0; i < n; i++ {
+		c, err := net.DialTimeout("tcp4", addr, time.Second)
+		if err != nil {
+			return 0, err
+		}
+		c.Close()
+		which, err := acceptEither(want, other)
+		if err != nil {
+			return 0, err
+		}
+		if which == 0 {
+			got++
+		}
+	}
+	return got, nil
+}
+
+// acceptEither accepts one connection from whichever of two listeners has
+// it, within a second, and says which (0 or 1).
+func acceptEither(ls ...net.Listener) (int, error) {
+	deadline := time.Now().Add(time.Second)
+	for time.Now().Before(deadline) {
+		for i, l := range ls {
+			tl := l.(*net.TCPListener)
+			if err := tl.SetDeadline(time.Now().Add(5 * time.Millisecond)); err != nil {
+				return 0, err
+			}
+			c, err := tl.Accept()
+			if err == nil {
+				c.Close()
+				return i, nil
+			}
+			if !errors.Is(err, os.ErrDeadlineExceeded) {
+				return 0, err
+			}
+		}
+	}
+	return 0, errors.New("no listener accepted the connection within a second")
 }

@@ -177,3 +177,15 @@ func TestProbeMPTCP(t *testing.T) {
 		t.Errorf("the fact's detail %q does not name the setting multipathtcp=%s", f.Detail, value)
 	}
 }
+
+// fact returns the value of the fact called name.
+func (r *probeReport) fact(t *testing.T, name string) string {
+	t.Helper()
+	for _, f := range r.Facts {
+		if f.Name == name {
+			return f.Value
+		}
+	}
+	t.Fatalf("the probe has no fact %q", name)
+	return ""
+}

@@ -53,18 +53,6 @@ func (r *probeReport) cell(t *testing.T, proto, state, addrs, family, first, sec
 	return bindRow{}
 }
 
-// fact returns the value of the fact called name.
-func (r *probeReport) fact(t *testing.T, name string) string {
-	t.Helper()
-	for _, f := range r.Facts {
-		if f.Name == name {
-			return f.Value
-		}
-	}
-	t.Fatalf("the probe has no fact %q", name)
-	return ""
-}
-
 // TestProbeRows checks that the probe made every row it lists: the
 // same-address rows on every OS, the wildcard rows only with a reason.
 func TestProbeRows(t *testing.T) {
