@@ -106,6 +106,14 @@ func TestProgress(t *testing.T) {
 	if len(lines) != 2 || !strings.HasPrefix(lines[0], "reuse test: units: 4 of 10 (2") || !strings.HasPrefix(lines[1], "reuse test: units: 5 of 10 (2") {
 		t.Errorf("progress printed %q, want a line for 4 of 10 and one for 5 of 10, each after 2s", out.String())
 	}
+	out.Reset()
+	said := newProgress("test: units", 2)
+	said.next = time.Now()
+	said.add(2)
+	said.end() // the last line already said 2 of 2
+	if got := strings.Count(out.String(), "\n"); got != 1 {
+		t.Errorf("progress printed %q, want one line for 2 of 2", out.String())
+	}
 }
 
 // TestWorkerHelper runs the probe's bind worker through startWorker: it
