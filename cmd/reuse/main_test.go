@@ -61,6 +61,8 @@ func TestCommandLine(t *testing.T) {
 		{args: []string{"probe", "-nosuch"}, code: 2, stderrHas: "flag provided but not defined: -nosuch", stdoutNone: true},
 		{args: []string{"probe", "now"}, code: 2, stderrHas: `unexpected argument "now"`, stdoutNone: true},
 		{args: []string{"restart", "-handovers", "0"}, code: 2, stderrHas: "usage: reuse restart [flags]", stdoutNone: true},
+		{args: []string{"restart", "-workers", "1"}, code: 2, stderrHas: "-workers 1: want 0", stdoutNone: true},
+		{args: []string{"restart", "-listeners", "2,x"}, code: 2, stderrHas: `-listeners "2,x"`, stdoutNone: true},
 		{args: []string{"restart", "-naive", "twice"}, code: 2, stderrHas: `unexpected argument "twice"`, stdoutNone: true},
 	}
 	for _, tt := range tests {

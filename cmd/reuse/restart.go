@@ -82,9 +82,9 @@ func runRestart(args []string, stdout io.Writer) error {
 	fs := flag.NewFlagSet("restart", flag.ContinueOnError)
 	n := fs.Int("handovers", 20, "successive restarts of each shape")
 	listeners := fs.String("listeners", "1,4", "shapes of one process: listeners per server process, comma-separated")
-	workers := fs.Int("workers", 4, "a shape of several processes: worker processes of one listener each, replaced one at a time (0: none)")
+	workers := fs.Int("workers", 4, "a shape of several processes: worker processes of one listener each, replaced one at a time (0: no such shape)")
 	mptcp := fs.Bool("mptcp", true, "listen with MPTCP, Go's default since 1.24 (false: plain TCP)")
-	naive := fs.Bool("naive", true, "also restart each shape naively: the old listeners close as soon as the new ones listen")
+	naive := fs.Bool("naive", true, "also restart each shape naively: the old sockets close as soon as the new ones are bound")
 	udp := fs.Bool("udp", true, "also hand over UDP services of each shape, under a stream of numbered datagrams")
 	clients := fs.Int("clients", 2, "client goroutines opening connections as fast as they can")
 	maxConns := fs.Int("conns", 20000, "stop a shape's load after this many connections")
@@ -93,6 +93,9 @@ func runRestart(args []string, stdout io.Writer) error {
 	}
 	if *n < 1 || *clients < 1 || *maxConns < 1 {
 		return badFlag(fs, "-handovers, -clients and -conns must be at least 1")
+	}
+	if *workers < 0 || *workers == 1 {
+		return badFlag(fs, "-workers %d: want 0 (no shape of several processes) or at least 2", *workers)
 	}
 	var shapes []restartCase
 	for _, f := range strings.Split(*listeners, ",") {
