@@ -137,7 +137,8 @@ func runRestart(args []string, stdout io.Writer) error {
 }
 
 // printRestartSummary prints, for each shape, how many connections or
-// datagrams each way of restarting lost, and what tcp_migrate_req did.
+// datagrams each way of restarting lost, and what tcp_migrate_req makes a
+// closing listener do.
 func printRestartSummary(stdout io.Writer, cases []restartCase, lost []string, migrate string) {
 	fmt.Fprintln(stdout, "\nLost in all, per shape:")
 	tw := tabwriter.NewWriter(stdout, 0, 0, 3, ' ', 0)
@@ -177,7 +178,8 @@ func migrateReqWords() string {
 
 // restartShape runs one case and prints its counts: c.workers processes
 // (in slots of their own when more than one) are replaced in turn, n times
-// in all.
+// in all. It returns how many connections or datagrams were lost, of how
+// many attempted or sent.
 func restartShape(c restartCase, n, clients, maxConns int, stdout io.Writer) (lost, total int64, err error) {
 	procs := make([]*worker, c.workers)
 	defer func() {
