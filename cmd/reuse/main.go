@@ -15,7 +15,7 @@
 //
 //	reuse demo [-workers N] [-conns M] [-addr host:port]
 //	reuse probe [-json | -markdown]
-//	reuse restart [-handovers N] [-naive] [-clients N] [-conns M]
+//	reuse restart [-handovers N] [-listeners K,...] [-workers N] [-mptcp=false] [-udp=false] [-naive=false]
 //	reuse help
 //
 // demo starts N worker processes that listen on one loopback port with
@@ -36,8 +36,9 @@
 // processes of each shape (one listener, a group of listeners in one
 // process, N worker processes with a slot each; TCP and UDP) and replaces
 // them N times (default 20) with reuse.Handover, and naively (the old
-// sockets close as soon as the new ones listen), then counts the
-// connections served, refused and reset, and the datagrams lost.
+// sockets close as soon as the new ones are bound), then counts the
+// connections served, refused and reset, and the datagrams lost, and sums
+// up what each way lost per shape.
 //
 // Each subcommand prints its flags with -h. A wrong flag or argument exits
 // with status 2, a failure with 1. Steps that take more than a second

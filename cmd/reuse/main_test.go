@@ -61,6 +61,8 @@ func TestCommandLine(t *testing.T) {
 		{args: []string{"probe", "-nosuch"}, code: 2, stderrHas: "flag provided but not defined: -nosuch", stdoutNone: true},
 		{args: []string{"probe", "now"}, code: 2, stderrHas: `unexpected argument "now"`, stdoutNone: true},
 		{args: []string{"restart", "-handovers", "0"}, code: 2, stderrHas: "usage: reuse restart [flags]", stdoutNone: true},
+		{args: []string{"restart", "-workers", "1"}, code: 2, stderrHas: "-workers 1: want 0", stdoutNone: true},
+		{args: []string{"restart", "-listeners", "2,x"}, code: 2, stderrHas: `-listeners "2,x"`, stdoutNone: true},
 		{args: []string{"restart", "-naive", "twice"}, code: 2, stderrHas: `unexpected argument "twice"`, stdoutNone: true},
 	}
 	for _, tt := range tests {
@@ -105,6 +107,14 @@ func TestProgress(t *testing.T) {
 	lines := strings.Split(strings.TrimSpace(out.String()), "\n")
 	if len(lines) != 2 || !strings.HasPrefix(lines[0], "reuse test: units: 4 of 10 (2") || !strings.HasPrefix(lines[1], "reuse test: units: 5 of 10 (2") {
 		t.Errorf("progress printed %q, want a line for 4 of 10 and one for 5 of 10, each after 2s", out.String())
+	}
+	out.Reset()
+	said := newProgress("test: units", 2)
+	said.next = time.Now()
+	said.add(2)
+	said.end() // the last line already said 2 of 2
+	if got := strings.Count(out.String(), "\n"); got != 1 {
+		t.Errorf("progress printed %q, want one line for 2 of 2", out.String())
 	}
 }
 

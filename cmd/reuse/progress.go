@@ -23,6 +23,7 @@ type progress struct {
 	start   time.Time
 	next    time.Time // when the next line may be printed
 	printed bool
+	shown   int // done when the last line was printed
 }
 
 // newProgress starts reporting on total units of what.
@@ -42,16 +43,17 @@ func (p *progress) add(n int) {
 	}
 }
 
-// end prints the final count, if progress was shown at all.
+// end prints the final count, if progress was shown at all and the last
+// line did not already say it.
 func (p *progress) end() {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	if p.printed {
+	if p.printed && p.shown != p.done {
 		p.print(time.Now())
 	}
 }
 
 func (p *progress) print(now time.Time) {
-	p.printed = true
+	p.printed, p.shown = true, p.done
 	fmt.Fprintf(progressOut, "reuse %s: %d of %d (%v)\n", p.what, p.done, p.total, now.Sub(p.start).Round(100*time.Millisecond))
 }

@@ -9,74 +9,43 @@ import (
 	"io"
 	"net"
 	"os"
-	"os/exec"
 	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
+	"text/tabwriter"
 	"time"
 
 	"github.com/sockreuse/reuse"
 )
 
-// restartWorkerProc is a running restart worker and its standard streams.
-type restartWorkerProc struct {
-	cmd   *exec.Cmd
-	stdin io.WriteCloser
-	out   *bufio.Scanner
-}
-
 // startRestartWorker starts a server generation of case c on addr, in the
 // Handover slot slot. It returns the worker and its first line: "ADDR PROTO".
-func startRestartWorker(c restartCase, addr, slot string) (*restartWorkerProc, string, error) {
+func startRestartWorker(c restartCase, addr, slot string) (*worker, string, error) {
 	network := "tcp"
 	if c.udp {
 		network = "udp"
 	}
-	cmd, err := workerCommand("restart", addr, strconv.Itoa(c.listeners), strconv.FormatBool(c.mptcp), slot, network)
+	w, err := startWorker("restart", []string{addr, strconv.Itoa(c.listeners), strconv.FormatBool(c.mptcp), slot, network})
 	if err != nil {
 		return nil, "", err
 	}
-	stdin, err := cmd.StdinPipe()
-	if err != nil {
-		return nil, "", err
-	}
-	out, err := cmd.StdoutPipe()
-	if err != nil {
-		return nil, "", err
-	}
-	if err := cmd.Start(); err != nil {
-		return nil, "", err
-	}
-	w := &restartWorkerProc{cmd: cmd, stdin: stdin, out: bufio.NewScanner(out)}
-	line, err := w.ask("")
+	line, err := askRestart(w, "")
 	if err != nil {
 		_ = w.stop()
+		return nil, "", err
 	}
-	return w, line, err
+	return w, line, nil
 }
 
-// ask sends cmd (if any) and returns the worker's next line; a line
-// "error ..." is returned as an error.
-func (w *restartWorkerProc) ask(cmd string) (string, error) {
-	if cmd != "" {
-		if _, err := io.WriteString(w.stdin, cmd+"\n"); err != nil {
-			return "", err
-		}
+// askRestart is w.ask for a restart worker, which answers a request it
+// could not carry out with a line "error ...": that is returned as an error.
+func askRestart(w *worker, req string) (string, error) {
+	line, err := w.ask(req)
+	if msg, ok := strings.CutPrefix(line, "error "); ok && err == nil {
+		return "", fmt.Errorf("worker %s (pid %d): %s: %s", w.name, w.pid(), req, msg)
 	}
-	if !w.out.Scan() {
-		return "", fmt.Errorf("worker pid %d ended before answering %q", w.cmd.Process.Pid, cmd)
-	}
-	if msg, ok := strings.CutPrefix(w.out.Text(), "error "); ok {
-		return "", fmt.Errorf("worker pid %d: %s: %s", w.cmd.Process.Pid, cmd, msg)
-	}
-	return w.out.Text(), nil
-}
-
-// stop closes the worker's stdin, which ends it, and waits for it.
-func (w *restartWorkerProc) stop() error {
-	_ = w.stdin.Close()
-	return w.cmd.Wait()
+	return line, err
 }
 
 // restartCase is one shape of server, restarted one way.
@@ -86,6 +55,18 @@ type restartCase struct {
 	mptcp     bool
 	udp       bool
 	naive     bool
+}
+
+// shape describes the servers of c: "4 worker processes of 1 UDP socket, replaced in turn".
+func (c restartCase) shape() string {
+	s := fmt.Sprintf("%d listener%s a process", c.listeners, plural(c.listeners))
+	if c.workers > 1 {
+		s = fmt.Sprintf("%d worker processes of %d listener%s, replaced in turn", c.workers, c.listeners, plural(c.listeners))
+	}
+	if c.udp {
+		s = strings.ReplaceAll(s, "listener", "UDP socket")
+	}
+	return s
 }
 
 // restartCounts is what the clients saw during one case.
@@ -101,9 +82,9 @@ func runRestart(args []string, stdout io.Writer) error {
 	fs := flag.NewFlagSet("restart", flag.ContinueOnError)
 	n := fs.Int("handovers", 20, "successive restarts of each shape")
 	listeners := fs.String("listeners", "1,4", "shapes of one process: listeners per server process, comma-separated")
-	workers := fs.Int("workers", 4, "a shape of several processes: worker processes of one listener each, replaced one at a time (0: none)")
+	workers := fs.Int("workers", 4, "a shape of several processes: worker processes of one listener each, replaced one at a time (0: no such shape)")
 	mptcp := fs.Bool("mptcp", true, "listen with MPTCP, Go's default since 1.24 (false: plain TCP)")
-	naive := fs.Bool("naive", true, "also restart each shape naively: the old listeners close as soon as the new ones listen")
+	naive := fs.Bool("naive", true, "also restart each shape naively: the old sockets close as soon as the new ones are bound")
 	udp := fs.Bool("udp", true, "also hand over UDP services of each shape, under a stream of numbered datagrams")
 	clients := fs.Int("clients", 2, "client goroutines opening connections as fast as they can")
 	maxConns := fs.Int("conns", 20000, "stop a shape's load after this many connections")
@@ -112,6 +93,9 @@ func runRestart(args []string, stdout io.Writer) error {
 	}
 	if *n < 1 || *clients < 1 || *maxConns < 1 {
 		return badFlag(fs, "-handovers, -clients and -conns must be at least 1")
+	}
+	if *workers < 0 || *workers == 1 {
+		return badFlag(fs, "-workers %d: want 0 (no shape of several processes) or at least 2", *workers)
 	}
 	var shapes []restartCase
 	for _, f := range strings.Split(*listeners, ",") {
@@ -138,32 +122,66 @@ func runRestart(args []string, stdout io.Writer) error {
 			}
 		}
 	}
-	fmt.Fprintln(stdout, migrateReqWords())
-	for _, c := range cases {
-		if err := restartShape(c, *n, *clients, *maxConns, stdout); err != nil {
+	migrate := migrateReqWords()
+	fmt.Fprintln(stdout, migrate)
+	lost := make([]string, len(cases))
+	for i, c := range cases {
+		l, total, err := restartShape(c, *n, *clients, *maxConns, stdout)
+		if err != nil {
 			return err
 		}
+		lost[i] = fmt.Sprintf("%d of %d", l, total)
 	}
+	printRestartSummary(stdout, cases, lost, migrate)
 	return nil
 }
 
-// migrateReqWords says what net.ipv4.tcp_migrate_req is here.
+// printRestartSummary prints, for each shape, how many connections or
+// datagrams each way of restarting lost, and what tcp_migrate_req makes a
+// closing listener do.
+func printRestartSummary(stdout io.Writer, cases []restartCase, lost []string, migrate string) {
+	fmt.Fprintln(stdout, "\nLost in all, per shape:")
+	tw := tabwriter.NewWriter(stdout, 0, 0, 3, ' ', 0)
+	fmt.Fprintln(tw, "  shape\twith reuse.Handover\tnaively")
+	for i := 0; i < len(cases); i++ {
+		row := []string{cases[i].shape() + unitsOf(cases[i]), lost[i], "-"}
+		if i+1 < len(cases) && cases[i+1].naive {
+			i++
+			row[2] = lost[i]
+		}
+		fmt.Fprintf(tw, "  %s\n", strings.Join(row, "\t"))
+	}
+	tw.Flush()
+	fmt.Fprintln(stdout, migrate)
+}
+
+// unitsOf names what a case counts.
+func unitsOf(c restartCase) string {
+	if c.udp {
+		return ": datagrams"
+	}
+	return ": connections"
+}
+
+// migrateReqWords says what net.ipv4.tcp_migrate_req makes a closing
+// listener do here, in words.
 func migrateReqWords() string {
 	data, err := os.ReadFile("/proc/sys/net/ipv4/tcp_migrate_req")
 	switch {
 	case err != nil:
-		return "net.ipv4.tcp_migrate_req: unknown here (before Linux 5.14, or not Linux): a closing listener resets the connections in its queue"
+		return "This kernel has no net.ipv4.tcp_migrate_req (Linux before 5.14): a listener that closes resets the connections waiting in its queue."
 	case strings.TrimSpace(string(data)) == "1":
-		return "net.ipv4.tcp_migrate_req = 1: a closing listener hands the connections in its queue to the others of its port"
+		return "Here a listener that closes moves the connections waiting in its queue to another listener of its port (net.ipv4.tcp_migrate_req = 1)."
 	}
-	return "net.ipv4.tcp_migrate_req = 0: a closing listener resets the connections in its queue"
+	return "Here a listener that closes resets the connections waiting in its queue (net.ipv4.tcp_migrate_req = 0; 1 would move them to another listener of its port)."
 }
 
 // restartShape runs one case and prints its counts: c.workers processes
 // (in slots of their own when more than one) are replaced in turn, n times
-// in all.
-func restartShape(c restartCase, n, clients, maxConns int, stdout io.Writer) error {
-	procs := make([]*restartWorkerProc, c.workers)
+// in all. It returns how many connections or datagrams were lost, of how
+// many attempted or sent.
+func restartShape(c restartCase, n, clients, maxConns int, stdout io.Writer) (lost, total int64, err error) {
+	procs := make([]*worker, c.workers)
 	defer func() {
 		for _, w := range procs {
 			if w != nil {
@@ -181,13 +199,13 @@ func restartShape(c restartCase, n, clients, maxConns int, stdout io.Writer) err
 	for i := range procs {
 		w, line, err := startRestartWorker(c, addr, slot(i))
 		if err != nil {
-			return err
+			return 0, 0, err
 		}
 		procs[i] = w
 		addr, proto, _ = strings.Cut(line, " ")
 		if !c.naive {
-			if _, err := w.ask("takeover"); err != nil {
-				return err
+			if _, err := askRestart(w, "takeover"); err != nil {
+				return 0, 0, err
 			}
 		}
 	}
@@ -209,7 +227,7 @@ func restartShape(c restartCase, n, clients, maxConns int, stdout io.Writer) err
 	if c.udp {
 		send, err := udpSender(addr, 1000, &counts.attempted)
 		if err != nil {
-			return err
+			return 0, 0, err
 		}
 		wg.Add(1)
 		go func() {
@@ -244,8 +262,13 @@ func restartShape(c restartCase, n, clients, maxConns int, stdout io.Writer) err
 			}
 		}()
 	}
+	how := "with reuse.Handover"
+	if c.naive {
+		how = "naively"
+	}
+	prog := newProgress("restart: "+c.shape()+", "+how+": restarts", n)
 	start := time.Now()
-	err := func() error {
+	err = func() error {
 		for i := 0; i < n; i++ {
 			j := i % c.workers
 			next, _, err := startRestartWorker(c, addr, slot(j))
@@ -254,56 +277,50 @@ func restartShape(c restartCase, n, clients, maxConns int, stdout io.Writer) err
 			}
 			var line string
 			if c.naive {
-				line, err = procs[j].ask("close")
+				line, err = askRestart(procs[j], "close")
 			} else {
 				// Returns once the old worker let go; it exits by itself.
-				if _, err = next.ask("takeover"); err == nil && c.udp {
-					line, err = procs[j].ask("")
+				if _, err = askRestart(next, "takeover"); err == nil && c.udp {
+					line, err = askRestart(procs[j], "")
 				}
 			}
 			if err == nil && c.udp {
 				err = readBy(line)
 			}
-			if err == nil {
-				err = procs[j].stop()
+			if serr := procs[j].stop(); err == nil {
+				err = serr
 			}
 			procs[j] = next
 			if err != nil {
 				return err
 			}
+			prog.add(1)
 		}
 		return nil
 	}()
+	prog.end()
 	elapsed := time.Since(start)
 	close(stop)
 	wg.Wait()
 	if err == nil && c.udp {
 		time.Sleep(50 * time.Millisecond) // the last datagrams in flight
 		for _, w := range procs {
-			line, err := w.ask("close")
+			line, err := askRestart(w, "close")
 			if err == nil {
 				err = readBy(line)
 			}
 			if err != nil {
-				return err
+				return 0, 0, err
 			}
 		}
 	}
 	if err != nil {
-		return err
+		return 0, 0, err
 	}
-	how := "with reuse.Handover"
 	if c.naive {
-		how = "naively (the old listeners close as soon as the new ones listen)"
+		how = "naively (the old sockets close as soon as the new ones are bound)"
 	}
-	shape := fmt.Sprintf("%d listener%s a process", c.listeners, plural(c.listeners))
-	if c.workers > 1 {
-		shape = fmt.Sprintf("%d worker processes of %d listener%s, replaced in turn", c.workers, c.listeners, plural(c.listeners))
-	}
-	if c.udp {
-		shape = strings.ReplaceAll(shape, "listener", "UDP socket")
-	}
-	fmt.Fprintf(stdout, "%s (%s), %d restarts %s, in %v:\n", shape, proto, n, how, elapsed.Round(time.Millisecond))
+	fmt.Fprintf(stdout, "%s (%s), %d restarts %s, in %v:\n", c.shape(), proto, n, how, elapsed.Round(time.Millisecond))
 	if c.udp {
 		sent := counts.attempted.Load()
 		probes := 0
@@ -312,11 +329,11 @@ func restartShape(c restartCase, n, clients, maxConns int, stdout io.Writer) err
 		}
 		fmt.Fprintf(stdout, "  sent      %d\n  read      %d\n  lost      %d\n  dropped   %d (counted by the kernel on the sockets: full buffers, and %d probes of the handovers)\n",
 			sent, read.Load(), sent-read.Load(), dropped.Load(), probes)
-		return nil
+		return sent - read.Load(), sent, nil
 	}
 	fmt.Fprintf(stdout, "  attempted %d\n  served    %d\n  refused   %d\n  reset     %d\n  other     %d\n",
 		counts.attempted.Load(), counts.served.Load(), counts.refused.Load(), counts.reset.Load(), counts.other.Load())
-	return nil
+	return counts.attempted.Load() - counts.served.Load(), counts.attempted.Load(), nil
 }
 
 // udpSender dials addr from sources sockets of their own (each its own

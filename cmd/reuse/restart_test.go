@@ -1,6 +1,7 @@
 package main
 
 import (
+	"fmt"
 	"regexp"
 	"runtime"
 	"strconv"
@@ -65,6 +66,10 @@ func TestRestart(t *testing.T) {
 			t.Errorf("restart %v does not say what net.ipv4.tcp_migrate_req is", args)
 		}
 		blocks := restartBlocks(t, out.String())
+		_, summary, ok := strings.Cut(out.String(), "Lost in all, per shape:")
+		if !ok {
+			t.Fatalf("restart %v printed no summary:\n%s", args, out.String())
+		}
 		want := 6 // 3 shapes, handover and naive
 		if udp == "true" {
 			want *= 2 // TCP and UDP
@@ -75,6 +80,13 @@ func TestRestart(t *testing.T) {
 		for _, b := range blocks {
 			c := b.counts
 			naive := strings.Contains(b.title, "naively")
+			lost, total := c["attempted"]-c["served"], c["attempted"]
+			if strings.Contains(b.title, "UDP") {
+				lost, total = c["lost"], c["sent"]
+			}
+			if want := fmt.Sprintf("%d of %d", lost, total); !strings.Contains(summary, want) {
+				t.Errorf("%s: the summary does not say %q:\n%s", b.title, want, summary)
+			}
 			if strings.Contains(b.title, "UDP") {
 				// A datagram that the handover lost is not counted
 				// dropped: the kernel counts only full buffers (and

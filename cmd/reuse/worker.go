@@ -132,7 +132,7 @@ func (w *worker) ask(req string) (string, error) {
 		}
 		return line, nil
 	case <-time.After(workerTimeout):
-		return "", fmt.Errorf("worker %s (pid %d): no %s in %v", w.name, w.pid(), what, workerTimeout)
+		return "", fmt.Errorf("worker %s (pid %d): waited %v for %s", w.name, w.pid(), workerTimeout, what)
 	}
 }
 
