@@ -54,7 +54,7 @@ var (
 	after     = flag.Duration("after", time.Second, "workers: load after the last restart, for the shares after")
 	limit     = flag.Duration("limit", 30*time.Second, "time limit of each wait for a server")
 	quick     = flag.Bool("quick", false, "a short run for CI: 3 restarts, one listener and UDP, MPTCP, tcp_migrate_req 0")
-	check     = flag.Bool("check", false, "exit with status 1 if a reuse case lost a request or a datagram")
+	check     = flag.Bool("check", false, "exit with status 1 if a reuse case failed a request, or lost a datagram other than to a full receive buffer")
 )
 
 // modesOf lists the replacement modes run for each shape.
@@ -208,7 +208,9 @@ func run() error {
 	report(os.Stdout, results, notes)
 	if *check {
 		for _, r := range results {
-			if r.mode == "reuse" && (r.err != nil || r.failed > 0 || r.lost() > 0 || r.sendErrs > 0) {
+			// A datagram dropped for a full receive buffer is a matter of
+			// capacity, reported in the table; a restart must lose no other.
+			if r.mode == "reuse" && (r.err != nil || r.failed > 0 || r.lost() > r.rcvbuf || r.sendErrs > 0) {
 				return fmt.Errorf("-check: %s %s mptcp=%v migrate=%s: %s", r.shape, r.mode, r.mptcp, r.migrate, summary(r))
 			}
 		}

@@ -123,10 +123,30 @@ func serveHTTP() error {
 		ConnState:         tracker.connState,
 		ReadHeaderTimeout: 10 * time.Second,
 	}
+	var serving sync.WaitGroup
 	serve := func(lns []net.Listener) {
 		for _, ln := range lns {
-			go srv.Serve(ln)
+			serving.Add(1)
+			go func(ln net.Listener) {
+				defer serving.Done()
+				srv.Serve(ln)
+			}(ln)
 		}
+	}
+	shutdown := func(lns []net.Listener) {
+		// Go 1.26's Shutdown closes, unanswered, a connection whose first
+		// request it reads only after shutdown began (golang/go#75591). So
+		// close the listeners, wait until Serve has returned (it may have
+		// accepted a connection that it has not yet reported as new), then
+		// until every connection accepted has had its first request read
+		// (5 s at most), and only then call Shutdown, which waits for the
+		// answers.
+		for _, ln := range lns {
+			ln.Close()
+		}
+		serving.Wait()
+		tracker.wait(5 * time.Second)
+		srv.Shutdown(context.Background())
 	}
 	switch *mode {
 	case "reuse":
@@ -150,7 +170,7 @@ func serveHTTP() error {
 		case <-h.Replaced():
 		case <-term:
 		}
-		shutdown(srv, lns, tracker)
+		shutdown(lns)
 		return h.Close()
 	case "naive":
 		lns, err := config().ListenGroup(context.Background(), "tcp", *addr, *k)
@@ -195,23 +215,10 @@ func serveHTTP() error {
 		if *mode == "tableflip-readme" {
 			return srv.Shutdown(context.Background())
 		}
-		shutdown(srv, []net.Listener{ln}, tracker)
+		shutdown([]net.Listener{ln})
 		return nil
 	}
 	return fmt.Errorf("-mode %q: want reuse, naive, tableflip or tableflip-readme", *mode)
-}
-
-// shutdown stops srv without leaving a request unanswered: Go 1.26's
-// Shutdown closes, unanswered, a connection whose first request it reads
-// only after shutdown began (golang/go#75591). So it closes the listeners,
-// waits (5 s at most) until every connection accepted has had its first
-// request read, and only then calls Shutdown, which waits for the answers.
-func shutdown(srv *http.Server, lns []net.Listener, t *firstRequests) {
-	for _, ln := range lns {
-		ln.Close()
-	}
-	t.wait(5 * time.Second)
-	srv.Shutdown(context.Background())
 }
 
 // firstRequests tracks the connections accepted whose first request was not
