@@ -2,7 +2,7 @@
 # Produces RESTARTS.md: servers restarted under load, reuse.Handover beside a
 # naive replacement and cloudflare/tableflip, in one run (cmd/restartload).
 # Run from anywhere: bash bench/restart.sh. About 6 minutes with the defaults
-# (32 HTTP cases and 4 UDP cases of 20 restarts); every wait is bounded.
+# (36 HTTP cases and 4 UDP cases of 20 restarts); every wait is bounded.
 #
 # Settings, from the environment:
 #   RESTARTS=20      restarts per case (4 worker processes: 5 rounds of 4)
@@ -67,6 +67,8 @@ md=$tmp/RESTARTS.md
 	echo "  learns from \`Handover.Replaced\` that it was replaced, closes its listeners, waits"
 	echo "  until every accepted connection's first request was read, calls \`Shutdown\` and"
 	echo "  \`Handover.Close\`, and exits by itself. Worker processes each have a \`Slot\`."
+	echo "- **reuse.Handover, Shutdown at once after Replaced**: the same, but the old process"
+	echo "  calls \`Shutdown\` as soon as \`Replaced\` is closed (one listener only)."
 	echo "- **naive**: the new process opens its sockets with reuse (Share); once it listens, the"
 	echo "  driver tells the old one (SIGTERM), which calls \`http.Server.Shutdown\` at once (UDP:"
 	echo "  closes its sockets at once)."

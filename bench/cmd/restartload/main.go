@@ -59,7 +59,7 @@ var (
 
 // modesOf lists the replacement modes run for each shape.
 var modesOf = map[string][]string{
-	"one":         {"reuse", "naive", "tableflip-readme", "tableflip"},
+	"one":         {"reuse", "reuse-plain", "naive", "tableflip-readme", "tableflip"},
 	"group":       {"reuse", "naive"},
 	"workers":     {"reuse", "naive"},
 	"udp-group":   {"reuse", "naive"},
@@ -819,6 +819,7 @@ func medianMax(ds []time.Duration) (med, max time.Duration) {
 
 var modeNames = map[string]string{
 	"reuse":            "reuse.Handover",
+	"reuse-plain":      "reuse.Handover, Shutdown at once after Replaced",
 	"naive":            "naive (Share, old shuts down at once)",
 	"tableflip-readme": "tableflip v1.2.3, README pattern",
 	"tableflip":        "tableflip v1.2.3, first requests read before Shutdown",

@@ -4,14 +4,16 @@
 //
 //   - reuse: the new process opens its sockets under reuse's Share and calls
 //     reuse.Handover.TakeOver; the old one learns from Handover.Replaced that
-//     it was replaced, shuts down and exits. The two are unrelated processes.
+//     it was replaced, shuts down (see shutdown in serveHTTP) and exits. The two are
+//     unrelated processes. reuse-plain: the same, but it calls
+//     http.Server.Shutdown at once.
 //   - naive: the new process opens its sockets under Share; the old one is
 //     told (SIGTERM) once the new one listens and shuts down at once.
 //   - tableflip, tableflip-readme: github.com/cloudflare/tableflip; SIGHUP
 //     makes the process exec its successor, which inherits the listener. The
 //     readme variant shuts down as tableflip's README shows; the other one
 //     first waits for the first request of every accepted connection (see
-//     shutdown).
+//     shutdown in serveHTTP).
 //
 // It reports on standard output, one line an event, for the driver:
 // "ready pid=P slot=S" once it serves (after TakeOver returns, in the reuse
@@ -43,7 +45,7 @@ import (
 
 var (
 	proto    = flag.String("proto", "http", "http or udp")
-	mode     = flag.String("mode", "reuse", "how it is replaced: reuse, naive, tableflip or tableflip-readme")
+	mode     = flag.String("mode", "reuse", "how it is replaced: reuse, reuse-plain, naive, tableflip or tableflip-readme")
 	addr     = flag.String("addr", "127.0.0.1:8080", "local address")
 	k        = flag.Int("k", 1, "sockets this process opens on addr (a group when more than 1)")
 	slot     = flag.String("slot", "", "reuse: the Handover's Slot (a worker of a group of processes)")
@@ -149,7 +151,7 @@ func serveHTTP() error {
 		srv.Shutdown(context.Background())
 	}
 	switch *mode {
-	case "reuse":
+	case "reuse", "reuse-plain":
 		lns, err := config().ListenGroup(context.Background(), "tcp", *addr, *k)
 		if err != nil {
 			return err
@@ -170,7 +172,11 @@ func serveHTTP() error {
 		case <-h.Replaced():
 		case <-term:
 		}
-		shutdown(lns)
+		if *mode == "reuse-plain" {
+			srv.Shutdown(context.Background())
+		} else {
+			shutdown(lns)
+		}
 		return h.Close()
 	case "naive":
 		lns, err := config().ListenGroup(context.Background(), "tcp", *addr, *k)
@@ -218,7 +224,7 @@ func serveHTTP() error {
 		shutdown([]net.Listener{ln})
 		return nil
 	}
-	return fmt.Errorf("-mode %q: want reuse, naive, tableflip or tableflip-readme", *mode)
+	return fmt.Errorf("-mode %q: want reuse, reuse-plain, naive, tableflip or tableflip-readme", *mode)
 }
 
 // firstRequests tracks the connections accepted whose first request was not
