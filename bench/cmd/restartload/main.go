@@ -51,7 +51,7 @@ var (
 	srcPorts  = flag.Int("srcports", 1000, "UDP source ports")
 	gap       = flag.Duration("gap", 100*time.Millisecond, "pause between two restarts")
 	warm      = flag.Duration("warm", 300*time.Millisecond, "load before the first restart")
-	after     = flag.Duration("after", time.Second, "workers: load after the last restart, for the shares after")
+	afterLoad = flag.Duration("after", time.Second, "workers: load after the last restart, for the shares after")
 	limit     = flag.Duration("limit", 30*time.Second, "time limit of each wait for a server")
 	quick     = flag.Bool("quick", false, "a short run for CI: 3 restarts, one listener and UDP, MPTCP, tcp_migrate_req 0")
 	check     = flag.Bool("check", false, "exit with status 1 if a reuse case failed a request, or lost a datagram other than to a full receive buffer")
@@ -142,12 +142,12 @@ func (s spec) udp() bool { return strings.HasPrefix(s.shape, "udp") }
 // A result is what one case measured.
 type result struct {
 	spec
-	restarts   []time.Duration // from starting the new process to the old one gone
-	err        error           // the case could not complete
-	ok, failed int             // HTTP: answered 200; non-200 and errors
-	errs       map[string]int  // HTTP: hey's errors, by their last part
-	during     map[string]int64
-	afterShare map[string]int64 // workers: requests per slot, during and after
+	restarts   []time.Duration  // from starting the new process to the old one gone
+	err        error            // the case could not complete
+	ok, failed int              // HTTP: answered 200; non-200 and errors
+	errs       map[string]int   // HTTP: hey's errors, by their last part
+	during     map[string]int64 // workers: requests per slot during the restarts
+	after      map[string]int64 // workers: requests per slot after them
 	sent, recv int              // UDP: datagrams sent, distinct ones received
 	sendErrs   int              // UDP: sends that failed
 	dups       int              // UDP: datagrams received twice
@@ -462,7 +462,7 @@ func (g *group) replace(i int) (time.Duration, error) {
 	var nw *proc
 	var err error
 	switch g.mode {
-	case "reuse", "naive":
+	case "reuse", "reuse-plain", "naive":
 		if nw, err = g.start(i); err != nil {
 			return 0, err
 		}
@@ -472,7 +472,7 @@ func (g *group) replace(i int) (time.Duration, error) {
 		if g.mode == "naive" {
 			unix.Kill(old.pid, unix.SIGTERM)
 		}
-	default: // tableflip
+	case "tableflip", "tableflip-readme":
 		unix.Kill(old.pid, unix.SIGHUP)
 		e, err := g.ready(0)
 		if err != nil {
@@ -484,6 +484,8 @@ func (g *group) replace(i int) (time.Duration, error) {
 		if nw, err = g.adopt(e.pid, old.slot); err != nil {
 			return 0, err
 		}
+	default:
+		return 0, fmt.Errorf("unknown replacement mode %q", g.mode)
 	}
 	g.live[i] = nw
 	if err := g.waitGone(old); err != nil {
@@ -583,7 +585,7 @@ func (g *group) runHTTP(r *result) error {
 			stopHey()
 			return err
 		}
-		time.Sleep(*after)
+		time.Sleep(*afterLoad)
 		if snapB, err = g.snapshot(); err != nil {
 			stopHey()
 			return err
@@ -614,9 +616,9 @@ func (g *group) runHTTP(r *result) error {
 			}
 		}
 		g.mu.Unlock()
-		r.afterShare = map[string]int64{}
+		r.after = map[string]int64{}
 		for s, n := range snapB {
-			r.afterShare[s] = n - snapA[s]
+			r.after[s] = n - snapA[s]
 		}
 	}
 	return nil
@@ -692,10 +694,14 @@ func (g *group) runUDP(r *result) error {
 	go func() {
 		defer close(done)
 		// Paced in 1 ms steps; the sequence number is the datagram's first 8
-		// bytes, in a 64-byte payload.
+		// bytes, in a 64-byte payload. After a stall (the machine is shared),
+		// the schedule moves on rather than sending a burst that would fill
+		// the receivers' buffers: at most 2 ms of datagrams at once.
 		buf := make([]byte, 64)
 		tick := time.NewTicker(time.Millisecond)
 		defer tick.Stop()
+		rate := float64(*udpRate)
+		burst := uint64(max(1, *udpRate/500))
 		start := time.Now()
 		for {
 			select {
@@ -703,7 +709,11 @@ func (g *group) runUDP(r *result) error {
 				return
 			case <-tick.C:
 			}
-			due := uint64(time.Since(start).Seconds() * float64(*udpRate))
+			due := uint64(time.Since(start).Seconds() * rate)
+			if due > seq+burst {
+				start = start.Add(time.Duration(float64(due-seq-burst) / rate * float64(time.Second)))
+				due = seq + burst
+			}
 			for ; seq < due; seq++ {
 				putSeq(buf, seq)
 				if _, err := conns[seq%uint64(len(conns))].Write(buf); err != nil {
@@ -855,7 +865,7 @@ func report(w io.Writer, results []*result, notes []string) {
 		} else {
 			http = append(http, r)
 		}
-		if r.afterShare != nil {
+		if r.after != nil {
 			workers = append(workers, r)
 		}
 	}
@@ -873,11 +883,11 @@ func report(w io.Writer, results []*result, notes []string) {
 	if len(workers) > 0 {
 		fmt.Fprintln(w, "### Worker processes: each slot's share of the requests")
 		fmt.Fprintln(w)
-		fmt.Fprintf(w, "During: from the start to the last restart (every process that held the slot). After: the %v of load that followed.\n\n", *after)
+		fmt.Fprintf(w, "During: from the start to the last restart (every process that held the slot). After: the %v of load that followed.\n\n", *afterLoad)
 		fmt.Fprintln(w, "| replacement | MPTCP | tcp_migrate_req | during | after |")
 		fmt.Fprintln(w, "|---|---|---|---|---|")
 		for _, r := range workers {
-			fmt.Fprintf(w, "| %s | %v | %s | %s | %s |\n", modeNames[r.mode], onOff(r.mptcp), r.migrate, shares(r.during), shares(r.afterShare))
+			fmt.Fprintf(w, "| %s | %v | %s | %s | %s |\n", modeNames[r.mode], onOff(r.mptcp), r.migrate, shares(r.during), shares(r.after))
 		}
 		fmt.Fprintln(w)
 	}
