@@ -53,6 +53,7 @@ var (
 	warm      = flag.Duration("warm", 300*time.Millisecond, "load before the first restart")
 	afterLoad = flag.Duration("after", time.Second, "workers: load after the last restart, for the shares after")
 	limit     = flag.Duration("limit", 30*time.Second, "time limit of each wait for a server")
+	quiet     = flag.Duration("quiet", 0, "the reuse.Handover's Quiet (0: the package's default)")
 	quick     = flag.Bool("quick", false, "a short run for CI: 3 restarts, one listener and UDP, MPTCP, tcp_migrate_req 0")
 	check     = flag.Bool("check", false, "exit with status 1 if a reuse case failed a request, or lost a datagram other than to a full receive buffer")
 )
@@ -336,7 +337,7 @@ func (g *group) read(r *os.File) {
 			g.mu.Unlock()
 		case "count":
 			g.counts <- e
-		default: // ready, error, upgrade-failed
+		default: // ready, error
 			g.events <- e
 		}
 	}
@@ -371,7 +372,7 @@ func (g *group) start(i int) (*proc, error) {
 		proto = "udp"
 	}
 	cmd := exec.Command(*server, "-proto", proto, "-mode", g.mode, "-addr", g.addr, "-k", strconv.Itoa(g.k),
-		"-slot", g.slotName(i), "-mptcp="+strconv.FormatBool(g.mptcp), "-seqdir", g.dir)
+		"-slot", g.slotName(i), "-mptcp="+strconv.FormatBool(g.mptcp), "-seqdir", g.dir, "-quiet", quiet.String())
 	cmd.Stdout, cmd.Stderr = g.w, os.Stderr
 	if err := cmd.Start(); err != nil {
 		return nil, err
@@ -858,6 +859,11 @@ func report(w io.Writer, results []*result, notes []string) {
 	for _, n := range notes {
 		fmt.Fprintf(w, "Note: %s.\n\n", n)
 	}
+	q := "the package's default"
+	if *quiet != 0 {
+		q = quiet.String()
+	}
+	fmt.Fprintf(w, "reuse.Handover's Quiet: %s. Restarts per case: %d, %v apart, after %v of load.\n\n", q, *restarts, *gap, *warm)
 	var http, udp, workers []*result
 	for _, r := range results {
 		if r.udp() {

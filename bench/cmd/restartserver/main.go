@@ -1,25 +1,28 @@
 // Command restartserver is the server that cmd/restartload restarts under
-// load: a 1-process net/http server (or a UDP receiver) that one of four
+// load: a 1-process net/http server (or a UDP receiver) that one of five
 // ways replaces with a new process of itself.
 //
 //   - reuse: the new process opens its sockets under reuse's Share and calls
 //     reuse.Handover.TakeOver; the old one learns from Handover.Replaced that
-//     it was replaced, shuts down (see shutdown in serveHTTP) and exits. The two are
-//     unrelated processes. reuse-plain: the same, but it calls
-//     http.Server.Shutdown at once.
+//     it was replaced, shuts down (see shutdown in serveHTTP) and exits. The
+//     two are unrelated processes.
+//   - reuse-plain: the same, but the old one calls http.Server.Shutdown at
+//     once.
 //   - naive: the new process opens its sockets under Share; the old one is
 //     told (SIGTERM) once the new one listens and shuts down at once.
 //   - tableflip, tableflip-readme: github.com/cloudflare/tableflip; SIGHUP
 //     makes the process exec its successor, which inherits the listener. The
 //     readme variant shuts down as tableflip's README shows; the other one
-//     first waits for the first request of every accepted connection (see
-//     shutdown in serveHTTP).
+//     as the reuse mode does.
+//
+// UDP knows reuse and naive only; the sockets close at once in both.
 //
 // It reports on standard output, one line an event, for the driver:
 // "ready pid=P slot=S" once it serves (after TakeOver returns, in the reuse
-// mode), "count pid=P slot=S n=N" on SIGUSR1 and "exit pid=P slot=S n=N" as
-// it exits, where N is the number of requests (or datagrams) it served.
-// SIGTERM makes it shut down (at the end of a run, and for naive restarts).
+// modes), "error pid=P slot=S ..." when it fails, "count pid=P slot=S n=N"
+// on SIGUSR1 and "exit pid=P slot=S n=N" as it exits, where N is the number
+// of requests (or datagrams) it served. SIGTERM makes it shut down (at the
+// end of a run, and for naive restarts).
 package main
 
 import (
@@ -201,7 +204,7 @@ func serveHTTP() error {
 		go func() {
 			for range hup {
 				if err := upg.Upgrade(); err != nil {
-					fmt.Printf("upgrade-failed pid=%d %v\n", os.Getpid(), err)
+					fmt.Printf("error pid=%d slot=%s upgrade: %v\n", os.Getpid(), *slot, err)
 				}
 			}
 		}()
