@@ -1,12 +1,12 @@
 #!/usr/bin/env bash
 # Produces RESTARTS.md: servers restarted under load, reuse.Handover beside a
 # naive replacement and cloudflare/tableflip, in one run (cmd/restartload).
-# Run from anywhere: bash bench/restart.sh. About 6 minutes with the defaults
+# Run from anywhere: bash bench/restart.sh. About 5 minutes with the defaults
 # (36 HTTP cases and 4 UDP cases of 20 restarts); every wait is bounded.
 #
 # Settings, from the environment:
 #   RESTARTS=20      restarts per case (4 worker processes: 5 rounds of 4)
-#   QUICK=           1: the short run of CI (3 restarts, few cases), to stdout
+#   QUICK=           1: the short run of CI (4 restarts, fewer cases), to stdout
 #   NOTE=            a sentence about the machine's state during the run
 #   OUT=RESTARTS.md, at the repository root
 set -euo pipefail
@@ -84,8 +84,10 @@ md=$tmp/RESTARTS.md
 	echo "with \`-z\` and stopped by SIGINT after the last restart; it lets requests in flight"
 	echo "finish. *Failed* is every request that did not get a 200: hey's errors (its error"
 	echo "distribution, grouped by the last part of the message) and other status codes."
+	echo "*Slowest request* is hey's: a connection left waiting in a queue shows there."
 	echo "*Start new → old gone* is the time from starting the new process (tableflip: from"
-	echo "the SIGHUP) to the exit of the old one."
+	echo "the SIGHUP) to the exit of the old one. The requests answered grow with the length of"
+	echo "a case, which the restart time sets: compare the failures, not the totals."
 	echo
 	echo "UDP load: one goroutine of the driver sends numbered 64-byte datagrams round-robin"
 	echo "from 1,000 connected sockets (1,000 source ports), paced per millisecond. *Lost* is"

@@ -54,7 +54,7 @@ var (
 	afterLoad = flag.Duration("after", time.Second, "workers: load after the last restart, for the shares after")
 	limit     = flag.Duration("limit", 30*time.Second, "time limit of each wait for a server")
 	quiet     = flag.Duration("quiet", 0, "the reuse.Handover's Quiet (0: the package's default)")
-	quick     = flag.Bool("quick", false, "a short run for CI: 3 restarts, one listener and UDP, MPTCP, tcp_migrate_req 0")
+	quick     = flag.Bool("quick", false, "a short run for CI: 4 restarts of one listener, 4 workers and a UDP group, MPTCP, tcp_migrate_req 0")
 	check     = flag.Bool("check", false, "exit with status 1 if a reuse case failed a request, or lost a datagram other than to a full receive buffer")
 )
 
@@ -72,7 +72,7 @@ const inNetNS = "RESTARTLOAD_IN_NETNS"
 func main() {
 	flag.Parse()
 	if *quick {
-		*restarts, *shapes, *mptcpList, *migrates = 3, "one,udp-group", "true", "0"
+		*restarts, *shapes, *mptcpList, *migrates = 4, "one,workers,udp-group", "true", "0"
 	}
 	var err error
 	if os.Getenv(inNetNS) == "" {
@@ -147,6 +147,7 @@ type result struct {
 	err        error            // the case could not complete
 	ok, failed int              // HTTP: answered 200; non-200 and errors
 	errs       map[string]int   // HTTP: hey's errors, by their last part
+	slowest    time.Duration    // HTTP: hey's slowest request
 	during     map[string]int64 // workers: requests per slot during the restarts
 	after      map[string]int64 // workers: requests per slot after them
 	sent, recv int              // UDP: datagrams sent, distinct ones received
@@ -626,8 +627,9 @@ func (g *group) runHTTP(r *result) error {
 }
 
 var (
-	statusRE = regexp.MustCompile(`(?m)^\s*\[(\d+)\]\s+(\d+) responses`)
-	errorRE  = regexp.MustCompile(`(?m)^\s*\[(\d+)\]\t(.*)$`)
+	slowestRE = regexp.MustCompile(`(?m)^\s*Slowest:\s+([0-9.]+) secs`)
+	statusRE  = regexp.MustCompile(`(?m)^\s*\[(\d+)\]\s+(\d+) responses`)
+	errorRE   = regexp.MustCompile(`(?m)^\s*\[(\d+)\]\t(.*)$`)
 )
 
 // parseHey reads hey's summary: the status code distribution, and the error
@@ -637,6 +639,10 @@ func parseHey(out string, r *result) error {
 	i := strings.Index(out, "Status code distribution:")
 	if i < 0 {
 		return fmt.Errorf("no status code distribution in hey's output:\n%s", out)
+	}
+	if m := slowestRE.FindStringSubmatch(out); m != nil {
+		secs, _ := strconv.ParseFloat(m[1], 64)
+		r.slowest = time.Duration(secs * float64(time.Second)).Round(time.Millisecond)
 	}
 	tail := out[i:]
 	statuses := tail
@@ -877,12 +883,12 @@ func report(w io.Writer, results []*result, notes []string) {
 	}
 	if len(http) > 0 {
 		fmt.Fprintf(w, "### HTTP: failed requests (hey -disable-keepalive -c %d)\n\n", *conc)
-		fmt.Fprintln(w, "| shape | replacement | MPTCP | tcp_migrate_req | restarts | requests answered 200 | failed | hey's errors | start new → old gone, median | max |")
-		fmt.Fprintln(w, "|---|---|---|---|---|---|---|---|---|---|")
+		fmt.Fprintln(w, "| shape | replacement | MPTCP | tcp_migrate_req | restarts | requests answered 200 | failed | hey's errors | slowest request | start new → old gone, median | max |")
+		fmt.Fprintln(w, "|---|---|---|---|---|---|---|---|---|---|---|")
 		for _, r := range http {
 			med, max := medianMax(r.restarts)
-			fmt.Fprintf(w, "| %s | %s | %v | %s | %d | %d | **%d** | %s | %v | %v |\n",
-				shapeName(r.spec), modeNames[r.mode], onOff(r.mptcp), r.migrate, len(r.restarts), r.ok, r.failed, errText(r), med, max)
+			fmt.Fprintf(w, "| %s | %s | %v | %s | %d | %d | **%d** | %s | %v | %v | %v |\n",
+				shapeName(r.spec), modeNames[r.mode], onOff(r.mptcp), r.migrate, len(r.restarts), r.ok, r.failed, errText(r), r.slowest, med, max)
 		}
 		fmt.Fprintln(w)
 	}

@@ -2,6 +2,7 @@ package main
 
 import (
 	"testing"
+	"time"
 
 	"github.com/google/go-cmp/cmp"
 )
@@ -10,6 +11,7 @@ import (
 const heyOutput = `
 Summary:
   Total:	1.2345 secs
+  Slowest:	0.2501 secs
 
 Status code distribution:
   [200]	1500 responses
@@ -30,8 +32,8 @@ func TestParseHey(t *testing.T) {
 	if diff := cmp.Diff(want, r.errs); diff != "" {
 		t.Errorf("errors (-want +got):\n%s", diff)
 	}
-	if r.ok != 1500 || r.failed != 8 {
-		t.Errorf("ok %d, failed %d; want 1500, 8", r.ok, r.failed)
+	if r.ok != 1500 || r.failed != 8 || r.slowest != 250*time.Millisecond {
+		t.Errorf("ok %d, failed %d, slowest %v; want 1500, 8, 250ms", r.ok, r.failed, r.slowest)
 	}
 }
 
