@@ -32,6 +32,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"syscall"
 	"time"
 
 	"github.com/sockreuse/reuse/internal/netns"
@@ -375,6 +376,7 @@ func (g *group) start(i int) (*proc, error) {
 	cmd := exec.Command(*server, "-proto", proto, "-mode", g.mode, "-addr", g.addr, "-k", strconv.Itoa(g.k),
 		"-slot", g.slotName(i), "-mptcp="+strconv.FormatBool(g.mptcp), "-seqdir", g.dir, "-quiet", quiet.String())
 	cmd.Stdout, cmd.Stderr = g.w, os.Stderr
+	cmd.SysProcAttr = orphanKill()
 	if err := cmd.Start(); err != nil {
 		return nil, err
 	}
@@ -385,6 +387,13 @@ func (g *group) start(i int) (*proc, error) {
 	}()
 	g.all = append(g.all, p)
 	return p, nil
+}
+
+// orphanKill makes a child die with the driver, so that no load or server
+// outlives a driver that crashed. (The servers that tableflip starts
+// end by themselves, at their -deadline.)
+func orphanKill() *syscall.SysProcAttr {
+	return &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 }
 
 // adopt watches a server process that another one started (tableflip's).
@@ -561,6 +570,7 @@ func (g *group) runHTTP(r *result) error {
 	var out bytes.Buffer
 	hey := exec.Command(*heyPath, "-z", "10m", "-c", strconv.Itoa(*conc), "-disable-keepalive", "http://"+g.addr+"/")
 	hey.Stdout, hey.Stderr = &out, &out
+	hey.SysProcAttr = orphanKill()
 	if err := hey.Start(); err != nil {
 		return err
 	}
