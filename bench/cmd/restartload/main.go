@@ -81,11 +81,21 @@ func main() {
 	} else {
 		err = run()
 	}
+	var status statusError
+	if errors.As(err, &status) {
+		os.Exit(int(status))
+	}
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "restartload:", err)
 		os.Exit(1)
 	}
 }
+
+// statusError is the exit status of the driver in the namespace, which has
+// reported its error already.
+type statusError int
+
+func (s statusError) Error() string { return fmt.Sprintf("exit status %d", int(s)) }
 
 // reexec runs this command again in a user and network namespace of its own.
 func reexec() error {
@@ -122,13 +132,15 @@ func reexec() error {
 	cmd.Env = append(os.Environ(), inNetNS+"=1")
 	cmd.Stdin, cmd.Stdout, cmd.Stderr = os.Stdin, os.Stdout, os.Stderr
 	cmd.SysProcAttr = netns.Attr()
-	if err := cmd.Run(); err != nil {
-		if netns.IsRefusal(err) {
-			return fmt.Errorf("no private network namespace here (%w): this driver needs one to set net.ipv4.tcp_migrate_req", err)
-		}
-		return err
+	err = cmd.Run()
+	var exit *exec.ExitError
+	switch {
+	case errors.As(err, &exit):
+		return statusError(exit.ExitCode()) // the driver in the namespace said why
+	case netns.IsRefusal(err):
+		return fmt.Errorf("no private network namespace here (%w): this driver needs one to set net.ipv4.tcp_migrate_req", err)
 	}
-	return nil
+	return err
 }
 
 // A spec is one case: a shape, a replacement mode and the settings.
@@ -181,6 +193,11 @@ func run() error {
 	}
 	var specs []spec
 	shapeList := strings.Split(*shapes, ",")
+	for _, shape := range shapeList {
+		if _, ok := modesOf[shape]; !ok {
+			return fmt.Errorf("-shapes: unknown shape %q", shape)
+		}
+	}
 	for _, migrate := range strings.Split(*migrates, ",") {
 		for _, m := range mptcps {
 			for _, shape := range shapeList {
@@ -199,9 +216,6 @@ func run() error {
 	var results []*result
 	port := 20000
 	for _, s := range specs {
-		if _, ok := modesOf[s.shape]; !ok {
-			return fmt.Errorf("-shapes: unknown shape %q", s.shape)
-		}
 		port++
 		fmt.Fprintf(os.Stderr, "%s %s mptcp=%v migrate=%s ... ", s.shape, s.mode, s.mptcp, s.migrate)
 		r := runCase(s, fmt.Sprintf("127.0.0.1:%d", port))
