@@ -1,3 +1,5 @@
+//go:build linux
+
 // Command restartload restarts servers under load and counts what the
 // restarts cost: the requests that failed (for HTTP, measured by hey, a
 // client nobody here wrote) or the datagrams lost (UDP, numbered), and the
