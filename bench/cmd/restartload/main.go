@@ -864,7 +864,7 @@ var modeNames = map[string]string{
 	"reuse":            "reuse.Handover",
 	"reuse-plain":      "reuse.Handover, Shutdown at once after Replaced",
 	"naive":            "naive (Share, old shuts down at once)",
-	"tableflip-readme": "tableflip v1.2.3, README pattern",
+	"tableflip-readme": "tableflip v1.2.3, its net/http example",
 	"tableflip":        "tableflip v1.2.3, first requests read before Shutdown",
 }
 

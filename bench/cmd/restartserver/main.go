@@ -12,8 +12,9 @@
 //     told (SIGTERM) once the new one listens and shuts down at once.
 //   - tableflip, tableflip-readme: github.com/cloudflare/tableflip; SIGHUP
 //     makes the process exec its successor, which inherits the listener. The
-//     readme variant shuts down as tableflip's README shows; the other one
-//     as the reuse mode does.
+//     readme variant shuts down as tableflip's README and its net/http
+//     example (Example_httpShutdown) do; the other one as the reuse mode
+//     does.
 //
 // UDP knows reuse and naive only; the sockets close at once in both.
 //
