@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Produces RESTARTS.md: servers restarted under load, reuse.Handover beside a
 # naive replacement and cloudflare/tableflip, in one run (cmd/restartload).
-# Run from anywhere: bash bench/restart.sh. About 5 minutes with the defaults
+# Run from anywhere: bash bench/restart.sh. 5 to 8 minutes with the defaults
 # (36 HTTP cases and 4 UDP cases of 20 restarts); every wait is bounded.
 #
 # Settings, from the environment:
