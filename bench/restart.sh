@@ -1,0 +1,108 @@
+#!/usr/bin/env bash
+# Produces RESTARTS.md: servers restarted under load, reuse.Handover beside a
+# naive replacement and cloudflare/tableflip, in one run (cmd/restartload).
+# Run from anywhere: bash bench/restart.sh. 5 to 8 minutes with the defaults
+# (36 HTTP cases and 4 UDP cases of 20 restarts); every wait is bounded.
+#
+# Settings, from the environment:
+#   RESTARTS=20      restarts per case (4 worker processes: 5 rounds of 4)
+#   QUICK=           1: the short run of CI (4 restarts, fewer cases), to stdout
+#   NOTE=            a sentence about the machine's state during the run
+#   OUT=RESTARTS.md, at the repository root
+set -euo pipefail
+cd "$(dirname "$0")"
+RESTARTS=${RESTARTS:-20}
+QUICK=${QUICK:-}
+NOTE=${NOTE:-}
+OUT=${OUT:-../RESTARTS.md}
+HEY_VERSION=v0.1.5
+
+tmp=$(mktemp -d)
+trap 'rm -rf "$tmp"' EXIT
+echo "installing hey $HEY_VERSION and building the drivers" >&2
+GOBIN=$tmp go install "github.com/rakyll/hey@$HEY_VERSION"
+go build -o "$tmp/restartserver" ./cmd/restartserver
+go build -o "$tmp/restartload" ./cmd/restartload
+drive() { "$tmp/restartload" -server "$tmp/restartserver" -hey "$tmp/hey" "$@"; }
+
+if [ -n "$QUICK" ]; then
+	drive -quick -check
+	exit
+fi
+
+load_start=$(cut -d' ' -f1-3 /proc/loadavg)
+start=$SECONDS
+drive -restarts "$RESTARTS" >"$tmp/tables.md"
+load_end=$(cut -d' ' -f1-3 /proc/loadavg)
+md=$tmp/RESTARTS.md
+{
+	echo "# Restarts under load"
+	echo
+	echo "Produced by \`bash bench/restart.sh\` (RESTARTS=$RESTARTS), which runs"
+	echo "\`go run ./cmd/restartload -restarts $RESTARTS\` (in bench/) with hey $HEY_VERSION; every figure below"
+	echo "comes from that one run, which took $((SECONDS - start)) s."
+	echo
+	echo "| | |"
+	echo "|---|---|"
+	echo "| date | $(date -u '+%Y-%m-%d %H:%M UTC') |"
+	echo "| machine | $(grep -m1 '^model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ *//'), \`nproc\` $(nproc), $(uname -sr) |"
+	echo "| Go | $(go version | cut -d' ' -f3-) |"
+	echo "| clients and alternatives | github.com/rakyll/hey $HEY_VERSION, github.com/cloudflare/tableflip $(go list -m -f '{{.Version}}' github.com/cloudflare/tableflip) |"
+	echo "| load average (1, 5, 15 min) | $load_start at the start, $load_end at the end |"
+	if [ -n "$NOTE" ]; then echo "| note | $NOTE |"; fi
+	echo
+	echo "## What runs"
+	echo
+	echo "The driver runs in a private user and network namespace of its own, where it sets"
+	echo "\`net.ipv4.tcp_migrate_req\` for each case, and talks to 127.0.0.1 only. The server"
+	echo "(bench/cmd/restartserver) is a 1-process net/http server answering every request with its"
+	echo "pid, or a UDP receiver that records the sequence number of every datagram. Each case"
+	echo "starts the server(s), puts them under load, restarts them $RESTARTS times (one"
+	echo "process at a time), and stops the load. Listeners are MPTCP (Go's default for modules"
+	echo "whose go line is 1.24 or later, set here with \`ListenConfig.SetMultipathTCP(true)\`)"
+	echo "or plain TCP; hey's own connections are plain TCP."
+	echo
+	echo "- **reuse.Handover**: the driver starts a new, unrelated process (no fd passing); it"
+	echo "  opens its sockets with reuse (Share) and calls \`Handover.TakeOver\`; the old process"
+	echo "  learns from \`Handover.Replaced\` that it was replaced, closes its listeners, waits"
+	echo "  until every accepted connection's first request was read, calls \`Shutdown\` and"
+	echo "  \`Handover.Close\`, and exits by itself. Worker processes each have a \`Slot\`."
+	echo "- **reuse.Handover, Shutdown at once after Replaced**: the same, but the old process"
+	echo "  calls \`Shutdown\` as soon as \`Replaced\` is closed (one listener only)."
+	echo "- **naive**: the new process opens its sockets with reuse (Share); once it listens, the"
+	echo "  driver tells the old one (SIGTERM), which calls \`http.Server.Shutdown\` at once (UDP:"
+	echo "  closes its sockets at once)."
+	echo "- **tableflip, its net/http example**: the pattern of tableflip's README and of its"
+	echo "  \`Example_httpShutdown\`: SIGHUP to the process, which calls \`Upgrade\` (exec of the"
+	echo "  new binary, which inherits the listener); after \`<-upg.Exit()\`, \`Shutdown\`."
+	echo "- **tableflip, first requests read before Shutdown**: the same, but after"
+	echo "  \`<-upg.Exit()\` the old process closes its listener and waits until every"
+	echo "  accepted connection's first request was read, then calls \`Shutdown\`: Go 1.26's"
+	echo "  \`Shutdown\` closes, unanswered, a connection whose first request it reads after"
+	echo "  shutdown began (golang/go#75591)."
+	echo
+	echo "HTTP load: hey with keep-alive disabled (a new connection for every request), run"
+	echo "with \`-z\` and stopped by SIGINT after the last restart; it lets requests in flight"
+	echo "finish. *Failed* is every request that did not get a 200: hey's errors (its error"
+	echo "distribution, grouped by the last part of the message) and other status codes."
+	echo "*Slowest request* is hey's: a connection left waiting in a queue shows there, and one"
+	echo "near 1 s is a SYN that went unanswered and was sent again after TCP's initial 1 s"
+	echo "timeout (with MPTCP listeners, the package steers through a short-lived plain-TCP"
+	echo "helper that drops the SYNs the kernel's hash gives it)."
+	echo "*Start new → old gone* is the time from starting the new process (tableflip: from"
+	echo "the SIGHUP) to the exit of the old one. The requests answered grow with the length of"
+	echo "a case, which the restart time sets: compare the failures, not the totals."
+	echo
+	echo "UDP load: one goroutine of the driver sends numbered 64-byte datagrams round-robin"
+	echo "from 1,000 connected sockets (1,000 source ports), paced per millisecond. *Lost* is"
+	echo "sent minus the distinct sequence numbers that the servers recorded;"
+	echo "*receive-buffer drops* is the growth of \`Udp: RcvbufErrors\` of the namespace over the"
+	echo "case (drops for a full socket buffer, which a restart does not cause: a datagram"
+	echo "queued on a socket that closes is not counted there)."
+	echo
+	echo "## Results"
+	echo
+	cat "$tmp/tables.md"
+} >"$md"
+cp "$md" "$OUT"
+echo "wrote $OUT" >&2
