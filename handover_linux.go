@@ -536,17 +536,11 @@ func (sg *steering) helperIno() uint64 {
 
 // attach sets prog as the group's program.
 func (sg *steering) attach(prog []unix.SockFilter) error {
-	err := sg.st.onSteerable(sg.helper, func(fd int) error {
-		return unix.SetsockoptSockFprog(fd, unix.SOL_SOCKET, unix.SO_ATTACH_REUSEPORT_CBPF, &unix.SockFprog{Len: uint16(len(prog)), Filter: &prog[0]})
-	})
+	err := sg.st.onSteerable(sg.helper, func(fd int) error { return attachProgram(fd, prog) })
 	if err != nil {
-		err = fmt.Errorf("%ssteering the group of %s %s: %w", errPrefix, sg.st.g.network, sg.st.g.address, os.NewSyscallError("setsockopt SO_ATTACH_REUSEPORT_CBPF", err))
-		if errors.Is(err, unix.ENOPROTOOPT) {
-			// Linux before 4.6 (and qemu-user's translation of setsockopt).
-			err = fmt.Errorf("%w: %w", err, errors.ErrUnsupported)
-		}
+		return fmt.Errorf("%ssteering the group of %s %s: %w", errPrefix, sg.st.g.network, sg.st.g.address, err)
 	}
-	return err
+	return nil
 }
 
 // release ends the steering, once the old members are gone or on a
@@ -578,19 +572,16 @@ func (st *handoverState) unsteer() error {
 // detach detaches the group's program through helper, or, if -1, one of the
 // process's own sockets.
 func (st *handoverState) detach(helper int) error {
-	err := st.onSteerable(helper, func(fd int) error {
-		err := unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_DETACH_REUSEPORT_BPF, 0)
-		if errors.Is(err, unix.ENOENT) || errors.Is(err, unix.ENOPROTOOPT) {
-			// No program; or Linux before 5.3, which cannot detach one:
-			// the program stays, and its picks past the end of the
-			// group fall back to the hash (all of them once the new
-			// process has as many sockets as the old one had).
-			return nil
-		}
-		return err
-	})
+	err := st.onSteerable(helper, detachProgram)
+	if errors.Is(err, errors.ErrUnsupported) {
+		// Linux before 5.3, which cannot detach a program: it stays, and
+		// its picks past the end of the group fall back to the hash (all
+		// of them once the new process has as many sockets as the old one
+		// had).
+		return nil
+	}
 	if err != nil {
-		return fmt.Errorf("%srestoring the hash of the group of %s %s: %w", errPrefix, st.g.network, st.g.address, os.NewSyscallError("setsockopt SO_DETACH_REUSEPORT_BPF", err))
+		return fmt.Errorf("%srestoring the hash of the group of %s %s: %w", errPrefix, st.g.network, st.g.address, err)
 	}
 	return nil
 }
