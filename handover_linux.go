@@ -31,7 +31,7 @@ const (
 // The messages of the rendezvous, one a packet (SOCK_SEQPACKET).
 const (
 	msgTakeOver = "takeover" // new → old: take the address over from you
-	msgSockets  = "sockets"  // old → new: "sockets PID INODE...", with the rendezvous socket attached
+	msgSockets  = "sockets"  // old → new: "sockets PID GENERATION INODE...", with the rendezvous socket attached
 	msgSteered  = "steered"  // new → old: new connections go to the new sockets now
 	msgClosed   = "closed"   // old → new: the old process let go of its sockets
 	msgProbe    = "probe"    // new → old: "probe PORT": drop the datagrams from PORT
@@ -64,8 +64,12 @@ type handoverState struct {
 	base     string // the prefix of the abstract names
 	slot     string
 	quiet    time.Duration
-	filtered bool // filterProbes set a filter on the sockets
+	filtered bool      // filterProbes set a filter on the sockets
+	steering *Steering // Handover.Steering
+	gen      int       // the generation of the sockets' connection IDs
 }
+
+func (st *handoverState) generation() int { return st.gen }
 
 // inspect checks the sockets of g and learns what the handover needs.
 func inspect(g *sockGroup) (*handoverState, error) {
@@ -144,12 +148,12 @@ func (st *handoverState) rendezvousName(slot string) string {
 // group holds meanwhile, so that two handovers never steer it at once.
 func (st *handoverState) lockName() string { return "@" + st.base + "/steering" }
 
-func takeOver(ctx context.Context, g *sockGroup, slot string, quiet time.Duration) (*handoverState, error) {
+func takeOver(ctx context.Context, g *sockGroup, slot string, quiet time.Duration, steering *Steering) (*handoverState, error) {
 	st, err := inspect(g)
 	if err != nil {
 		return nil, err
 	}
-	st.quiet, st.slot = quiet, slot
+	st.quiet, st.slot, st.steering = quiet, slot, steering
 	name := st.rendezvousName(slot)
 	for {
 		if err := ctx.Err(); err != nil {
@@ -164,6 +168,10 @@ func takeOver(ctx context.Context, g *sockGroup, slot string, quiet time.Duratio
 			}
 			if err != nil {
 				return nil, fmt.Errorf("%swaiting for a successor: %w", errPrefix, err)
+			}
+			if err := st.steerAlone(); err != nil {
+				ln.Close()
+				return nil, err
 			}
 			st.rv = ln
 			return st, nil
@@ -234,11 +242,12 @@ func (st *handoverState) takeOverFrom(ctx context.Context, conn *net.UnixConn) (
 	if err != nil {
 		return isGone(err), ctxErr(ctx, err)
 	}
-	oldPid, oldInos, err := parseSockets(msg)
+	oldPid, oldGen, oldInos, err := parseSockets(msg)
 	if err != nil {
 		rv.Close()
 		return false, err
 	}
+	st.gen = (oldGen + 1) % maxMembers
 	// From here the rendezvous socket is shared: a successor racing this one
 	// waits in its queue until one of the two processes accepts it.
 	fail := func(err error) (bool, error) {
@@ -260,6 +269,13 @@ func (st *handoverState) takeOverFrom(ctx context.Context, conn *net.UnixConn) (
 			err = fmt.Errorf("%sthe old process: %s", errPrefix, buf[len("error "):n])
 		}
 		return string(buf[:n]), err
+	}
+	if st.steering != nil {
+		if err := st.steerGenerations(ctx, conn, oldInos, oldGen, oldPid, ask); err != nil {
+			return fail(err)
+		}
+		st.rv = rv
+		return false, nil
 	}
 	sg, err := st.steer(oldInos, oldPid, ask)
 	if err != nil {
@@ -348,27 +364,33 @@ func readSockets(conn *net.UnixConn) (string, *net.UnixListener, error) {
 	return string(buf[:n]), ul, nil
 }
 
-// parseSockets reads the old process's id and its sockets' inodes. (The
-// rendezvous socket's SO_PEERCRED names the process that first listened on
-// it, which may have handed it on since.)
-func parseSockets(msg string) (int, []uint64, error) {
+// parseSockets reads the old process's id, generation and sockets' inodes.
+// (The rendezvous socket's SO_PEERCRED names the process that first
+// listened on it, which may have handed it on since.)
+func parseSockets(msg string) (pid, gen int, inos []uint64, err error) {
 	fields := strings.Fields(msg)
-	if len(fields) < 3 || fields[0] != msgSockets {
-		return 0, nil, fmt.Errorf("%sthe old process said %q, want %q, its id and its sockets", errPrefix, msg, msgSockets)
+	if len(fields) < 4 || fields[0] != msgSockets {
+		return 0, 0, nil, fmt.Errorf("%sthe old process said %q, want %q, its id, generation and sockets", errPrefix, msg, msgSockets)
 	}
-	pid, err := strconv.Atoi(fields[1])
-	if err != nil {
-		return 0, nil, fmt.Errorf("%sthe old process said %q: %w", errPrefix, msg, err)
+	pid, err = strconv.Atoi(fields[1])
+	if err == nil {
+		gen, err = strconv.Atoi(fields[2])
 	}
-	var inos []uint64
-	for _, f := range fields[2:] {
-		ino, err := strconv.ParseUint(f, 10, 64)
+	if err == nil && (gen < 0 || gen >= maxMembers) {
+		err = fmt.Errorf("generation %d out of range", gen)
+	}
+	for _, f := range fields[3:] {
 		if err != nil {
-			return 0, nil, fmt.Errorf("%sthe old process said %q: %w", errPrefix, msg, err)
+			break
 		}
+		var ino uint64
+		ino, err = strconv.ParseUint(f, 10, 64)
 		inos = append(inos, ino)
 	}
-	return pid, inos, nil
+	if err != nil {
+		return 0, 0, nil, fmt.Errorf("%sthe old process said %q: %w", errPrefix, msg, err)
+	}
+	return pid, gen, inos, nil
 }
 
 // lock takes the address's steering lock: an abstract name, released by the
@@ -877,7 +899,7 @@ func (st *handoverState) handOver(conn *net.UnixConn, replaced, closing chan str
 	if err != nil || string(buf[:n]) != msgTakeOver {
 		return false
 	}
-	msg := msgSockets + " " + strconv.Itoa(os.Getpid())
+	msg := msgSockets + " " + strconv.Itoa(os.Getpid()) + " " + strconv.Itoa(st.gen)
 	for _, s := range st.socks {
 		msg += " " + strconv.FormatUint(s.ino, 10)
 	}
@@ -937,11 +959,13 @@ func (st *handoverState) handOver(conn *net.UnixConn, replaced, closing chan str
 			return true
 		}
 	}
-	// Steered: serve what the queues hold until they stay empty.
+	// Steered: serve what the queues hold until they stay empty; with a
+	// Steering, no new handshake reaches this process any more, and its
+	// connections' datagrams go on reaching it.
 	tick := time.NewTicker(min(max(st.quiet/20, 100*time.Microsecond), 10*time.Millisecond))
 	defer tick.Stop()
 	emptySince := time.Now()
-	for {
+	for st.steering == nil {
 		select {
 		case <-msgs:
 			// The successor died before this process was replaced.
@@ -984,5 +1008,9 @@ func (st *handoverState) recover() {
 		return
 	}
 	defer lock.Close()
+	if st.steering != nil {
+		_ = st.steerAlone()
+		return
+	}
 	_ = st.unsteer()
 }

@@ -17,7 +17,6 @@ func canSteer() error { return nil }
 // past the end of the datagram would end the program with 0, member 0, so
 // the length is checked first.
 func steerProgram(s Steering) []unix.SockFilter {
-	const toHash = 0xffffffff // no member: the kernel's hash picks
 	var hashIf []unix.SockFilter
 	if s.HashIf != 0 {
 		hashIf = []unix.SockFilter{
