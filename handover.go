@@ -42,9 +42,18 @@ type Handover struct {
 	// of the new generation the new member it names, and every other one
 	// (a new handshake: a datagram with a bit of HashIf set, or of no
 	// generation serving) one of the new members, by its source port. The
-	// old process keeps its live connections (see Replaced). A process
-	// that nobody serves before it steers the group by Steering, as Steer
-	// does. It needs UDP sockets, in no Slot.
+	// old process keeps its live connections (see Replaced) and closes its
+	// members when they ended, from the last one down: each close then
+	// moves the new member of the same number into the freed place, the
+	// Handover attaches its program again (within milliseconds; meanwhile
+	// the moved member's datagrams go by the hash, and QUIC sends them
+	// again), and once the old members are gone the Steering alone steers
+	// the group. A process that nobody serves steers the group by
+	// Steering, as Steer does. It needs UDP sockets, in no Slot.
+	//
+	// With a Steering, TakeOver returns once new handshakes reach socks,
+	// and the Handover follows the old members' leaves in the background
+	// until they are gone or Close; a successor waits until then.
 	Steering *Steering
 
 	mu       sync.Mutex
@@ -202,6 +211,13 @@ func (h *Handover) fail() { close(h.done) }
 // h's sockets' queues have stayed empty for Quiet: the process then stops
 // serving (http.Server.Shutdown, closing its sockets) and exits, or calls
 // Close. A Handover that has not taken over is never replaced.
+//
+// With a Steering, Replaced is closed as soon as no new handshake reaches
+// h's sockets; the datagrams of h's live connections still do. The process
+// then stops accepting (quic-go: closes its Listener, not its Transports),
+// serves its live connections until they end or a deadline of its own
+// (quic-go: each Conn's Context is done), closes its sockets from the last
+// member down, and calls Close.
 func (h *Handover) Replaced() <-chan struct{} {
 	if h == nil {
 		return nil

@@ -67,6 +67,9 @@ type handoverState struct {
 	filtered bool      // filterProbes set a filter on the sockets
 	steering *Steering // Handover.Steering
 	gen      int       // the generation of the sockets' connection IDs
+	// follow, if set, follows the old members' leaves after a handover
+	// under a Steering, until they are gone or stop is closed.
+	follow func(stop <-chan struct{})
 }
 
 func (st *handoverState) generation() int { return st.gen }
@@ -180,7 +183,9 @@ func takeOver(ctx context.Context, g *sockGroup, slot string, quiet time.Duratio
 			return nil, err
 		}
 		again, err := st.takeOverFrom(ctx, conn)
-		conn.Close()
+		if st.follow == nil {
+			conn.Close()
+		}
 		if again {
 			continue // the old process went away meanwhile
 		}
@@ -271,7 +276,7 @@ func (st *handoverState) takeOverFrom(ctx context.Context, conn *net.UnixConn) (
 		return string(buf[:n]), err
 	}
 	if st.steering != nil {
-		if err := st.steerGenerations(ctx, conn, oldInos, oldGen, oldPid, ask); err != nil {
+		if err := st.steerGenerations(conn, oldInos, oldGen, oldPid, ask); err != nil {
 			return fail(err)
 		}
 		st.rv = rv
@@ -855,6 +860,10 @@ func (st *handoverState) queued() (int, error) {
 func (st *handoverState) serve(replaced, closing chan struct{}) {
 	stop := make(chan struct{})
 	defer close(stop)
+	if st.follow != nil {
+		// A successor waits until this generation alone serves.
+		st.follow(closing)
+	}
 	go func() {
 		select {
 		case <-closing:

@@ -1,7 +1,6 @@
 package reuse
 
 import (
-	"context"
 	"fmt"
 	"net"
 	"slices"
@@ -24,10 +23,11 @@ func (st *handoverState) steerAlone() error {
 }
 
 // steerGenerations runs the new process's side of a handover under a
-// Steering: it attaches the program of generationsProgram, tells the old
-// process so, and follows the group while the old members leave, attaching
-// the program again after each leave, until none is left; then it steers
-// the group by the Steering alone.
+// Steering: it attaches the program of generationsProgram and tells the old
+// process so. It leaves st.follow to follow the group while the old members
+// leave, attaching the program again after each leave, until none is left;
+// then it steers the group by the Steering alone and hangs up on the old
+// process.
 //
 // The kernel keeps the members in an array in join order; when one leaves,
 // the last one takes its place. /proc lists the group in join order (a
@@ -38,7 +38,7 @@ func (st *handoverState) steerAlone() error {
 // and at the end new member m is at place m, where the Steering alone finds
 // it. Between a leave and the next attach (a poll, 2 ms) a datagram named
 // for the moved member goes by the kernel's hash, which QUIC retransmits.
-func (st *handoverState) steerGenerations(ctx context.Context, conn *net.UnixConn, old []uint64, oldGen, oldPid int, ask func(string) (string, error)) error {
+func (st *handoverState) steerGenerations(conn *net.UnixConn, old []uint64, oldGen, oldPid int, ask func(string) (string, error)) error {
 	sg := &steering{st: st, helper: -1, ask: ask}
 	var arr []uint64
 	for try := 1; ; try++ {
@@ -85,35 +85,36 @@ func (st *handoverState) steerGenerations(ctx context.Context, conn *net.UnixCon
 		testHookSteered()
 	}
 	if _, err := conn.Write([]byte(msgSteered)); err != nil && !isGone(err) {
+		st.recoverSteering()
 		return err
 	}
-	for slices.ContainsFunc(arr, func(ino uint64) bool { return slices.Contains(old, ino) }) {
-		select {
-		case <-ctx.Done():
-			return ctx.Err()
-		case <-time.After(pollInterval):
+	st.follow = func(stop <-chan struct{}) {
+		defer conn.Close()
+		for slices.ContainsFunc(arr, func(ino uint64) bool { return slices.Contains(old, ino) }) {
+			select {
+			case <-stop:
+				return
+			case <-time.After(pollInterval):
+			}
+			members, err := st.members()
+			if err != nil {
+				continue // EMFILE and the like: try again
+			}
+			if next := afterLeaves(arr, members); !slices.Equal(next, arr) {
+				arr = next
+				_ = sg.attach(st.generationsProgram(arr, old, oldGen))
+			}
 		}
-		members, err := st.members()
-		if err != nil {
-			return err
+		for m, s := range st.socks {
+			if slices.Index(arr, s.ino) != m {
+				// Closed in another order: the table stays, for this
+				// generation alone.
+				return
+			}
 		}
-		next := afterLeaves(arr, members)
-		if slices.Equal(next, arr) {
-			continue
-		}
-		arr = next
-		if err := sg.attach(st.generationsProgram(arr, old, oldGen)); err != nil {
-			return err
-		}
+		_ = st.steerAlone()
 	}
-	for m, s := range st.socks {
-		if slices.Index(arr, s.ino) != m {
-			// Closed in another order: the table stays, for this
-			// generation alone.
-			return nil
-		}
-	}
-	return st.steerAlone()
+	return nil
 }
 
 // recoverSteering puts the Steering alone back after a failed handover.
