@@ -42,9 +42,15 @@ func (st *handoverState) steerGenerations(conn *net.UnixConn, old []uint64, oldG
 	sg := &steering{st: st, helper: -1, ask: ask}
 	var arr []uint64
 	for try := 1; ; try++ {
-		members, err := st.members()
+		members, err := st.stableMembers()
 		if err != nil {
 			return err
+		}
+		if !st.listsOwn(members) {
+			if try == steerTries {
+				return fmt.Errorf("%sthe sockets given to TakeOver are not all in the group of %s %s: closed?", errPrefix, st.g.network, st.g.address)
+			}
+			continue
 		}
 		var guess []int
 		for i, ino := range members {
@@ -68,7 +74,7 @@ func (st *handoverState) steerGenerations(conn *net.UnixConn, old []uint64, oldG
 			st.recoverSteering()
 			return err
 		}
-		again, err := st.members()
+		again, err := st.stableMembers()
 		if err == nil && slices.Equal(again, members) {
 			arr = members
 			break
@@ -96,9 +102,12 @@ func (st *handoverState) steerGenerations(conn *net.UnixConn, old []uint64, oldG
 				return
 			case <-time.After(pollInterval):
 			}
-			members, err := st.members()
-			if err != nil {
-				continue // EMFILE and the like: try again
+			members, err := st.stableMembers()
+			if err != nil || !st.listsOwn(members) {
+				// EMFILE, a group that kept changing, or a listing that
+				// missed this process's own sockets (seen under load):
+				// try again.
+				continue
 			}
 			if next := afterLeaves(arr, members); !slices.Equal(next, arr) {
 				arr = next
@@ -115,6 +124,34 @@ func (st *handoverState) steerGenerations(conn *net.UnixConn, old []uint64, oldG
 		_ = st.steerAlone()
 	}
 	return nil
+}
+
+// stableMembers returns the group's members as two reads in a row of /proc
+// list them: a read while a member leaves may skip another one (the kernel
+// resumes its listing by position).
+func (st *handoverState) stableMembers() ([]uint64, error) {
+	prev, err := st.members()
+	for try := 0; err == nil && try < steerTries; try++ {
+		var cur []uint64
+		if cur, err = st.members(); err == nil && slices.Equal(cur, prev) {
+			return cur, nil
+		}
+		prev = cur
+	}
+	if err == nil {
+		err = fmt.Errorf("%sthe group of %s %s changed during each of %d reads", errPrefix, st.g.network, st.g.address, steerTries)
+	}
+	return nil, err
+}
+
+// listsOwn reports whether members lists every socket of this process.
+func (st *handoverState) listsOwn(members []uint64) bool {
+	for _, s := range st.socks {
+		if !slices.Contains(members, s.ino) {
+			return false
+		}
+	}
+	return true
 }
 
 // recoverSteering puts the Steering alone back after a failed handover.
