@@ -2,8 +2,10 @@ package reuse_test
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net"
+	"strings"
 	"syscall"
 	"testing"
 	"time"
@@ -229,5 +231,50 @@ func TestHandoverSteeringNewDies(t *testing.T) {
 		if a < 0 || a >= k {
 			t.Fatalf("long header %d: answered by %d, want an old member 0-%d", i, a, k-1)
 		}
+	}
+}
+
+// TestHandoverSteeringBadInput checks that a Steering that cannot steer the
+// sockets given is refused, before any handover, with an error that says
+// why, and that Generation is -1 until a TakeOver succeeds.
+func TestHandoverSteeringBadInput(t *testing.T) {
+	ln, err := reuse.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	pc, err := reuse.ListenPacket("udp4", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer pc.Close()
+	quic := reuse.QUICSteering()
+	for _, c := range []struct {
+		name string
+		ho   *reuse.Handover
+		sock any
+		want string
+	}{
+		{"listener", &reuse.Handover{Steering: &quic}, ln, "needs UDP sockets"},
+		{"slot", &reuse.Handover{Steering: &quic, Slot: "w1"}, pc, `Slot "w1" with Steering`},
+		{"offset", &reuse.Handover{Steering: &reuse.Steering{Offset: -1}}, pc, "steering offset -1"},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			if g := c.ho.Generation(); g != -1 {
+				t.Errorf("Generation() before TakeOver = %d, want -1", g)
+			}
+			err := c.ho.TakeOver(context.Background(), c.sock)
+			var op *net.OpError
+			if !errors.As(err, &op) || op.Op != "takeover" {
+				t.Fatalf("TakeOver = %v, want a *net.OpError with Op takeover", err)
+			}
+			if msg := err.Error(); !strings.Contains(msg, c.want) || strings.Count(msg, "reuse: ") != 1 {
+				t.Errorf("TakeOver = %q, want it to say %q, after one \"reuse: \"", msg, c.want)
+			}
+			if g := c.ho.Generation(); g != -1 {
+				t.Errorf("Generation() after a failed TakeOver = %d, want -1", g)
+			}
+			c.ho.Close()
+		})
 	}
 }
