@@ -950,7 +950,10 @@ func (st *handoverState) handOver(conn *net.UnixConn, replaced, closing chan str
 			port, isProbe := strings.CutPrefix(m, msgProbe+" ")
 			switch {
 			case m == msgSteered:
+				// No more probes: a client that got the probes' port
+				// since must not be dropped.
 				steered = true
+				st.unfilter()
 			case isProbe:
 				// The successor looks for this process's slots in the
 				// group (see findSlots).

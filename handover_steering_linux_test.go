@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"slices"
 	"strings"
 	"syscall"
 	"testing"
@@ -84,8 +85,15 @@ func eventually(t *testing.T, what, addr string, payloads [][]byte, want func(m,
 // QUICSteering alone, whatever the generation.
 func TestHandoverSteering(t *testing.T) {
 	requireSteering(t)
-	for _, c := range []struct{ network, addr string }{{"udp4", "127.0.0.1:0"}, {"udp6", "[::1]:0"}} {
-		t.Run(c.network, func(t *testing.T) {
+	for _, c := range []struct {
+		name, network, addr string
+		firstUp             bool // close the old members from the first one up
+	}{
+		{"udp4", "udp4", "127.0.0.1:0", false},
+		{"udp6", "udp6", "[::1]:0", false},
+		{"udp4 closed first up", "udp4", "127.0.0.1:0", true},
+	} {
+		t.Run(c.name, func(t *testing.T) {
 			ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 			defer cancel()
 			const k = 4
@@ -145,18 +153,32 @@ func TestHandoverSteering(t *testing.T) {
 				}
 			}
 
-			for last := k - 1; last >= 0; last-- {
-				old[last].Close()
-				if last > 0 {
-					checkMembers(t, fmt.Sprintf("old 0-%d, generation 0", last-1), addr,
-						quicDatagrams(shortHeader, last, 0, last*generations), isOld)
+			open := []int{0, 1, 2, 3}
+			for len(open) > 0 {
+				i := len(open) - 1
+				if c.firstUp {
+					i = 0
 				}
-				eventually(t, fmt.Sprintf("old %d closed, generation 1", last), addr,
+				m := open[i]
+				open = append(open[:i], open[i+1:]...)
+				old[m].Close()
+				var stillOld [][]byte
+				for _, p := range quicDatagrams(shortHeader, k, 0, k*generations) {
+					if slices.Contains(open, int(p[1])) {
+						stillOld = append(stillOld, p)
+					}
+				}
+				if len(stillOld) > 0 {
+					checkMembers(t, fmt.Sprintf("old %d closed, generation 0 of old %v", m, open), addr, stillOld, isOld)
+				}
+				eventually(t, fmt.Sprintf("old %d closed, generation 1", m), addr,
 					quicDatagrams(shortHeader, k, 1, k*generations), isNew)
 			}
 			oldHo.Close()
-			// The Steering alone reads no generation.
-			eventually(t, "after the handover, generation 9", addr, quicDatagrams(shortHeader, k, 9, k*generations), isNew)
+			if !c.firstUp {
+				// The Steering alone reads no generation.
+				eventually(t, "after the handover, generation 9", addr, quicDatagrams(shortHeader, k, 9, k*generations), isNew)
+			}
 			checkMembers(t, "after the handover, generation 1", addr, quicDatagrams(shortHeader, k, 1, 1000), isNew)
 		})
 	}
