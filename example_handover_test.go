@@ -79,3 +79,60 @@ func ExampleHandover() {
 	fmt.Println(string(body))
 	// Output: second
 }
+
+// A QUIC server's group of 4 UDP sockets restarted with its steering by
+// connection ID: during the handover, a packet whose connection ID names
+// member 2 of generation 0 still reaches the old member 2, and one that
+// names member 2 of generation 1 the new member 2. (With quic-go, each
+// member's Transport issues IDs from QUICConnectionIDs{Member: i,
+// Generation: ho.Generation()}; see the repository's examples/quic.)
+func ExampleHandover_steering() {
+	ctx := context.Background()
+	s := reuse.QUICSteering()
+	generation := func(addr string) ([]net.PacketConn, *reuse.Handover) {
+		pcs, err := reuse.ListenPacketGroup("udp4", addr, 4)
+		if err != nil {
+			log.Fatal(err)
+		}
+		ho := &reuse.Handover{Steering: &s}
+		if err := ho.TakeOver(ctx, pcs[0], pcs[1], pcs[2], pcs[3]); err != nil {
+			log.Fatal(err)
+		}
+		return pcs, ho
+	}
+	old, oldHo := generation("127.0.0.1:0")
+	addr := old[0].LocalAddr().String()
+	next, nextHo := generation(addr)
+	defer nextHo.Close()
+	<-oldHo.Replaced() // no new handshake reaches old; its connections still do
+	fmt.Println("generations", oldHo.Generation(), nextHo.Generation())
+
+	c, err := net.Dial("udp4", addr)
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer c.Close()
+	buf := make([]byte, 16)
+	for _, gen := range []byte{0, 1} {
+		c.Write([]byte{0x40, 2, gen, 0, 0, 0, 0, 0, 0, 0}) // a short header, its connection ID: member 2, generation gen
+		for name, pcs := range map[string][]net.PacketConn{"old": old, "new": next} {
+			pcs[2].SetReadDeadline(time.Now().Add(100 * time.Millisecond))
+			if _, _, err := pcs[2].ReadFrom(buf); err == nil {
+				fmt.Printf("generation %d: %s member 2\n", gen, name)
+			}
+		}
+	}
+	// The old process closes its sockets from the last one down once its
+	// connections ended, then lets go.
+	for i := len(old) - 1; i >= 0; i-- {
+		old[i].Close()
+	}
+	oldHo.Close()
+	for _, pc := range next {
+		pc.Close()
+	}
+	// Output:
+	// generations 0 1
+	// generation 0: old member 2
+	// generation 1: new member 2
+}

@@ -31,8 +31,35 @@ type Handover struct {
 	// much to a restart.
 	Quiet time.Duration
 
+	// Steering, if set, is the steering of a UDP group whose members issue
+	// connection IDs that name their member and generation (QUICSteering
+	// with QUICConnectionIDs: the byte after the member's names the
+	// generation). The handover then keeps it through the restart, instead
+	// of spreading the datagrams by a hash: the byte at Offset of a socket
+	// given to TakeOver names it (socks[i] is member i), its Generation is
+	// the old process's plus one, and until the old members are gone a
+	// datagram of the old generation reaches the old member it names, one
+	// of the new generation the new member it names, and every other one
+	// (a new handshake: a datagram with a bit of HashIf set, or of no
+	// generation serving) one of the new members, by its source port. The
+	// old process keeps its live connections (see Replaced) and closes its
+	// members when they ended, from the last one down: each close then
+	// moves the new member of the same number into the freed place, the
+	// Handover attaches its program again (within milliseconds; meanwhile
+	// the moved member's datagrams go by the hash, and QUIC sends them
+	// again), and once the old members are gone the Steering alone steers
+	// the group. A process that nobody serves steers the group by
+	// Steering, as Steer does. It needs UDP sockets, in no Slot.
+	//
+	// With a Steering, TakeOver returns once new handshakes reach socks,
+	// and the Handover follows the old members' leaves in the background
+	// until they are gone or Close; a successor waits until then.
+	Steering *Steering
+
 	mu       sync.Mutex
 	started  bool          // TakeOver was called
+	taken    bool          // TakeOver succeeded
+	gen      int           // the generation, once taken
 	replaced chan struct{} // closed once a successor took over and the queues stayed quiet
 	closing  chan struct{} // closed by Close
 	done     chan struct{} // closed when the background work ended
@@ -103,6 +130,10 @@ func (h *Handover) TakeOver(ctx context.Context, socks ...any) error {
 		h.fail()
 		return opError("takeover", g.network, g.address, fmt.Errorf("%snegative Quiet %v", errPrefix, quiet))
 	}
+	if err := h.checkSteering(g); err != nil {
+		h.fail()
+		return opError("takeover", g.network, g.address, err)
+	}
 	// Close during TakeOver gives up the takeover.
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
@@ -113,16 +144,55 @@ func (h *Handover) TakeOver(ctx context.Context, socks ...any) error {
 		case <-ctx.Done():
 		}
 	}()
-	st, err := takeOver(ctx, g, h.Slot, quiet)
+	st, err := takeOver(ctx, g, h.Slot, quiet, h.Steering)
 	if err != nil {
 		h.fail()
 		return opError("takeover", g.network, g.address, err)
 	}
+	h.mu.Lock()
+	h.gen, h.taken = st.generation(), true
+	h.mu.Unlock()
 	go func() {
 		defer close(h.done)
 		st.serve(h.replaced, h.closing)
 	}()
 	return nil
+}
+
+// checkSteering returns an error naming what keeps h.Steering from
+// steering g, if anything.
+func (h *Handover) checkSteering(g *sockGroup) error {
+	switch {
+	case h.Steering == nil:
+		return nil
+	case g.network != "udp":
+		return errors.New(errPrefix + "a Handover's Steering needs UDP sockets (from ListenPacket or ListenPacketGroup), not listeners")
+	case h.Slot != "":
+		return fmt.Errorf("%sa Handover's Steering needs the whole group in one process: Slot %q with Steering", errPrefix, h.Slot)
+	case len(g.socks) > maxMembers:
+		return fmt.Errorf("%sa Handover's Steering names %d members at most by one byte, not %d", errPrefix, maxMembers, len(g.socks))
+	}
+	return h.Steering.check()
+}
+
+// maxMembers is the most members that a byte names.
+const maxMembers = 256
+
+// Generation returns the generation of the connection IDs that this
+// process's members issue under h.Steering (QUICConnectionIDs.Generation):
+// 0 for a process that served the address first, the old process's plus
+// one (after 255, 0) for one that took it over. It is valid once TakeOver
+// returned nil; before, it returns -1.
+func (h *Handover) Generation() int {
+	if h == nil {
+		return -1
+	}
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if !h.taken {
+		return -1
+	}
+	return h.gen
 }
 
 // init makes the channels; h.mu is held.
@@ -141,6 +211,13 @@ func (h *Handover) fail() { close(h.done) }
 // h's sockets' queues have stayed empty for Quiet: the process then stops
 // serving (http.Server.Shutdown, closing its sockets) and exits, or calls
 // Close. A Handover that has not taken over is never replaced.
+//
+// With a Steering, Replaced is closed as soon as no new handshake reaches
+// h's sockets; the datagrams of h's live connections still do. The process
+// then stops accepting (quic-go: closes its Listener, not its Transports),
+// serves its live connections until they end or a deadline of its own
+// (quic-go: each Conn's Context is done), closes its sockets from the last
+// member down, and calls Close.
 func (h *Handover) Replaced() <-chan struct{} {
 	if h == nil {
 		return nil

@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/google/go-cmp/cmp"
 	"golang.org/x/sys/unix"
 )
 
@@ -119,5 +120,26 @@ func TestSteerGroupChanged(t *testing.T) {
 	time.Sleep(100 * time.Millisecond)
 	if got := accepted.Load() - before; got == 0 || got == 200 {
 		t.Errorf("after the rollback, the two serving members accepted %d of 200 connections: a program was left", got)
+	}
+}
+
+// TestAfterLeaves checks the kernel's rule as afterLeaves applies it: a
+// member that leaves takes the last member into its place; closing the old
+// members of a handover from the last one down puts new member m at m.
+func TestAfterLeaves(t *testing.T) {
+	for _, c := range []struct {
+		name         string
+		arr, members []uint64
+		want         []uint64
+	}{
+		{"none left", []uint64{1, 2, 3}, []uint64{3, 1, 2}, []uint64{1, 2, 3}},
+		{"last old closed", []uint64{10, 11, 20, 21}, []uint64{10, 20, 21}, []uint64{10, 21, 20}},
+		{"all old, last down", []uint64{10, 11, 20, 21}, []uint64{20, 21}, []uint64{20, 21}},
+		{"first closed", []uint64{10, 11, 12, 20}, []uint64{11, 12, 20}, []uint64{20, 11, 12}},
+		{"one joined", []uint64{1, 2}, []uint64{1, 2, 3}, []uint64{1, 2, 3}},
+	} {
+		if diff := cmp.Diff(c.want, afterLeaves(c.arr, c.members)); diff != "" {
+			t.Errorf("%s: afterLeaves(%v, %v) (-want +got):\n%s", c.name, c.arr, c.members, diff)
+		}
 	}
 }

@@ -31,7 +31,7 @@ const (
 // The messages of the rendezvous, one a packet (SOCK_SEQPACKET).
 const (
 	msgTakeOver = "takeover" // new → old: take the address over from you
-	msgSockets  = "sockets"  // old → new: "sockets PID INODE...", with the rendezvous socket attached
+	msgSockets  = "sockets"  // old → new: "sockets PID GENERATION INODE...", with the rendezvous socket attached
 	msgSteered  = "steered"  // new → old: new connections go to the new sockets now
 	msgClosed   = "closed"   // old → new: the old process let go of its sockets
 	msgProbe    = "probe"    // new → old: "probe PORT": drop the datagrams from PORT
@@ -64,8 +64,15 @@ type handoverState struct {
 	base     string // the prefix of the abstract names
 	slot     string
 	quiet    time.Duration
-	filtered bool // filterProbes set a filter on the sockets
+	filtered bool      // filterProbes set a filter on the sockets
+	steering *Steering // Handover.Steering
+	gen      int       // the generation of the sockets' connection IDs
+	// follow, if set, follows the old members' leaves after a handover
+	// under a Steering, until they are gone or stop is closed.
+	follow func(stop <-chan struct{})
 }
+
+func (st *handoverState) generation() int { return st.gen }
 
 // inspect checks the sockets of g and learns what the handover needs.
 func inspect(g *sockGroup) (*handoverState, error) {
@@ -144,12 +151,12 @@ func (st *handoverState) rendezvousName(slot string) string {
 // group holds meanwhile, so that two handovers never steer it at once.
 func (st *handoverState) lockName() string { return "@" + st.base + "/steering" }
 
-func takeOver(ctx context.Context, g *sockGroup, slot string, quiet time.Duration) (*handoverState, error) {
+func takeOver(ctx context.Context, g *sockGroup, slot string, quiet time.Duration, steering *Steering) (*handoverState, error) {
 	st, err := inspect(g)
 	if err != nil {
 		return nil, err
 	}
-	st.quiet, st.slot = quiet, slot
+	st.quiet, st.slot, st.steering = quiet, slot, steering
 	name := st.rendezvousName(slot)
 	for {
 		if err := ctx.Err(); err != nil {
@@ -165,6 +172,10 @@ func takeOver(ctx context.Context, g *sockGroup, slot string, quiet time.Duratio
 			if err != nil {
 				return nil, fmt.Errorf("%swaiting for a successor: %w", errPrefix, err)
 			}
+			if err := st.steerAlone(); err != nil {
+				ln.Close()
+				return nil, err
+			}
 			st.rv = ln
 			return st, nil
 		}
@@ -172,7 +183,9 @@ func takeOver(ctx context.Context, g *sockGroup, slot string, quiet time.Duratio
 			return nil, err
 		}
 		again, err := st.takeOverFrom(ctx, conn)
-		conn.Close()
+		if st.follow == nil {
+			conn.Close()
+		}
 		if again {
 			continue // the old process went away meanwhile
 		}
@@ -234,11 +247,12 @@ func (st *handoverState) takeOverFrom(ctx context.Context, conn *net.UnixConn) (
 	if err != nil {
 		return isGone(err), ctxErr(ctx, err)
 	}
-	oldPid, oldInos, err := parseSockets(msg)
+	oldPid, oldGen, oldInos, err := parseSockets(msg)
 	if err != nil {
 		rv.Close()
 		return false, err
 	}
+	st.gen = (oldGen + 1) % maxMembers
 	// From here the rendezvous socket is shared: a successor racing this one
 	// waits in its queue until one of the two processes accepts it.
 	fail := func(err error) (bool, error) {
@@ -260,6 +274,13 @@ func (st *handoverState) takeOverFrom(ctx context.Context, conn *net.UnixConn) (
 			err = fmt.Errorf("%sthe old process: %s", errPrefix, buf[len("error "):n])
 		}
 		return string(buf[:n]), err
+	}
+	if st.steering != nil {
+		if err := st.steerGenerations(conn, oldInos, oldGen, oldPid, ask); err != nil {
+			return fail(err)
+		}
+		st.rv = rv
+		return false, nil
 	}
 	sg, err := st.steer(oldInos, oldPid, ask)
 	if err != nil {
@@ -348,27 +369,33 @@ func readSockets(conn *net.UnixConn) (string, *net.UnixListener, error) {
 	return string(buf[:n]), ul, nil
 }
 
-// parseSockets reads the old process's id and its sockets' inodes. (The
-// rendezvous socket's SO_PEERCRED names the process that first listened on
-// it, which may have handed it on since.)
-func parseSockets(msg string) (int, []uint64, error) {
+// parseSockets reads the old process's id, generation and sockets' inodes.
+// (The rendezvous socket's SO_PEERCRED names the process that first
+// listened on it, which may have handed it on since.)
+func parseSockets(msg string) (pid, gen int, inos []uint64, err error) {
 	fields := strings.Fields(msg)
-	if len(fields) < 3 || fields[0] != msgSockets {
-		return 0, nil, fmt.Errorf("%sthe old process said %q, want %q, its id and its sockets", errPrefix, msg, msgSockets)
+	if len(fields) < 4 || fields[0] != msgSockets {
+		return 0, 0, nil, fmt.Errorf("%sthe old process said %q, want %q, its id, generation and sockets", errPrefix, msg, msgSockets)
 	}
-	pid, err := strconv.Atoi(fields[1])
-	if err != nil {
-		return 0, nil, fmt.Errorf("%sthe old process said %q: %w", errPrefix, msg, err)
+	pid, err = strconv.Atoi(fields[1])
+	if err == nil {
+		gen, err = strconv.Atoi(fields[2])
 	}
-	var inos []uint64
-	for _, f := range fields[2:] {
-		ino, err := strconv.ParseUint(f, 10, 64)
+	if err == nil && (gen < 0 || gen >= maxMembers) {
+		err = fmt.Errorf("generation %d out of range", gen)
+	}
+	for _, f := range fields[3:] {
 		if err != nil {
-			return 0, nil, fmt.Errorf("%sthe old process said %q: %w", errPrefix, msg, err)
+			break
 		}
+		var ino uint64
+		ino, err = strconv.ParseUint(f, 10, 64)
 		inos = append(inos, ino)
 	}
-	return pid, inos, nil
+	if err != nil {
+		return 0, 0, nil, fmt.Errorf("%sthe old process said %q: %w", errPrefix, msg, err)
+	}
+	return pid, gen, inos, nil
 }
 
 // lock takes the address's steering lock: an abstract name, released by the
@@ -536,17 +563,11 @@ func (sg *steering) helperIno() uint64 {
 
 // attach sets prog as the group's program.
 func (sg *steering) attach(prog []unix.SockFilter) error {
-	err := sg.st.onSteerable(sg.helper, func(fd int) error {
-		return unix.SetsockoptSockFprog(fd, unix.SOL_SOCKET, unix.SO_ATTACH_REUSEPORT_CBPF, &unix.SockFprog{Len: uint16(len(prog)), Filter: &prog[0]})
-	})
+	err := sg.st.onSteerable(sg.helper, func(fd int) error { return attachProgram(fd, prog) })
 	if err != nil {
-		err = fmt.Errorf("%ssteering the group of %s %s: %w", errPrefix, sg.st.g.network, sg.st.g.address, os.NewSyscallError("setsockopt SO_ATTACH_REUSEPORT_CBPF", err))
-		if errors.Is(err, unix.ENOPROTOOPT) {
-			// Linux before 4.6 (and qemu-user's translation of setsockopt).
-			err = fmt.Errorf("%w: %w", err, errors.ErrUnsupported)
-		}
+		return fmt.Errorf("%ssteering the group of %s %s: %w", errPrefix, sg.st.g.network, sg.st.g.address, err)
 	}
-	return err
+	return nil
 }
 
 // release ends the steering, once the old members are gone or on a
@@ -578,19 +599,16 @@ func (st *handoverState) unsteer() error {
 // detach detaches the group's program through helper, or, if -1, one of the
 // process's own sockets.
 func (st *handoverState) detach(helper int) error {
-	err := st.onSteerable(helper, func(fd int) error {
-		err := unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_DETACH_REUSEPORT_BPF, 0)
-		if errors.Is(err, unix.ENOENT) || errors.Is(err, unix.ENOPROTOOPT) {
-			// No program; or Linux before 5.3, which cannot detach one:
-			// the program stays, and its picks past the end of the
-			// group fall back to the hash (all of them once the new
-			// process has as many sockets as the old one had).
-			return nil
-		}
-		return err
-	})
+	err := st.onSteerable(helper, detachProgram)
+	if errors.Is(err, errors.ErrUnsupported) {
+		// Linux before 5.3, which cannot detach a program: it stays, and
+		// its picks past the end of the group fall back to the hash (all
+		// of them once the new process has as many sockets as the old one
+		// had).
+		return nil
+	}
 	if err != nil {
-		return fmt.Errorf("%srestoring the hash of the group of %s %s: %w", errPrefix, st.g.network, st.g.address, os.NewSyscallError("setsockopt SO_DETACH_REUSEPORT_BPF", err))
+		return fmt.Errorf("%srestoring the hash of the group of %s %s: %w", errPrefix, st.g.network, st.g.address, err)
 	}
 	return nil
 }
@@ -842,6 +860,10 @@ func (st *handoverState) queued() (int, error) {
 func (st *handoverState) serve(replaced, closing chan struct{}) {
 	stop := make(chan struct{})
 	defer close(stop)
+	if st.follow != nil {
+		// A successor waits until this generation alone serves.
+		st.follow(closing)
+	}
 	go func() {
 		select {
 		case <-closing:
@@ -886,7 +908,7 @@ func (st *handoverState) handOver(conn *net.UnixConn, replaced, closing chan str
 	if err != nil || string(buf[:n]) != msgTakeOver {
 		return false
 	}
-	msg := msgSockets + " " + strconv.Itoa(os.Getpid())
+	msg := msgSockets + " " + strconv.Itoa(os.Getpid()) + " " + strconv.Itoa(st.gen)
 	for _, s := range st.socks {
 		msg += " " + strconv.FormatUint(s.ino, 10)
 	}
@@ -928,7 +950,10 @@ func (st *handoverState) handOver(conn *net.UnixConn, replaced, closing chan str
 			port, isProbe := strings.CutPrefix(m, msgProbe+" ")
 			switch {
 			case m == msgSteered:
+				// No more probes: a client that got the probes' port
+				// since must not be dropped.
 				steered = true
+				st.unfilter()
 			case isProbe:
 				// The successor looks for this process's slots in the
 				// group (see findSlots).
@@ -946,11 +971,13 @@ func (st *handoverState) handOver(conn *net.UnixConn, replaced, closing chan str
 			return true
 		}
 	}
-	// Steered: serve what the queues hold until they stay empty.
+	// Steered: serve what the queues hold until they stay empty; with a
+	// Steering, no new handshake reaches this process any more, and its
+	// connections' datagrams go on reaching it.
 	tick := time.NewTicker(min(max(st.quiet/20, 100*time.Microsecond), 10*time.Millisecond))
 	defer tick.Stop()
 	emptySince := time.Now()
-	for {
+	for st.steering == nil {
 		select {
 		case <-msgs:
 			// The successor died before this process was replaced.
@@ -993,6 +1020,10 @@ func (st *handoverState) recover() {
 		return
 	}
 	defer lock.Close()
+	if st.steering != nil {
+		_ = st.steerAlone()
+		return
+	}
 	_ = st.unsteer()
 }
 

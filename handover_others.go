@@ -17,8 +17,10 @@ var errNoHandover = fmt.Errorf("%sa handover needs Linux (SO_ATTACH_REUSEPORT_CB
 // handoverState is empty here: TakeOver fails.
 type handoverState struct{}
 
-func takeOver(context.Context, *sockGroup, string, time.Duration) (*handoverState, error) {
+func takeOver(context.Context, *sockGroup, string, time.Duration, *Steering) (*handoverState, error) {
 	return nil, errNoHandover
 }
 
 func (*handoverState) serve(replaced, closing chan struct{}) {}
+
+func (*handoverState) generation() int { return 0 }

@@ -125,21 +125,28 @@ func (p *prober) close() {
 }
 
 // program steers the probes to slot i, and the rest of the traffic as it
-// would go without a program, but never to the helper, which joined last.
+// would go without a program (or by the Handover's Steering), but never to
+// the helper, which joined last.
 func (p *prober) program(i int) []unix.SockFilter {
 	srcPort := bpfOff(skfNetOff + 20)
 	if p.dst.IP.To4() == nil {
 		srcPort = bpfOff(skfNetOff + 40)
 	}
-	all := make([]int, p.n)
-	for j := range all {
-		all[j] = j
+	var rest []unix.SockFilter
+	if st := p.sg.st; st.steering != nil {
+		rest = steerProgram(*st.steering) // the old process's steering, unchanged
+	} else {
+		all := make([]int, p.n)
+		for j := range all {
+			all[j] = j
+		}
+		rest = st.program(all)
 	}
 	return append([]unix.SockFilter{
 		{Code: unix.BPF_LD | unix.BPF_H | unix.BPF_ABS, K: srcPort},
 		{Code: unix.BPF_JMP | unix.BPF_JEQ | unix.BPF_K, K: uint32(p.port), Jt: 0, Jf: 1},
 		{Code: unix.BPF_RET | unix.BPF_K, K: uint32(i)},
-	}, p.sg.st.program(all)...)
+	}, rest...)
 }
 
 // probe reports whether the old process holds the member in slot i.

@@ -17,7 +17,6 @@ func canSteer() error { return nil }
 // past the end of the datagram would end the program with 0, member 0, so
 // the length is checked first.
 func steerProgram(s Steering) []unix.SockFilter {
-	const toHash = 0xffffffff // no member: the kernel's hash picks
 	var hashIf []unix.SockFilter
 	if s.HashIf != 0 {
 		hashIf = []unix.SockFilter{
@@ -41,22 +40,12 @@ func steer(rc syscall.RawConn, s Steering) error {
 	if err := checkGroupMember(rc); err != nil {
 		return err
 	}
-	prog := steerProgram(s)
 	var serr error
-	if err := rc.Control(func(fd uintptr) {
-		serr = unix.SetsockoptSockFprog(int(fd), unix.SOL_SOCKET, unix.SO_ATTACH_REUSEPORT_CBPF,
-			&unix.SockFprog{Len: uint16(len(prog)), Filter: &prog[0]})
-	}); err != nil {
+	if err := rc.Control(func(fd uintptr) { serr = attachProgram(int(fd), steerProgram(s)) }); err != nil {
 		return err
 	}
 	if serr != nil {
-		err := fmt.Errorf("%ssteering the group: %w", errPrefix, os.NewSyscallError("setsockopt SO_ATTACH_REUSEPORT_CBPF", serr))
-		if errors.Is(serr, unix.ENOPROTOOPT) {
-			// Linux before 4.5 lacks the option (and so does qemu-user's
-			// translation of setsockopt).
-			err = fmt.Errorf("%w: %w", err, errors.ErrUnsupported)
-		}
-		return err
+		return fmt.Errorf("%ssteering the group: %w", errPrefix, serr)
 	}
 	return nil
 }
@@ -66,18 +55,44 @@ func unsteer(rc syscall.RawConn) error {
 		return err
 	}
 	var serr error
-	if err := rc.Control(func(fd uintptr) {
-		serr = unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_DETACH_REUSEPORT_BPF, 0)
-	}); err != nil {
+	if err := rc.Control(func(fd uintptr) { serr = detachProgram(int(fd)) }); err != nil {
 		return err
 	}
-	switch {
-	case serr == nil, errors.Is(serr, unix.ENOENT): // ENOENT: the group had no program
-		return nil
-	case errors.Is(serr, unix.ENOPROTOOPT): // before Linux 5.3
-		return fmt.Errorf("%sunsteering the group: %w: %w", errPrefix, os.NewSyscallError("setsockopt SO_DETACH_REUSEPORT_BPF", serr), errors.ErrUnsupported)
+	if serr != nil {
+		return fmt.Errorf("%sunsteering the group: %w", errPrefix, serr)
 	}
-	return fmt.Errorf("%sunsteering the group: %w", errPrefix, os.NewSyscallError("setsockopt SO_DETACH_REUSEPORT_BPF", serr))
+	return nil
+}
+
+// attachProgram makes prog the program of fd's group: the one place where
+// the package sets SO_ATTACH_REUSEPORT_CBPF (Steer, TakeOver).
+func attachProgram(fd int, prog []unix.SockFilter) error {
+	err := unix.SetsockoptSockFprog(fd, unix.SOL_SOCKET, unix.SO_ATTACH_REUSEPORT_CBPF, &unix.SockFprog{Len: uint16(len(prog)), Filter: &prog[0]})
+	return programError("setsockopt SO_ATTACH_REUSEPORT_CBPF", err)
+}
+
+// detachProgram removes the program of fd's group, if it has one; like
+// attachProgram, the one place for SO_DETACH_REUSEPORT_BPF.
+func detachProgram(fd int) error {
+	err := unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_DETACH_REUSEPORT_BPF, 0)
+	if errors.Is(err, unix.ENOENT) { // the group had no program
+		return nil
+	}
+	return programError("setsockopt SO_DETACH_REUSEPORT_BPF", err)
+}
+
+// programError wraps err, if any, from call: ENOPROTOOPT, from a kernel
+// without the option (attach before Linux 4.5, detach before 5.3, and
+// qemu-user's translation of setsockopt), also wraps errors.ErrUnsupported.
+func programError(call string, err error) error {
+	if err == nil {
+		return nil
+	}
+	err = os.NewSyscallError(call, err)
+	if errors.Is(err, unix.ENOPROTOOPT) {
+		return fmt.Errorf("%w: %w", err, errors.ErrUnsupported)
+	}
+	return err
 }
 
 // checkGroupMember returns an error naming what is wrong unless rc is an

@@ -12,6 +12,15 @@
 // holds its connection with probability 1/4 only, so for 100 clients the
 // survivors of the hashed server are Binomial(100, 1/4), and 50 or more of
 // them has a probability below 1e-8.
+//
+// Then it restarts a steered server (restart.go): a new generation of 4
+// transports takes the port over with a reuse.Handover whose Steering is
+// QUICSteering, while -clients connections live on the old one; the old
+// connections echo and migrate during the handover, -clients new ones
+// must all land on the new generation, the old generation closes once its
+// connections ended, and the new connections echo and migrate again. Both
+// generations run in this one process (to the kernel, the same as two).
+// It exits with status 1 unless every connection was kept.
 package main
 
 import (
@@ -62,10 +71,19 @@ func main() {
 	if err != nil {
 		log.Fatal(err)
 	}
+	restarted, err := restart(*clients, *timeout)
+	if err != nil {
+		log.Fatal(err)
+	}
 	fmt.Printf("steered by connection ID: %d of %d connections survived migration\n", steered, *clients)
 	fmt.Printf("spread by the hash:       %d of %d connections survived migration\n", hashed, *clients)
+	fmt.Println(restarted)
 	if steered != *clients || hashed*2 >= *clients {
 		fmt.Println("FAIL: want every steered connection to survive, and most hashed ones to break")
+		os.Exit(1)
+	}
+	if !restarted.ok() {
+		fmt.Println("FAIL: want every connection kept through the restart, and every new one on the new generation")
 		os.Exit(1)
 	}
 }
@@ -192,41 +210,62 @@ func (e *brokenError) Error() string { return "migration broke the connection: "
 // client connects to raddr from a socket of its own, echoes a message on a
 // stream, moves to a new socket (a new local port) and echoes again.
 func client(raddr *net.UDPAddr, timeout time.Duration, handshakes chan struct{}) error {
-	first, err := net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
+	c, err := dial(raddr, timeout, handshakes)
 	if err != nil {
 		return err
 	}
-	tr := &quic.Transport{Conn: first}
-	defer tr.Close()
+	defer c.close()
+	return c.migrate(timeout)
+}
+
+// echoClient is a client's connection, its stream and its transports.
+type echoClient struct {
+	conn       *quic.Conn
+	s          *quic.Stream
+	transports []*quic.Transport
+}
+
+// dial connects to raddr from a socket of its own and echoes a message on
+// a stream.
+func dial(raddr *net.UDPAddr, timeout time.Duration, handshakes chan struct{}) (*echoClient, error) {
+	first, err := net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
+	if err != nil {
+		return nil, err
+	}
+	c := &echoClient{transports: []*quic.Transport{{Conn: first}}}
 	tlsConf := &tls.Config{InsecureSkipVerify: true, NextProtos: []string{"echo"}} // a self-signed server on loopback
 	handshakes <- struct{}{}
 	ctx, cancel := context.WithTimeout(context.Background(), timeout)
-	conn, err := tr.Dial(ctx, raddr, tlsConf, &quic.Config{})
+	c.conn, err = c.transports[0].Dial(ctx, raddr, tlsConf, &quic.Config{})
 	cancel()
 	<-handshakes
+	if err == nil {
+		c.s, err = c.conn.OpenStream()
+	}
+	if err == nil {
+		err = roundTrip(c.s, "before", timeout)
+	}
 	if err != nil {
-		return fmt.Errorf("handshake: %w", err)
+		c.close()
+		return nil, fmt.Errorf("handshake and first echo: %w", err)
 	}
-	defer conn.CloseWithError(0, "")
-	s, err := conn.OpenStream()
-	if err != nil {
-		return err
-	}
-	if err := roundTrip(s, "before", timeout); err != nil {
-		return fmt.Errorf("before migrating: %w", err)
-	}
+	return c, nil
+}
 
-	second, err := net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
+// migrate moves c to a new socket (a new local port) with quic-go's path
+// API and echoes a message. Its errors are brokenErrors.
+func (c *echoClient) migrate(timeout time.Duration) error {
+	next, err := net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
 	if err != nil {
 		return err
 	}
-	tr2 := &quic.Transport{Conn: second}
-	defer tr2.Close()
-	path, err := conn.AddPath(tr2)
+	tr := &quic.Transport{Conn: next}
+	c.transports = append(c.transports, tr)
+	path, err := c.conn.AddPath(tr)
 	if err != nil {
 		return err
 	}
-	ctx, cancel = context.WithTimeout(context.Background(), timeout)
+	ctx, cancel := context.WithTimeout(context.Background(), timeout)
 	defer cancel()
 	if err := path.Probe(ctx); err != nil {
 		return &brokenError{fmt.Errorf("probing the new path: %w", err)}
@@ -234,10 +273,21 @@ func client(raddr *net.UDPAddr, timeout time.Duration, handshakes chan struct{})
 	if err := path.Switch(); err != nil {
 		return &brokenError{fmt.Errorf("switching: %w", err)}
 	}
-	if err := roundTrip(s, "after", timeout); err != nil {
+	if err := roundTrip(c.s, "after", timeout); err != nil {
 		return &brokenError{fmt.Errorf("after migrating: %w", err)}
 	}
 	return nil
+}
+
+// close closes c's connection and transports.
+func (c *echoClient) close() {
+	if c.conn != nil {
+		c.conn.CloseWithError(0, "")
+	}
+	for _, tr := range c.transports {
+		tr.Close()
+		tr.Conn.Close()
+	}
 }
 
 // roundTrip writes msg on s and reads it back.
