@@ -638,50 +638,7 @@ func (st *handoverState) onSteerable(helper int, fn func(fd int) error) error {
 // detached, is dropped, not answered, and the client sends it again a
 // second later, when the helper is gone.
 func (st *handoverState) openHelper() (int, error) {
-	family := unix.AF_INET
-	if _, ok := st.sa.(*unix.SockaddrInet6); ok {
-		family = unix.AF_INET6
-	}
-	fd, err := unix.Socket(family, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, unix.IPPROTO_TCP)
-	if err != nil {
-		return -1, os.NewSyscallError("socket", err)
-	}
-	err = func() error {
-		for _, o := range []struct {
-			name              string
-			level, opt, value int
-		}{
-			{"SO_REUSEADDR", unix.SOL_SOCKET, unix.SO_REUSEADDR, 1},
-			{"SO_REUSEPORT", unix.SOL_SOCKET, unix.SO_REUSEPORT, 1},
-		} {
-			if err := unix.SetsockoptInt(fd, o.level, o.opt, o.value); err != nil {
-				return os.NewSyscallError("setsockopt "+o.name, err)
-			}
-		}
-		drop := []unix.SockFilter{{Code: unix.BPF_RET | unix.BPF_K, K: 0}}
-		if err := unix.SetsockoptSockFprog(fd, unix.SOL_SOCKET, unix.SO_ATTACH_FILTER, &unix.SockFprog{Len: 1, Filter: &drop[0]}); err != nil {
-			return os.NewSyscallError("setsockopt SO_ATTACH_FILTER", err)
-		}
-		if family == unix.AF_INET6 {
-			if err := unix.SetsockoptInt(fd, unix.IPPROTO_IPV6, unix.IPV6_V6ONLY, boolInt(st.v6)); err != nil {
-				return os.NewSyscallError("setsockopt IPV6_V6ONLY", err)
-			}
-		}
-		if st.dev != "" {
-			if err := unix.SetsockoptString(fd, unix.SOL_SOCKET, unix.SO_BINDTODEVICE, st.dev); err != nil {
-				return os.NewSyscallError("setsockopt SO_BINDTODEVICE", err)
-			}
-		}
-		if err := unix.Bind(fd, st.sa); err != nil {
-			return os.NewSyscallError("bind", err)
-		}
-		return os.NewSyscallError("listen", unix.Listen(fd, 1))
-	}()
-	if err != nil {
-		unix.Close(fd)
-		return -1, err
-	}
-	return fd, nil
+	return joinHelper(st.sa, unix.SOCK_STREAM, st.v6, st.dev)
 }
 
 // program returns a classic BPF program that picks one of the slots picks

@@ -67,8 +67,104 @@ func unsteer(rc syscall.RawConn) error {
 // attachProgram makes prog the program of fd's group: the one place where
 // the package sets SO_ATTACH_REUSEPORT_CBPF (Steer, TakeOver).
 func attachProgram(fd int, prog []unix.SockFilter) error {
-	err := unix.SetsockoptSockFprog(fd, unix.SOL_SOCKET, unix.SO_ATTACH_REUSEPORT_CBPF, &unix.SockFprog{Len: uint16(len(prog)), Filter: &prog[0]})
+	attach := func() error {
+		return unix.SetsockoptSockFprog(fd, unix.SOL_SOCKET, unix.SO_ATTACH_REUSEPORT_CBPF, &unix.SockFprog{Len: uint16(len(prog)), Filter: &prog[0]})
+	}
+	err := attach()
+	if errors.Is(err, unix.EINVAL) {
+		// A socket that set SO_REUSEPORT after its bind (Share with port 0,
+		// listen.go) has no group until a second socket joins: the kernel
+		// makes the group then. A helper joins for that moment and leaves
+		// as the last member, so that nobody moves.
+		if helper, herr := joinHelperLike(fd); herr == nil {
+			err = attach()
+			unix.Close(helper)
+		}
+	}
 	return programError("setsockopt SO_ATTACH_REUSEPORT_CBPF", err)
+}
+
+// joinHelperLike opens a helper (see joinHelper) for the group of fd, a
+// socket with SO_REUSEPORT: same address, kind, IPV6_V6ONLY and device.
+func joinHelperLike(fd int) (int, error) {
+	if on, err := unix.GetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_REUSEPORT); err != nil || on == 0 {
+		return -1, errors.New(errPrefix + "no SO_REUSEPORT")
+	}
+	sa, err := unix.Getsockname(fd)
+	if err != nil {
+		return -1, os.NewSyscallError("getsockname", err)
+	}
+	typ, err := unix.GetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_TYPE)
+	if err != nil {
+		return -1, os.NewSyscallError("getsockopt SO_TYPE", err)
+	}
+	var v6only bool
+	if _, ok := sa.(*unix.SockaddrInet6); ok {
+		v, err := unix.GetsockoptInt(fd, unix.IPPROTO_IPV6, unix.IPV6_V6ONLY)
+		if err != nil {
+			return -1, os.NewSyscallError("getsockopt IPV6_V6ONLY", err)
+		}
+		v6only = v != 0
+	}
+	dev, err := unix.GetsockoptString(fd, unix.SOL_SOCKET, unix.SO_BINDTODEVICE)
+	if err != nil {
+		dev = ""
+	}
+	return joinHelper(sa, typ, v6only, dev)
+}
+
+// joinHelper opens a socket of this process's that joins the group on sa
+// (a plain TCP listener for a stream group, MPTCP members included, since
+// the kernel refuses programs on MPTCP sockets), to attach or detach the
+// group's program through it. It drops whatever the kernel's hash gives it
+// (a socket filter), so that a client sends again instead of being reset.
+// The caller closes it; it joined last, so its leaving moves no member.
+func joinHelper(sa unix.Sockaddr, sockType int, v6only bool, dev string) (int, error) {
+	family := unix.AF_INET
+	if _, ok := sa.(*unix.SockaddrInet6); ok {
+		family = unix.AF_INET6
+	}
+	fd, err := unix.Socket(family, sockType|unix.SOCK_CLOEXEC, 0)
+	if err != nil {
+		return -1, os.NewSyscallError("socket", err)
+	}
+	err = func() error {
+		// SO_REUSEADDR, as the package's listeners carry it; UDP members
+		// never do (options.go).
+		reuseAddr := boolInt(sockType == unix.SOCK_STREAM)
+		if err := unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_REUSEADDR, reuseAddr); err != nil {
+			return os.NewSyscallError("setsockopt SO_REUSEADDR", err)
+		}
+		if err := unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_REUSEPORT, 1); err != nil {
+			return os.NewSyscallError("setsockopt SO_REUSEPORT", err)
+		}
+		if family == unix.AF_INET6 {
+			if err := unix.SetsockoptInt(fd, unix.IPPROTO_IPV6, unix.IPV6_V6ONLY, boolInt(v6only)); err != nil {
+				return os.NewSyscallError("setsockopt IPV6_V6ONLY", err)
+			}
+		}
+		drop := []unix.SockFilter{{Code: unix.BPF_RET | unix.BPF_K, K: 0}}
+		if err := unix.SetsockoptSockFprog(fd, unix.SOL_SOCKET, unix.SO_ATTACH_FILTER, &unix.SockFprog{Len: 1, Filter: &drop[0]}); err != nil {
+			return os.NewSyscallError("setsockopt SO_ATTACH_FILTER", err)
+		}
+		if dev != "" {
+			if err := unix.SetsockoptString(fd, unix.SOL_SOCKET, unix.SO_BINDTODEVICE, dev); err != nil {
+				return os.NewSyscallError("setsockopt SO_BINDTODEVICE", err)
+			}
+		}
+		if err := unix.Bind(fd, sa); err != nil {
+			return os.NewSyscallError("bind", err)
+		}
+		if sockType == unix.SOCK_STREAM {
+			return os.NewSyscallError("listen", unix.Listen(fd, 1))
+		}
+		return nil
+	}()
+	if err != nil {
+		unix.Close(fd)
+		return -1, err
+	}
+	return fd, nil
 }
 
 // detachProgram removes the program of fd's group, if it has one; like
