@@ -460,7 +460,7 @@ type steering struct {
 func (st *handoverState) steer(old []uint64, oldPid int, ask func(string) (string, error)) (*steering, error) {
 	sg := &steering{st: st, helper: -1, ask: ask}
 	for try := 1; ; try++ {
-		members, err := st.members()
+		members, err := st.stableMembers()
 		if err == nil && sg.helper < 0 && !st.canSteer() {
 			// Opened after reading /proc, so that it joins microseconds
 			// before the program is attached.
@@ -474,6 +474,16 @@ func (st *handoverState) steer(old []uint64, oldPid int, ask func(string) (strin
 		}
 		helperIno := sg.helperIno()
 		members = slices.DeleteFunc(members, func(ino uint64) bool { return ino == helperIno })
+		// A read of /proc that lacks this process's own sockets skipped
+		// entries (see stableMembers), and may lack old ones too.
+		if !st.listsOwn(members) {
+			if try < steerTries {
+				time.Sleep(pollInterval)
+				continue
+			}
+			sg.release()
+			return nil, fmt.Errorf("%sthe sockets given to TakeOver are not all in the group of %s %s: closed?", errPrefix, st.g.network, st.g.address)
+		}
 		var excl []int
 		for i, ino := range members {
 			if slices.Contains(old, ino) {
@@ -490,12 +500,6 @@ func (st *handoverState) steer(old []uint64, oldPid int, ask func(string) (strin
 		if excl, err = sg.findSlots(len(members), excl, old, oldPid); err != nil {
 			sg.release()
 			return nil, err
-		}
-		for _, s := range st.socks {
-			if !slices.Contains(members, s.ino) {
-				sg.release()
-				return nil, fmt.Errorf("%sa socket given to TakeOver (inode %d) is not in the group of %s %s: closed?", errPrefix, s.ino, st.g.network, st.g.address)
-			}
 		}
 		n := len(members)
 		var picks []int
@@ -525,7 +529,7 @@ func (st *handoverState) steer(old []uint64, oldPid int, ask func(string) (strin
 			testHookSteered()
 		}
 		// A member that joined or left meanwhile moved the slots.
-		again, err := st.members()
+		again, err := st.stableMembers()
 		again = slices.DeleteFunc(again, func(ino uint64) bool { return ino == helperIno })
 		if err == nil && slices.Equal(again, members) {
 			return sg, nil
@@ -697,11 +701,13 @@ func boolInt(b bool) int {
 // waitGone waits until none of the sockets old is a member of the group.
 func (st *handoverState) waitGone(ctx context.Context, old []uint64) error {
 	for {
-		members, err := st.members()
+		// A read that skipped entries (see stableMembers) must not pass
+		// for the old members' leaving: it must list this process's own.
+		members, err := st.stableMembers()
 		if err != nil {
 			return err
 		}
-		if !slices.ContainsFunc(members, func(ino uint64) bool { return slices.Contains(old, ino) }) {
+		if st.listsOwn(members) && !slices.ContainsFunc(members, func(ino uint64) bool { return slices.Contains(old, ino) }) {
 			return nil
 		}
 		select {

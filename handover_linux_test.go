@@ -1391,17 +1391,21 @@ func udpDrops(pc net.PacketConn) (int, error) {
 		return 0, serr
 	}
 	ino := strconv.FormatUint(st.Ino, 10)
-	for _, file := range []string{"/proc/net/udp", "/proc/net/udp6"} {
-		data, err := os.ReadFile(file)
-		if err != nil {
-			return 0, err
-		}
-		for _, line := range strings.Split(string(data), "\n") {
-			f := strings.Fields(line)
-			if len(f) >= 13 && f[9] == ino {
-				return strconv.Atoi(f[len(f)-1])
+	// A read of /proc/net/udp may skip entries while sockets come and go
+	// (the kernel resumes its listing by position): read again.
+	for try := 0; try < 20; try++ {
+		for _, file := range []string{"/proc/net/udp", "/proc/net/udp6"} {
+			data, err := os.ReadFile(file)
+			if err != nil {
+				return 0, err
+			}
+			for _, line := range strings.Split(string(data), "\n") {
+				f := strings.Fields(line)
+				if len(f) >= 13 && f[9] == ino {
+					return strconv.Atoi(f[len(f)-1])
+				}
 			}
 		}
 	}
-	return 0, fmt.Errorf("socket inode %s is not in /proc/net/udp{,6}", ino)
+	return 0, fmt.Errorf("socket inode %s is not in /proc/net/udp{,6} in 20 reads", ino)
 }

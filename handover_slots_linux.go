@@ -267,17 +267,27 @@ func (p *prober) probeUDP() (bool, error) {
 }
 
 // drops sums the drops that /proc/net/udp{,6} counts for the old
-// process's sockets.
+// process's sockets. A read that skipped one of them (see stableMembers)
+// is read again.
 func (p *prober) drops() (uint64, error) {
+	for try := 1; ; try++ {
+		total, found, err := p.readDrops()
+		if err != nil || found == len(p.old) || try == steerTries {
+			return total, err
+		}
+	}
+}
+
+// readDrops is one read of drops, with how many of the old sockets it saw.
+func (p *prober) readDrops() (total uint64, found int, err error) {
 	file := "/proc/net/udp"
 	if p.dst.IP.To4() == nil {
 		file += "6"
 	}
 	data, err := os.ReadFile(file)
 	if err != nil {
-		return 0, err
+		return 0, 0, err
 	}
-	var total uint64
 	for _, line := range strings.Split(string(data), "\n") {
 		// ... inode ref pointer drops
 		fields := strings.Fields(line)
@@ -290,11 +300,12 @@ func (p *prober) drops() (uint64, error) {
 		}
 		n, err := strconv.ParseUint(fields[len(fields)-1], 10, 64)
 		if err != nil {
-			return 0, fmt.Errorf("%sreading %s: %q: %w", errPrefix, file, line, err)
+			return 0, 0, fmt.Errorf("%sreading %s: %q: %w", errPrefix, file, line, err)
 		}
 		total += n
+		found++
 	}
-	return total, nil
+	return total, found, nil
 }
 
 // filterProbes makes this process's UDP sockets drop the datagrams from
