@@ -32,7 +32,8 @@ func serveUntilReplaced(addr string, h http.Handler, takenOver chan<- string) {
 			unread.Delete(c)
 		}
 	}}
-	go srv.Serve(ln)
+	served := make(chan error, 1)
+	go func() { served <- srv.Serve(ln) }()
 	var ho reuse.Handover
 	if err := ho.TakeOver(context.Background(), ln); err != nil {
 		log.Fatal(err)
@@ -41,8 +42,10 @@ func serveUntilReplaced(addr string, h http.Handler, takenOver chan<- string) {
 	<-ho.Replaced()
 	// Shutdown would close, unanswered, a connection whose first request
 	// it has not read yet (golang/go#75591): stop accepting, let every
-	// accepted connection's first request in, then shut down.
+	// accepted connection's first request in, then shut down. Serve
+	// returns after the last connection it accepted was marked new.
 	ln.Close()
+	<-served
 	for start := time.Now(); time.Since(start) < 5*time.Second; time.Sleep(time.Millisecond) {
 		n := 0
 		unread.Range(func(any, any) bool { n++; return false })
