@@ -322,7 +322,9 @@
 // by the hash. It attaches a classic BPF program (SO_ATTACH_REUSEPORT_CBPF)
 // to the group, through any member, in any process of the group's user;
 // [Unsteer] (5.3+) removes it. Elsewhere both fail with an error wrapping
-// [errors.ErrUnsupported].
+// [errors.ErrUnsupported]. With [Config.Steering] set, ListenPacket and
+// ListenPacketGroup return sockets already steered, and where the OS
+// cannot steer they fail before any socket is opened.
 //
 // For QUIC, [QUICSteering] sends a short-header packet to the member named
 // by its destination connection ID, and a long-header packet (a handshake,

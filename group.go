@@ -108,6 +108,14 @@ func listenGroup[T socket](ctx context.Context, c *Config, network, address stri
 			addr = localAddr(s).String()
 		}
 	}
+	if ok && c.Steering != nil {
+		if err := steerNew(group[0], *c.Steering); err != nil {
+			for _, s := range group {
+				s.Close()
+			}
+			return nil, opError("listen", network, address, err)
+		}
+	}
 	return group, nil
 }
 

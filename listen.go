@@ -44,6 +44,9 @@ func (c *Config) planListen(ctx context.Context, network, address string, kind s
 		if p.opts, err = options(c.Mode, k); err == nil {
 			err = c.checkBalancing()
 		}
+		if err == nil && c.Steering != nil {
+			err = c.checkSteering(k)
+		}
 	}
 	if err != nil {
 		return plan{}, false, opError("listen", network, address, err)
@@ -85,7 +88,14 @@ func listen[T socket](ctx context.Context, c *Config, network, address string, k
 		// Let net reject the network with its usual error.
 		return open[T](&c.ListenConfig, ctx, network, address)
 	}
-	return bindAny[T](ctx, &p, address, c.Fallback)
+	conn, err := bindAny[T](ctx, &p, address, c.Fallback)
+	if err == nil && c.Steering != nil {
+		if err = steerNew(conn, *c.Steering); err != nil {
+			conn.Close()
+			return zero, opError("listen", network, address, err)
+		}
+	}
+	return conn, err
 }
 
 // bindAny binds address, then each of fallback in order, each retried by

@@ -72,6 +72,14 @@ type Config struct {
 	// BalancingHere), instead of handing them all to one socket. It does not
 	// affect Exclusive, Dial or Control.
 	RequireBalancing bool
+
+	// Steering, if set, makes ListenPacket and ListenPacketGroup steer the
+	// port's group by it (see Steer) before they return, so that no
+	// datagram is spread by the hash alone. Where the OS cannot steer, they
+	// fail with an error wrapping errors.ErrUnsupported before any socket
+	// is opened; Listen and ListenGroup refuse it, and so does Exclusive.
+	// ListenMulticastUDP, Dial and Control ignore it.
+	Steering *Steering
 }
 
 // errPrefix starts every error message of the package.

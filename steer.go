@@ -2,6 +2,7 @@ package reuse
 
 import (
 	"crypto/rand"
+	"errors"
 	"fmt"
 	"net"
 	"syscall"
@@ -92,6 +93,32 @@ func Unsteer(pc net.PacketConn) error {
 		err = unsteer(rc)
 	}
 	return steerError("unsteer", pc, err)
+}
+
+// checkSteering returns the error of a listen call for a socket of kind k
+// by c, whose Steering is set, before any socket is opened.
+func (c *Config) checkSteering(k sockKind) error {
+	switch {
+	case k != datagram:
+		return errors.New(errPrefix + "Steering applies to UDP sockets (ListenPacket, ListenPacketGroup)")
+	case c.Mode != Share:
+		return fmt.Errorf("%sSteering needs Share, not %v: it steers a group", errPrefix, c.Mode)
+	}
+	if err := c.Steering.check(); err != nil {
+		return err
+	}
+	return canSteer()
+}
+
+// steerNew steers the group of conn, a socket that a Config with Steering
+// has just opened.
+func steerNew(conn any, s Steering) error {
+	pc, _ := conn.(net.PacketConn)
+	rc, err := groupConn(pc)
+	if err != nil {
+		return err
+	}
+	return steer(rc, s)
 }
 
 // groupConn returns the RawConn of pc, or an error before any system call

@@ -595,3 +595,85 @@ func TestSteerReplacesAndEnds(t *testing.T) {
 		t.Error("a new group on the port still has the old group's program")
 	}
 }
+
+// TestConfigSteering opens groups with Config.Steering: they come steered,
+// one member or four, with port 0 (where SO_REUSEPORT is set after bind, so
+// that a lone socket has no group of its own yet) and with a fixed port.
+func TestConfigSteering(t *testing.T) {
+	requireSteering(t)
+	s := reuse.QUICSteering()
+	cfg := reuse.Config{Steering: &s}
+	for _, n := range []int{1, groupSize} {
+		t.Run(fmt.Sprintf("group of %d", n), func(t *testing.T) {
+			pcs, err := cfg.ListenPacketGroup(context.Background(), "udp4", "127.0.0.1:0", n)
+			if err != nil {
+				t.Fatal(err)
+			}
+			echoGroup(t, pcs)
+			addr := pcs[0].LocalAddr().String()
+			tags := make([]int, n)
+			for i := range tags {
+				tags[i] = i
+			}
+			short := quicShort(t, tagCount, tags...)
+			checkTagged(t, short, 1, askMembers(t, addr, short), identity(n))
+		})
+	}
+	t.Run("ListenPacket, then members join", func(t *testing.T) {
+		pc, err := cfg.ListenPacket(context.Background(), "udp4", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		pcs := []net.PacketConn{pc}
+		for i := 1; i < groupSize; i++ {
+			more, err := reuse.ListenPacket("udp4", pc.LocalAddr().String())
+			if err != nil {
+				t.Fatal(err)
+			}
+			pcs = append(pcs, more)
+		}
+		echoGroup(t, pcs)
+		short := quicShort(t, tagCount, 0, 1, 2, 3)
+		checkTagged(t, short, 1, askMembers(t, pc.LocalAddr().String(), short), identity(groupSize))
+	})
+}
+
+// TestConfigSteeringRefused checks that a Config whose Steering cannot
+// apply fails before any socket is opened, naming why.
+func TestConfigSteeringRefused(t *testing.T) {
+	quic := reuse.QUICSteering()
+	bad := reuse.Steering{Offset: -1}
+	before := sockettest.OpenFDs(t)
+	for _, tc := range []struct {
+		name string
+		cfg  reuse.Config
+		open func(reuse.Config) error
+		want string
+	}{
+		{"Listen", reuse.Config{Steering: &quic}, func(c reuse.Config) error {
+			_, err := c.Listen(context.Background(), "tcp4", "127.0.0.1:0")
+			return err
+		}, "applies to UDP sockets"},
+		{"ListenGroup", reuse.Config{Steering: &quic}, func(c reuse.Config) error {
+			_, err := c.ListenGroup(context.Background(), "tcp4", "127.0.0.1:0", 2)
+			return err
+		}, "applies to UDP sockets"},
+		{"Exclusive", reuse.Config{Mode: reuse.Exclusive, Steering: &quic}, func(c reuse.Config) error {
+			_, err := c.ListenPacket(context.Background(), "udp4", "127.0.0.1:0")
+			return err
+		}, "needs Share"},
+		{"bad offset", reuse.Config{Steering: &bad}, func(c reuse.Config) error {
+			_, err := c.ListenPacketGroup(context.Background(), "udp4", "127.0.0.1:0", 2)
+			return err
+		}, "steering offset -1"},
+	} {
+		err := tc.open(tc.cfg)
+		var oe *net.OpError
+		if err == nil || !errors.As(err, &oe) || oe.Op != "listen" || !strings.Contains(err.Error(), tc.want) || strings.Count(err.Error(), "reuse: ") != 1 {
+			t.Errorf("%s: %v, want a *net.OpError of Op listen saying %q, with one \"reuse: \"", tc.name, err, tc.want)
+		}
+	}
+	if after := sockettest.OpenFDs(t); after != before {
+		t.Errorf("%d descriptors open before, %d after", before, after)
+	}
+}

@@ -1,6 +1,7 @@
 package reuse_test
 
 import (
+	"context"
 	"errors"
 	"net"
 	"runtime"
@@ -88,5 +89,20 @@ func TestQUICConnectionIDsBadInput(t *testing.T) {
 		if id, err := (reuse.QUICConnectionIDs{Member: 255, Generation: 255, Len: n}).Generate(); err != nil || len(id) != n {
 			t.Errorf("Len %d: %x, %v; want %d bytes", n, id, err, n)
 		}
+	}
+}
+
+// TestConfigSteeringUnsupported checks that where the OS cannot steer, a
+// Config with Steering fails before it opens a socket.
+func TestConfigSteeringUnsupported(t *testing.T) {
+	if runtime.GOOS == "linux" {
+		t.Skip("Linux steers: TestConfigSteering covers it there")
+	}
+	s := reuse.QUICSteering()
+	cfg := reuse.Config{Steering: &s}
+	_, err := cfg.ListenPacketGroup(context.Background(), "udp", "127.0.0.1:0", 2)
+	var oe *net.OpError
+	if !errors.Is(err, errors.ErrUnsupported) || !errors.As(err, &oe) {
+		t.Errorf("ListenPacketGroup with Steering: %v, want a *net.OpError wrapping errors.ErrUnsupported", err)
 	}
 }
