@@ -207,16 +207,15 @@
 //
 // # Dialing from a shared port
 //
-// Several connections may leave from one local address and port to
-// different remote addresses. A second connection between the same local
-// and remote address and port would repeat the connection's 5-tuple, and
-// connect refuses it: Linux with EADDRNOTAVAIL (measured on 6.18, whatever
-// the options), the BSDs and Windows with EADDRINUSE. The earlier
-// connection may still be open, or closed and in TIME_WAIT, which on Linux
-// lasts 60 s on the side that closed first. Dial's error then says so,
-// wraps the OS's errno, and also matches EADDRINUSE with [errors.Is] on
-// every OS. Connected UDP sockets on Linux may repeat a 4-tuple: the second
-// connect succeeds.
+// Several connections may leave from one local address and port to different
+// remote addresses. A second connection between the same local and remote
+// address and port would repeat the connection's 5-tuple, and connect
+// refuses it: Linux with EADDRNOTAVAIL (whatever the options), the BSDs and
+// Windows with EADDRINUSE. The earlier connection may still be open, or
+// closed and in TIME_WAIT, which on Linux lasts 60 s on the side that closed
+// first. Dial's error then says so, wraps the OS's errno, and also matches
+// EADDRINUSE with [errors.Is] on every OS. Connected UDP sockets on Linux
+// may repeat a 4-tuple: the second connect succeeds.
 //
 // A fixed local port also meets TIME_WAIT at bind: under Share (with
 // SO_REUSEADDR) a dialer binds a local port that a closed connection holds
@@ -341,10 +340,7 @@
 // member reach that one, and those named for the last index (the moved
 // member's flows) go by the hash: close members from the last one joined.
 // All of this is run by the tests, with members in one process and in
-// several. The program's cost, measured in turns with a hashed group on a
-// loaded 2-core machine (bench/steer.sh, medians of 10 rounds): 1.3% to 1.6%
-// more time to send a datagram and pick its member (±1%); the datagrams
-// read per second did not differ beyond the noise (ratios 0.97 to 1.00).
+// several; the program's cost is in the README (bench/steer.sh).
 // A steered QUIC server restarts without breaking a connection with a
 // [Handover] whose Steering is set (see the next section).
 //
@@ -376,14 +372,10 @@
 // datagrams go to the new sockets by a hash of their source, so that a flow
 // stays on one socket, and the old ones read what they hold.
 //
-// Measured on Linux 6.18 under continuous load (two clients connecting as
-// fast as they can), with tcp_migrate_req 0 and 1: 20 successive
-// replacements of one listener, and of a group of 3 in one process, plain
-// TCP and MPTCP, and 5 rounds over 4 worker processes (20 replacements),
-// lost no connection, where closing the old listeners at once, with 0,
-// reset connections in every run; 20 replacements of 4 UDP sockets (one
-// process, and 4 worker processes) under numbered datagrams from 1,000
-// source ports lost none, where the naive close lost some. What remains: a
+// The tests replace one listener, a group in one process, worker processes
+// and UDP sockets under continuous load, with tcp_migrate_req 0 and 1, MPTCP
+// and plain TCP, without a lost connection or datagram (figures in the
+// repository's README and RESTARTS.md). What remains: a
 // handshake the old listener answered before the takeover whose final ACK
 // arrives later than Quiet (lost and retransmitted) is reset when
 // tcp_migrate_req is 0; where every socket of the new process is MPTCP, the
