@@ -10,7 +10,7 @@ import (
 
 // ListenGroup opens n listeners on one local address and port, like n calls
 // of c.Listen, so that a server can run one accept loop per socket (per
-// core, say). Where the OS balances (see BalancingHere), it spreads new
+// core, say). Where the OS balances (see [BalancingHere]), it spreads new
 // connections across them; set c.RequireBalancing to refuse an OS that does
 // not. With n > 1 it needs Mode Share.
 //
@@ -21,7 +21,7 @@ import (
 // fail, so that a group never spans two addresses.
 //
 // n is at most 1024. It opens all n or none: on an error, it closes the
-// listeners already open and returns a *net.OpError whose message names the member that failed,
+// listeners already open and returns a *[net.OpError] whose message names the member that failed,
 // counted from 1 ("member 3 of 4").
 func (c *Config) ListenGroup(ctx context.Context, network, address string, n int) ([]net.Listener, error) {
 	return listenGroup[net.Listener](ctx, c, network, address, n, streamListener)
@@ -29,7 +29,7 @@ func (c *Config) ListenGroup(ctx context.Context, network, address string, n int
 
 // ListenPacketGroup opens n datagram sockets on one local address and port,
 // like n calls of c.ListenPacket, so that a server can run one read loop per
-// socket (per core, say). Where the OS balances (see BalancingHere), it
+// socket (per core, say). Where the OS balances (see [BalancingHere]), it
 // spreads datagrams across them by their source and destination. Port 0,
 // host names and errors are handled as in ListenGroup.
 func (c *Config) ListenPacketGroup(ctx context.Context, network, address string, n int) ([]net.PacketConn, error) {
@@ -120,7 +120,7 @@ func listenGroup[T socket](ctx context.Context, c *Config, network, address stri
 }
 
 // memberError wraps err, an error of member (from 1) of a group of n, naming
-// the member, and keeps it a *net.OpError.
+// the member, and keeps it a *[net.OpError].
 func memberError(network, address string, member, n int, err error) error {
 	var oe *net.OpError
 	if !errors.As(err, &oe) {

@@ -99,12 +99,12 @@ const defaultQuiet = 250 * time.Millisecond
 // SO_ATTACH_REUSEPORT_CBPF, no privilege needed; MPTCP listeners, Go's
 // default since 1.24, are steered through a short-lived plain-TCP member of
 // their group). Elsewhere TakeOver returns an error wrapping
-// errors.ErrUnsupported; the fallback there is to start the new process,
+// [errors.ErrUnsupported]; the fallback there is to start the new process,
 // then stop the old one, which loses what its queues held (on Linux 5.14+
 // without steering, net.ipv4.tcp_migrate_req=1 hands a closing listener's
 // queue to the other members instead).
 //
-// Errors are *net.OpError with Op "takeover".
+// Errors are *[net.OpError] with Op "takeover".
 func (h *Handover) TakeOver(ctx context.Context, socks ...any) error {
 	if h == nil {
 		return opError("takeover", "", "", errors.New(errPrefix+"TakeOver on a nil *Handover"))

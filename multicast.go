@@ -11,7 +11,7 @@ import (
 
 // ListenMulticastUDP joins the group address gaddr on the interface ifi and
 // receives its datagrams on gaddr's port, with the options of c.Mode, like
-// net.ListenMulticastUDP. The network must be "udp", "udp4" or "udp6", of
+// [net.ListenMulticastUDP]. The network must be "udp", "udp4" or "udp6", of
 // the group's family; ifi nil means the interface the system picks for the
 // group (the one its route goes through).
 //
@@ -21,9 +21,9 @@ import (
 // the port while this one is open.
 //
 // The socket is bound to the wildcard address of the port (0.0.0.0 or ::),
-// as net.ListenMulticastUDP does. On Linux it receives only the groups it
+// as [net.ListenMulticastUDP] does. On Linux it receives only the groups it
 // joined, not those that other sockets of the host joined on the same port.
-// Unlike net.ListenMulticastUDP, it leaves IP_MULTICAST_LOOP on, so that
+// Unlike [net.ListenMulticastUDP], it leaves IP_MULTICAST_LOOP on, so that
 // what one receiver sends to the group also reaches the others on the host.
 //
 // Closing the connection leaves the group and releases the port.

@@ -37,8 +37,8 @@ func (m Mode) String() string {
 }
 
 // Config is the policy for the sockets it opens. The zero Config shares
-// (Mode Share) and otherwise behaves like the zero net.ListenConfig and
-// net.Dialer. A Config may be used by several goroutines at once as long as
+// (Mode Share) and otherwise behaves like the zero [net.ListenConfig] and
+// [net.Dialer]. A Config may be used by several goroutines at once as long as
 // none of them changes it.
 type Config struct {
 	// Mode says whether other sockets may bind the same address and port.
@@ -66,7 +66,7 @@ type Config struct {
 	Fallback []string
 
 	// RequireBalancing, under Share, makes Listen, ListenPacket and the
-	// group functions fail with an error wrapping errors.ErrUnsupported,
+	// group functions fail with an error wrapping [errors.ErrUnsupported],
 	// before any socket is opened, where the OS would share the port without
 	// spreading connections and datagrams across the sockets (see
 	// BalancingHere), instead of handing them all to one socket. It does not
@@ -76,7 +76,7 @@ type Config struct {
 	// Steering, if set, makes ListenPacket and ListenPacketGroup steer the
 	// port's group by it (see Steer) before they return, so that no
 	// datagram is spread by the hash alone. Where the OS cannot steer, they
-	// fail with an error wrapping errors.ErrUnsupported before any socket
+	// fail with an error wrapping [errors.ErrUnsupported] before any socket
 	// is opened; Listen and ListenGroup refuse it, and so does Exclusive.
 	// ListenMulticastUDP, Dial and Control ignore it.
 	Steering *Steering
@@ -91,7 +91,7 @@ var errNilContext = errors.New(errPrefix + "nil context.Context")
 
 // kindOf maps a network to the kind of socket that Listen (dial == false) or
 // Dial (dial == true) opens on it. It returns an error wrapping
-// errors.ErrUnsupported for unix and ip networks, where ports do not exist,
+// [errors.ErrUnsupported] for unix and ip networks, where ports do not exist,
 // and ok == false for networks net itself rejects.
 func kindOf(network string, dial bool) (kind sockKind, ok bool, err error) {
 	switch network {
@@ -111,9 +111,9 @@ func kindOf(network string, dial bool) (kind sockKind, ok bool, err error) {
 }
 
 // Control sets the options of c.Mode on the socket behind rc. Its signature
-// is that of net.ListenConfig.Control, so that it can be used in a
+// is that of [net.ListenConfig.Control], so that it can be used in a
 // ListenConfig of the caller's own; it treats tcp sockets as listeners (in a
-// net.Dialer, use DialerControl). It can be called more than once on one
+// [net.Dialer], use DialerControl). It can be called more than once on one
 // socket.
 //
 // Control cannot keep Listen's promise for port 0: it runs before bind,
@@ -126,8 +126,8 @@ func (c *Config) Control(network, address string, rc syscall.RawConn) error {
 }
 
 // DialerControl sets the options of c.Mode for a dialing socket on the
-// socket behind rc. Its signature is that of net.Dialer.Control: use it in a
-// net.Dialer whose LocalAddr has a fixed port, to connect from a shared
+// socket behind rc. Its signature is that of [net.Dialer.Control]: use it in a
+// [net.Dialer] whose LocalAddr has a fixed port, to connect from a shared
 // local port as Dial does. With no LocalAddr, or port 0, set no Control:
 // the kernel's ephemeral port is never to be shared (Dial sets nothing
 // then), and DialerControl, which cannot see the local address, would
@@ -171,7 +171,7 @@ func opError(op, network, address string, err error) error {
 }
 
 // Listen announces on the local network address with the options of c.Mode,
-// like net.ListenConfig.Listen. The network must be "tcp", "tcp4" or "tcp6".
+// like [net.ListenConfig.Listen]. The network must be "tcp", "tcp4" or "tcp6".
 //
 // Under Share with port 0 (address "", "host:" or "host:0"), the port
 // returned is one that no other socket held when it was chosen, so that the
@@ -184,14 +184,14 @@ func (c *Config) Listen(ctx context.Context, network, address string) (net.Liste
 }
 
 // ListenPacket announces on the local network address with the options of
-// c.Mode, like net.ListenConfig.ListenPacket. The network must be "udp",
+// c.Mode, like [net.ListenConfig.ListenPacket]. The network must be "udp",
 // "udp4" or "udp6". Port 0 is handled as in Listen.
 func (c *Config) ListenPacket(ctx context.Context, network, address string) (net.PacketConn, error) {
 	return listen[net.PacketConn](ctx, c, network, address, datagram)
 }
 
 // Dial connects to raddr from laddr with the options of c.Mode, like
-// net.Dialer.DialContext with LocalAddr set. Several connections may leave
+// [net.Dialer.DialContext] with LocalAddr set. Several connections may leave
 // from one shared laddr, to different remote addresses. laddr "" means any
 // local address, or c.Dialer.LocalAddr if set.
 //

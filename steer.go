@@ -68,7 +68,7 @@ func (s Steering) check() error {
 // program to the group (SO_ATTACH_REUSEPORT_CBPF), which needs no
 // privilege. pc must be a UDP
 // socket opened under Share. Elsewhere it returns an error wrapping
-// errors.ErrUnsupported without touching pc. Errors are *net.OpError values
+// [errors.ErrUnsupported] without touching pc. Errors are *[net.OpError] values
 // with Op "steer".
 func Steer(pc net.PacketConn, s Steering) error {
 	if err := s.check(); err != nil {
@@ -85,8 +85,8 @@ func Steer(pc net.PacketConn, s Steering) error {
 // again, as before Steer; pc may be any member of the group. A group that
 // was not steered is left as it is. It needs Linux 5.3+
 // (SO_DETACH_REUSEPORT_BPF, from the kernel's sources; an older kernel's
-// refusal wraps errors.ErrUnsupported); elsewhere it returns an error wrapping
-// errors.ErrUnsupported. Errors are *net.OpError values with Op "unsteer".
+// refusal wraps [errors.ErrUnsupported]); elsewhere it returns an error wrapping
+// [errors.ErrUnsupported]. Errors are *[net.OpError] values with Op "unsteer".
 func Unsteer(pc net.PacketConn) error {
 	rc, err := groupConn(pc)
 	if err == nil {
@@ -141,7 +141,7 @@ func isNil(pc net.PacketConn) bool {
 	return pc == nil || (ok && u == nil)
 }
 
-// steerError wraps err, if any, in a *net.OpError naming op and pc's address.
+// steerError wraps err, if any, in a *[net.OpError] naming op and pc's address.
 func steerError(op string, pc net.PacketConn, err error) error {
 	if err == nil {
 		return nil
