@@ -192,8 +192,12 @@ const (
 	loadClients  = 2
 	loadMaxConns = 300000 // clients close with RST (no TIME_WAIT), so ports are reused
 	loadMaxTime  = 40 * time.Second
-	replacements = 20
 )
+
+// replacements is how many times the load tests replace a server: 20, or 5
+// under the race detector, which looks for races, not losses, and makes
+// each replacement many times slower (CI runs the suite without it too).
+var replacements = map[bool]int{false: 20, true: 5}[raceEnabled]
 
 // load opens connections to addr from loadClients goroutines as fast as
 // they can until stop is called, which returns the counts.

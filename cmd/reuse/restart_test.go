@@ -56,7 +56,7 @@ func TestRestart(t *testing.T) {
 	for _, mptcp := range []string{"true", "false"} {
 		// UDP sockets are the same either way: their shapes run once.
 		udp := mptcp
-		args := []string{"-handovers", "6", "-listeners", "1,3", "-workers", "3", "-mptcp=" + mptcp, "-udp=" + udp}
+		args := []string{"-handovers", "3", "-listeners", "1,3", "-workers", "3", "-mptcp=" + mptcp, "-udp=" + udp}
 		var out strings.Builder
 		if err := runRestart(args, &out); err != nil {
 			t.Fatalf("restart %v: %v\n%s", args, err, out.String())
