@@ -47,6 +47,7 @@ func steeringState(t *testing.T, k int) (*handoverState, []net.Listener) {
 // TestSteerAttachFails checks that a program the kernel refuses gives an
 // error naming the option and wrapping the errno.
 func TestSteerAttachFails(t *testing.T) {
+	requireProgram(t)
 	st, _ := steeringState(t, 1)
 	sg := &steering{st: st, helper: -1}
 	// A jump past the end: the kernel's checker refuses it.
@@ -63,6 +64,7 @@ func TestSteerAttachFails(t *testing.T) {
 // all on the 2 of the 2+steerTries listeners has probability below
 // (5/7)^200).
 func TestSteerGroupChanged(t *testing.T) {
+	requireProgram(t)
 	st, lns := steeringState(t, 2)
 	addr := lns[0].Addr().String()
 	var joined []net.Listener
@@ -141,5 +143,26 @@ func TestAfterLeaves(t *testing.T) {
 		if diff := cmp.Diff(c.want, afterLeaves(c.arr, c.members)); diff != "" {
 			t.Errorf("%s: afterLeaves(%v, %v) (-want +got):\n%s", c.name, c.arr, c.members, diff)
 		}
+	}
+}
+
+// requireProgram skips the test where the kernel, or qemu-user's
+// translation of setsockopt, has no SO_ATTACH_REUSEPORT_CBPF.
+func requireProgram(t *testing.T) {
+	t.Helper()
+	fd, err := unix.Socket(unix.AF_INET, unix.SOCK_DGRAM|unix.SOCK_CLOEXEC, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer unix.Close(fd)
+	if err := unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_REUSEPORT, 1); err != nil {
+		t.Fatal(err)
+	}
+	prog := []unix.SockFilter{{Code: unix.BPF_RET | unix.BPF_K, K: 0}}
+	// An unbound socket with SO_REUSEPORT gets a group of its own.
+	if err := attachProgram(fd, prog); errors.Is(err, errors.ErrUnsupported) {
+		t.Skipf("this kernel or emulator lacks SO_ATTACH_REUSEPORT_CBPF: %v", err)
+	} else if err != nil {
+		t.Fatal(err)
 	}
 }

@@ -345,6 +345,7 @@ func restartUnderLoad(t *testing.T, s shape, handover bool) *loadCounts {
 // MPTCP), with net.ipv4.tcp_migrate_req 0 and 1, and loses no connection;
 // the naive replacement beside it, with tcp_migrate_req 0, loses some.
 func TestHandoverUnderLoad(t *testing.T) {
+	requireSteering(t) // the handover steers the group: qemu-user lacks the option
 	for _, migrate := range []string{"0", "1"} {
 		migrate := migrate
 		t.Run("tcp_migrate_req="+migrate, func(t *testing.T) {
@@ -457,6 +458,7 @@ func anys[T any](s []T) []any {
 // spreads connections over the whole new group again (each of k listeners
 // gets some of 300: all missing one has probability below k(1-1/k)^300).
 func TestTakeOverSteers(t *testing.T) {
+	requireSteering(t) // the handover steers the group: qemu-user lacks the option
 	for _, c := range []struct {
 		s    shape
 		addr string
@@ -641,6 +643,7 @@ func checkHashed(t *testing.T, s shape, a *sockettest.Worker, addr string) {
 // the old one, still draining, serves every connection again, and no
 // program is left on the group.
 func TestHandoverNewDies(t *testing.T) {
+	requireSteering(t) // the handover steers the group: qemu-user lacks the option
 	for _, s := range []shape{{1, false}, {1, true}} {
 		t.Run(s.String(), func(t *testing.T) {
 			old, addr := startGeneration(t, s, "127.0.0.1:0", time.Minute, "stay")
@@ -668,6 +671,7 @@ func TestHandoverNewDies(t *testing.T) {
 // TestHandoverOldDies kills the old process while it drains: the new one's
 // TakeOver returns, it serves everything, and no program is left.
 func TestHandoverOldDies(t *testing.T) {
+	requireSteering(t) // the handover steers the group: qemu-user lacks the option
 	for _, s := range []shape{{1, false}, {1, true}} {
 		t.Run(s.String(), func(t *testing.T) {
 			old, addr := startGeneration(t, s, "127.0.0.1:0", time.Minute, "stay")
@@ -693,6 +697,7 @@ func TestHandoverOldDies(t *testing.T) {
 // load: one takes over from the old one, then the other from it, and no
 // connection is lost.
 func TestHandoverRace(t *testing.T) {
+	requireSteering(t) // the handover steers the group: qemu-user lacks the option
 	s := shape{1, true}
 	const quiet = 20 * time.Millisecond
 	old, addr := startGeneration(t, s, "127.0.0.1:0", quiet)
@@ -721,6 +726,7 @@ func TestHandoverRace(t *testing.T) {
 // TestTakeOverErrors gives TakeOver bad sockets and misuses a Handover:
 // each gets a *net.OpError naming what was wrong, and nothing leaks.
 func TestTakeOverErrors(t *testing.T) {
+	requireSteering(t) // the handover steers the group: qemu-user lacks the option
 	var nilHo *reuse.Handover
 	if err := nilHo.TakeOver(context.Background()); err == nil {
 		t.Error("TakeOver on a nil *Handover: no error")
@@ -955,6 +961,7 @@ func listenPacketGroup(t *testing.T, addr string, k int) []net.PacketConn {
 // ports: every datagram is read exactly once. The naive replacement (close
 // the old sockets once the new ones are bound) beside it loses some.
 func TestTakeOverUDP(t *testing.T) {
+	requireSteering(t) // the handover steers the group: qemu-user lacks the option
 	for _, naive := range []bool{false, true} {
 		name := map[bool]string{false: "handover", true: "naive"}[naive]
 		t.Run(name, func(t *testing.T) {
@@ -1043,6 +1050,7 @@ func TestTakeOverUDP(t *testing.T) {
 // naive replacement beside it (the old worker closes as soon as the new
 // one listens) is logged for contrast.
 func TestWorkerSlotsUnderLoad(t *testing.T) {
+	requireSteering(t) // the handover steers the group: qemu-user lacks the option
 	for _, migrate := range []string{"0", "1"} {
 		migrate := migrate
 		t.Run("tcp_migrate_req="+migrate, func(t *testing.T) {
@@ -1127,6 +1135,7 @@ func rollWorkers(t *testing.T, s shape, n, rounds int, naive bool) (*loadCounts,
 // every slot serves afterwards: of 400 connections, each of the 4 workers
 // gets some (one missing has probability below 4(3/4)^400).
 func TestWorkerSlotsCrash(t *testing.T) {
+	requireSteering(t) // the handover steers the group: qemu-user lacks the option
 	s := shape{1, false}
 	const quiet = 20 * time.Millisecond
 	workers := make([]*sockettest.Worker, 4)
@@ -1306,6 +1315,7 @@ func readSeqs(t *testing.T, w *sockettest.Worker, seen map[int]int) int {
 // because a receive buffer overflowed (none on an idle machine). The naive replacement (the old worker
 // closes as soon as the new one is bound) is logged beside it.
 func TestUDPWorkerSlots(t *testing.T) {
+	requireSteering(t) // the handover steers the group: qemu-user lacks the option
 	for _, naive := range []bool{false, true} {
 		const quiet = 20 * time.Millisecond
 		workers := make([]*sockettest.Worker, 4)
