@@ -1,7 +1,7 @@
 //go:build !reuse_crossvet
 
 // The examples that serve net/http. .ci/run leaves them out (-tags
-// reuse_crossvet) when it vets every GOOS and GOARCH, since net/http is most
+// reuse_crossvet) when it vets the other targets, since net/http is most
 // of what each target compiles and they hold no code of any one OS; they are
 // vetted and run natively, and vetted on every platform the tests run on.
 

@@ -57,16 +57,18 @@ type sockInfo struct {
 type handoverState struct {
 	g        *sockGroup
 	socks    []sockInfo
-	sa       unix.Sockaddr // the local address, for the helper and /proc
+	sa       unix.Sockaddr // the local address, for the helper and members
 	v6       bool          // IPV6_V6ONLY of the sockets
 	dev      string        // SO_BINDTODEVICE of the sockets
 	rv       *net.UnixListener
 	base     string // the prefix of the abstract names
 	slot     string
 	quiet    time.Duration
-	filtered bool      // filterProbes set a filter on the sockets
-	steering *Steering // Handover.Steering
-	gen      int       // the generation of the sockets' connection IDs
+	filtered bool // filterProbes set a filter on the sockets
+	// noSockDiag: the kernel answers no sock_diag dump, members reads /proc.
+	noSockDiag bool
+	steering   *Steering // Handover.Steering
+	gen        int       // the generation of the sockets' connection IDs
 	// follow, if set, follows the old members' leaves after a handover
 	// under a Steering, until they are gone or stop is closed.
 	follow func(stop <-chan struct{})
@@ -444,7 +446,7 @@ type steering struct {
 // and attaches nothing, when no old member is left.
 //
 // The kernel keeps a group's members in an array in join order; when one
-// leaves, the last takes its slot. /proc lists the group in join order, a
+// leaves, the last takes its slot. members lists the group in join order, a
 // guess at the old members' slots that findSlots checks with the kernel
 // (members may have left since the new sockets joined). Of n members (not
 // counting the helper), e of them old, the program picks among the slots 0..n-e that
@@ -462,7 +464,7 @@ func (st *handoverState) steer(old []uint64, oldPid int, ask func(string) (strin
 	for try := 1; ; try++ {
 		members, err := st.stableMembers()
 		if err == nil && sg.helper < 0 && !st.canSteer() {
-			// Opened after reading /proc, so that it joins microseconds
+			// Opened after reading the members, so that it joins microseconds
 			// before the program is attached.
 			if sg.helper, err = st.openHelper(); err != nil {
 				err = fmt.Errorf("%sopening a plain-TCP member to steer the group of %s %s: %w", errPrefix, st.g.network, st.g.address, err)
@@ -474,7 +476,7 @@ func (st *handoverState) steer(old []uint64, oldPid int, ask func(string) (strin
 		}
 		helperIno := sg.helperIno()
 		members = slices.DeleteFunc(members, func(ino uint64) bool { return ino == helperIno })
-		// A read of /proc that lacks this process's own sockets skipped
+		// A read that lacks this process's own sockets skipped
 		// entries (see stableMembers), and may lack old ones too.
 		if !st.listsOwn(members) {
 			if try < steerTries {
@@ -719,21 +721,49 @@ func (st *handoverState) waitGone(ctx context.Context, old []uint64) error {
 }
 
 // members returns the inodes of the group's members, in the order they
-// joined. /proc/net/{tcp,udp}{,6} list the namespace's sockets (a TCP
-// group's listeners first), IPv4 ones newest first, IPv6 ones oldest first:
-// the kernel adds IPv6 SO_REUSEPORT sockets at the tail of their bucket,
-// others at the head.
+// joined: from a sock_diag dump (diagSockets), or from /proc/net where the
+// kernel answers none. Both list a hash chain of the namespace's sockets,
+// IPv4 ones newest first, IPv6 ones oldest first: the kernel adds IPv6
+// SO_REUSEPORT sockets at the tail of their chain, others at the head.
 func (st *handoverState) members() ([]uint64, error) {
-	var file, local string
-	newestFirst := true
+	var addr []byte
+	var port int
 	switch sa := st.sa.(type) {
 	case *unix.SockaddrInet4:
-		file, local = "/proc/net/"+st.g.network, procAddr(sa.Addr[:], sa.Port)
+		addr, port = sa.Addr[:], sa.Port
 	case *unix.SockaddrInet6:
-		file, local = "/proc/net/"+st.g.network+"6", procAddr(sa.Addr[:], sa.Port)
-		newestFirst = false
+		addr, port = sa.Addr[:], sa.Port
 	default:
 		return nil, fmt.Errorf("%snot an inet socket: %T", errPrefix, st.sa)
+	}
+	var inos []uint64
+	err := errNoSockDiag
+	if !st.noSockDiag {
+		proto, state := unix.IPPROTO_UDP, tcpClose
+		if st.g.network == "tcp" {
+			proto, state = unix.IPPROTO_TCP, tcpListen
+		}
+		inos, err = diagSockets(proto, state, addr, port)
+		st.noSockDiag = errors.Is(err, errNoSockDiag)
+	}
+	if st.noSockDiag {
+		inos, err = st.procMembers(addr, port)
+	}
+	if err != nil {
+		return nil, err
+	}
+	if len(addr) == 4 {
+		slices.Reverse(inos)
+	}
+	return inos, nil
+}
+
+// procMembers returns the inodes of the group's members, as /proc/net lists
+// them (see members).
+func (st *handoverState) procMembers(addr []byte, port int) ([]uint64, error) {
+	file, local := "/proc/net/"+st.g.network, procAddr(addr, port)
+	if len(addr) == 16 {
+		file += "6"
 	}
 	f, err := os.Open(file)
 	if err != nil {
@@ -767,9 +797,6 @@ func (st *handoverState) members() ([]uint64, error) {
 	}
 	if err := sc.Err(); err != nil {
 		return nil, fmt.Errorf("%sreading %s: %w", errPrefix, file, err)
-	}
-	if newestFirst {
-		slices.Reverse(inos)
 	}
 	return inos, nil
 }

@@ -30,7 +30,7 @@ func (st *handoverState) steerAlone() error {
 // process.
 //
 // The kernel keeps the members in an array in join order; when one leaves,
-// the last one takes its place. /proc lists the group in join order (a
+// the last one takes its place. members lists the group in join order (a
 // guess that findSlots checks with the kernel), and from then on this
 // process applies the kernel's rule to each leave it sees. When the old
 // process closes its members from the last one down (the example does),
@@ -126,9 +126,10 @@ func (st *handoverState) steerGenerations(conn *net.UnixConn, old []uint64, oldG
 	return nil
 }
 
-// stableMembers returns the group's members as two reads in a row of /proc
-// list them: a read while a member leaves may skip another one (the kernel
-// resumes its listing by position).
+// stableMembers returns the group's members as two reads in a row list
+// them: a read while a member leaves may skip another one where the kernel
+// resumes its listing by position (/proc, or a dump of a group too large
+// for its first buffer; see diagSockets).
 func (st *handoverState) stableMembers() ([]uint64, error) {
 	prev, err := st.members()
 	for try := 0; err == nil && try < steerTries; try++ {

@@ -1,0 +1,130 @@
+package reuse
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"testing"
+
+	"github.com/google/go-cmp/cmp"
+)
+
+// TestMembers reads the members of a group of 5 (TCP and UDP, IPv4 and
+// IPv6, plain and MPTCP listeners) by sock_diag and by /proc, among sockets
+// that share the port but are no members: a connection accepted on it or a
+// connected UDP socket bound to it, and a socket on another address with the
+// same port. Both read the members in the order they joined, before and
+// after a member in the middle leaves.
+func TestMembers(t *testing.T) {
+	for _, c := range []struct {
+		network, addr, other string
+		mptcp                bool
+	}{
+		{"tcp4", "127.0.0.1", "127.0.0.2", false},
+		{"tcp4", "127.0.0.1", "127.0.0.2", true},
+		{"tcp6", "::1", "::", false},
+		{"udp4", "127.0.0.1", "127.0.0.2", false},
+		{"udp6", "::1", "::", false},
+	} {
+		t.Run(fmt.Sprintf("%s MPTCP=%v", c.network, c.mptcp), func(t *testing.T) {
+			const k = 5
+			var cfg Config
+			cfg.ListenConfig.SetMultipathTCP(c.mptcp)
+			ctx := context.Background()
+			var socks []any
+			var closers []io.Closer
+			defer func() {
+				for _, s := range closers {
+					s.Close()
+				}
+			}()
+			addr := net.JoinHostPort(c.addr, "0")
+			if c.network[:3] == "tcp" {
+				lns, err := cfg.ListenGroup(ctx, c.network, addr, k)
+				if err != nil {
+					t.Fatal(err)
+				}
+				for _, ln := range lns {
+					socks, closers = append(socks, ln), append(closers, ln)
+				}
+				addr = lns[0].Addr().String()
+				conn, err := net.Dial(c.network, addr)
+				if err != nil {
+					t.Fatal(err)
+				}
+				closers = append(closers, conn) // accepted, unread, by one member
+			} else {
+				pcs, err := cfg.ListenPacketGroup(ctx, c.network, addr, k)
+				if err != nil {
+					t.Fatal(err)
+				}
+				for _, pc := range pcs {
+					socks, closers = append(socks, pc), append(closers, pc)
+				}
+				addr = pcs[0].LocalAddr().String()
+				peer, err := net.ListenPacket(c.network, net.JoinHostPort(c.addr, "0"))
+				if err != nil {
+					t.Fatal(err)
+				}
+				closers = append(closers, peer)
+				conn, err := Dial(c.network, addr, peer.LocalAddr().String())
+				if err != nil {
+					t.Fatal(err)
+				}
+				closers = append(closers, conn)
+			}
+			_, port, _ := net.SplitHostPort(addr)
+			if c.network[:3] == "tcp" {
+				other, err := Listen(c.network, net.JoinHostPort(c.other, port))
+				if err != nil {
+					t.Fatal(err)
+				}
+				closers = append(closers, other)
+			} else {
+				other, err := ListenPacket(c.network, net.JoinHostPort(c.other, port))
+				if err != nil {
+					t.Fatal(err)
+				}
+				closers = append(closers, other)
+			}
+
+			g, err := newSockGroup(socks)
+			if err != nil {
+				t.Fatal(err)
+			}
+			st, err := inspect(g)
+			if err != nil {
+				t.Fatal(err)
+			}
+			var joined []uint64
+			for _, s := range st.socks {
+				joined = append(joined, s.ino)
+			}
+			check := func(when string, want []uint64) {
+				t.Helper()
+				st.noSockDiag = false
+				got, err := st.members()
+				if errors.Is(err, errNoSockDiag) || st.noSockDiag {
+					t.Logf("%s: no sock_diag dump here (%v): /proc alone", when, err)
+				} else if err != nil {
+					t.Fatalf("%s: members by sock_diag: %v", when, err)
+				} else if diff := cmp.Diff(want, got); diff != "" {
+					t.Errorf("%s: members by sock_diag (-want +got):\n%s", when, diff)
+				}
+				st.noSockDiag = true
+				got, err = st.members()
+				if err != nil {
+					t.Fatalf("%s: members by /proc: %v", when, err)
+				}
+				if diff := cmp.Diff(want, got); diff != "" {
+					t.Errorf("%s: members by /proc (-want +got):\n%s", when, diff)
+				}
+			}
+			check("all joined", joined)
+			closers[2].Close()
+			check("member 2 closed", append(joined[:2:2], joined[3:]...))
+		})
+	}
+}
