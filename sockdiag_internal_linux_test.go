@@ -2,7 +2,6 @@ package reuse
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -106,8 +105,8 @@ func TestMembers(t *testing.T) {
 				t.Helper()
 				st.noSockDiag = false
 				got, err := st.members()
-				if errors.Is(err, errNoSockDiag) || st.noSockDiag {
-					t.Logf("%s: no sock_diag dump here (%v): /proc alone", when, err)
+				if st.noSockDiag {
+					t.Logf("%s: the kernel answers no sock_diag dump here (qemu-user?): /proc alone", when)
 				} else if err != nil {
 					t.Fatalf("%s: members by sock_diag: %v", when, err)
 				} else if diff := cmp.Diff(want, got); diff != "" {
