@@ -639,6 +639,21 @@ func checkHashed(t *testing.T, s shape, a *sockettest.Worker, addr string) {
 	q.Expect("closed ", 10*time.Second)
 }
 
+// midHandover starts a generation of shape s that takes over an address,
+// and a new one that takes it over in turn, and returns once new
+// connections reach the new one while the old one, which stays a minute,
+// still drains.
+func midHandover(t *testing.T, s shape) (old, next *sockettest.Worker, addr string) {
+	t.Helper()
+	old, addr = startGeneration(t, s, "127.0.0.1:0", time.Minute, "stay")
+	old.Send("takeover")
+	old.Expect("took over", 10*time.Second)
+	next, _ = startGeneration(t, s, addr, 10*time.Millisecond)
+	next.Send("takeover")
+	waitSteered(t, old, addr)
+	return old, next, addr
+}
+
 // TestHandoverNewDies kills the new process in the middle of its takeover:
 // the old one, still draining, serves every connection again, and no
 // program is left on the group.
@@ -646,12 +661,7 @@ func TestHandoverNewDies(t *testing.T) {
 	requireSteering(t) // the handover steers the group: qemu-user lacks the option
 	for _, s := range []shape{{1, false}, {1, true}} {
 		t.Run(s.String(), func(t *testing.T) {
-			old, addr := startGeneration(t, s, "127.0.0.1:0", time.Minute, "stay")
-			old.Send("takeover")
-			old.Expect("took over", 10*time.Second)
-			next, _ := startGeneration(t, s, addr, 10*time.Millisecond)
-			next.Send("takeover")
-			waitSteered(t, old, addr)
+			old, next, addr := midHandover(t, s)
 			if err := syscall.Kill(next.Pid(), syscall.SIGKILL); err != nil {
 				t.Fatal(err)
 			}
@@ -674,12 +684,7 @@ func TestHandoverOldDies(t *testing.T) {
 	requireSteering(t) // the handover steers the group: qemu-user lacks the option
 	for _, s := range []shape{{1, false}, {1, true}} {
 		t.Run(s.String(), func(t *testing.T) {
-			old, addr := startGeneration(t, s, "127.0.0.1:0", time.Minute, "stay")
-			old.Send("takeover")
-			old.Expect("took over", 10*time.Second)
-			next, _ := startGeneration(t, s, addr, 10*time.Millisecond)
-			next.Send("takeover")
-			waitSteered(t, old, addr)
+			old, next, addr := midHandover(t, s)
 			if err := syscall.Kill(old.Pid(), syscall.SIGKILL); err != nil {
 				t.Fatal(err)
 			}
