@@ -747,7 +747,7 @@ func (st *handoverState) members() ([]uint64, error) {
 		st.noSockDiag = errors.Is(err, errNoSockDiag)
 	}
 	if st.noSockDiag {
-		inos, err = st.procMembers(addr, port)
+		inos, err = st.procMembers(len(addr) == 16)
 	}
 	if err != nil {
 		return nil, err
@@ -759,10 +759,13 @@ func (st *handoverState) members() ([]uint64, error) {
 }
 
 // procMembers returns the inodes of the group's members, as /proc/net lists
-// them (see members).
-func (st *handoverState) procMembers(addr []byte, port int) ([]uint64, error) {
-	file, local := "/proc/net/"+st.g.network, procAddr(addr, port)
-	if len(addr) == 16 {
+// them (see members). The kernel prints addresses in its own byte order,
+// which under qemu-user is not the program's: the group's address is taken
+// as printed on the line of this process's first socket, and a listing that
+// lacks it yields no members (read again: see stableMembers).
+func (st *handoverState) procMembers(v6 bool) ([]uint64, error) {
+	file := "/proc/net/" + st.g.network
+	if v6 {
 		file += "6"
 	}
 	f, err := os.Open(file)
@@ -771,7 +774,12 @@ func (st *handoverState) procMembers(addr []byte, port int) ([]uint64, error) {
 	}
 	defer f.Close()
 	uid := strconv.Itoa(os.Geteuid())
-	var inos []uint64
+	type entry struct {
+		local string
+		ino   uint64
+	}
+	var entries []entry
+	local := ""
 	sc := bufio.NewScanner(f)
 	sc.Scan() // the header
 	for sc.Scan() {
@@ -786,17 +794,26 @@ func (st *handoverState) procMembers(addr []byte, port int) ([]uint64, error) {
 			break
 		}
 		unconnected := strings.Trim(fields[2], "0") == ":" // 00000000:0000
-		if fields[1] != local || fields[7] != uid || !unconnected {
+		if fields[7] != uid || !unconnected {
 			continue
 		}
 		ino, err := strconv.ParseUint(fields[9], 10, 64)
 		if err != nil {
 			return nil, fmt.Errorf("%sreading %s: %q: %w", errPrefix, file, sc.Text(), err)
 		}
-		inos = append(inos, ino)
+		if ino == st.socks[0].ino {
+			local = fields[1]
+		}
+		entries = append(entries, entry{fields[1], ino})
 	}
 	if err := sc.Err(); err != nil {
 		return nil, fmt.Errorf("%sreading %s: %w", errPrefix, file, err)
+	}
+	var inos []uint64
+	for _, e := range entries {
+		if e.local == local {
+			inos = append(inos, e.ino)
+		}
 	}
 	return inos, nil
 }

@@ -10,6 +10,7 @@ import (
 	"net"
 	"net/netip"
 	"os"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -1183,21 +1184,26 @@ func inTimeWait(local, remote string) bool {
 	if err != nil {
 		return false
 	}
-	l, r := procTCP4(local), procTCP4(remote)
+	// The kernel prints addresses in its own byte order, which under
+	// qemu-user is not the test's: either will do.
+	var tuples []string
+	for _, order := range []binary.ByteOrder{binary.LittleEndian, binary.BigEndian} {
+		tuples = append(tuples, procTCP4(local, order)+" "+procTCP4(remote, order))
+	}
 	for _, line := range strings.Split(string(b), "\n") {
 		f := strings.Fields(line)
-		if len(f) > 3 && f[1] == l && f[2] == r && f[3] == "06" { // TCP_TIME_WAIT
+		if len(f) > 3 && slices.Contains(tuples, f[1]+" "+f[2]) && f[3] == "06" { // TCP_TIME_WAIT
 			return true
 		}
 	}
 	return false
 }
 
-// procTCP4 writes the IPv4 address a (host:port) as /proc/net/tcp does: the
-// 4 address bytes as a hexadecimal integer in the host's byte order, a
-// colon, the port.
-func procTCP4(a string) string {
+// procTCP4 writes the IPv4 address a (host:port) as /proc/net/tcp does on a
+// kernel of byte order order: the 4 address bytes as a hexadecimal integer,
+// a colon, the port.
+func procTCP4(a string, order binary.ByteOrder) string {
 	ap := netip.MustParseAddrPort(a)
 	ip := ap.Addr().As4()
-	return fmt.Sprintf("%08X:%04X", binary.NativeEndian.Uint32(ip[:]), ap.Port())
+	return fmt.Sprintf("%08X:%04X", order.Uint32(ip[:]), ap.Port())
 }
