@@ -33,6 +33,12 @@ func steeringState(t *testing.T, k int) (*handoverState, []net.Listener) {
 	for i, ln := range lns {
 		socks[i] = ln
 	}
+	return stateOf(t, socks), lns
+}
+
+// stateOf returns the handover state of the group of socks.
+func stateOf(t *testing.T, socks []any) *handoverState {
+	t.Helper()
 	g, err := newSockGroup(socks)
 	if err != nil {
 		t.Fatal(err)
@@ -41,7 +47,7 @@ func steeringState(t *testing.T, k int) (*handoverState, []net.Listener) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	return st, lns
+	return st
 }
 
 // TestSteerAttachFails checks that a program the kernel refuses gives an

@@ -89,14 +89,7 @@ func TestMembers(t *testing.T) {
 				closers = append(closers, other)
 			}
 
-			g, err := newSockGroup(socks)
-			if err != nil {
-				t.Fatal(err)
-			}
-			st, err := inspect(g)
-			if err != nil {
-				t.Fatal(err)
-			}
+			st := stateOf(t, socks)
 			var joined []uint64
 			for _, s := range st.socks {
 				joined = append(joined, s.ino)
