@@ -40,6 +40,9 @@ func init() {
 //	          and (unless stay) closes, prints "closed N" (N connections
 //	          served) and exits
 //	close     close at once; prints "closed N"
+//	stop      stop accepting, close once a connection waits in an accept
+//	          queue (which the close resets, or migrates where
+//	          tcp_migrate_req=1); prints "closed N"
 //	count     prints "served N"
 func handoverWorker(args []string) error {
 	k, err := strconv.Atoi(args[1])
@@ -125,6 +128,16 @@ func handoverWorker(args []string) error {
 			case "close":
 				closeAll()
 				return ho.Close()
+			case "stop":
+				for _, ln := range lns {
+					_ = ln.(*net.TCPListener).SetDeadline(time.Now())
+				}
+				loops.Wait()
+				if err := waitAcceptQueue(lns); err != nil {
+					return err
+				}
+				closeAll()
+				return ho.Close()
 			case "count":
 				fmt.Println("served", served.Load())
 			default:
@@ -148,6 +161,28 @@ func handoverWorker(args []string) error {
 			return ho.Close()
 		}
 	}
+}
+
+// waitAcceptQueue waits, 10 s at most, until a connection waits in the
+// accept queue of one of lns (TCP_INFO's tcpi_unacked, on a listener).
+func waitAcceptQueue(lns []net.Listener) error {
+	for start := time.Now(); time.Since(start) < 10*time.Second; time.Sleep(50 * time.Microsecond) {
+		for _, ln := range lns {
+			rc, err := ln.(*net.TCPListener).SyscallConn()
+			if err != nil {
+				return err
+			}
+			var info *unix.TCPInfo
+			var ierr error
+			if err := rc.Control(func(fd uintptr) { info, ierr = unix.GetsockoptTCPInfo(int(fd), unix.IPPROTO_TCP, unix.TCP_INFO) }); err != nil || ierr != nil {
+				return errors.Join(err, ierr)
+			}
+			if info.Unacked > 0 {
+				return nil
+			}
+		}
+	}
+	return errors.New("no connection waited in an accept queue in 10 s")
 }
 
 // squatWorker binds the abstract Unix socket name args[0] and waits.
@@ -304,7 +339,7 @@ func startGeneration(t *testing.T, s shape, addr string, quiet time.Duration, ex
 // restartUnderLoad replaces a server of shape s 20 times while clients
 // connect as fast as they can. With handover, each generation takes over
 // with reuse.Handover and the old one closes once replaced; without, the
-// old one closes as soon as the new one listens.
+// old one stops accepting soon after the new one listens, and closes.
 func restartUnderLoad(t *testing.T, s shape, handover bool) *loadCounts {
 	quiet := 20 * time.Millisecond
 	if q, err := time.ParseDuration(os.Getenv("Q")); err == nil {
@@ -323,7 +358,11 @@ func restartUnderLoad(t *testing.T, s shape, handover bool) *loadCounts {
 			old.Expect("replaced", 15*time.Second)
 			next.Expect("took over", 15*time.Second)
 		} else {
-			old.Send("close")
+			// The old generation stops accepting and closes; so that
+			// each close finds a connection queued, as a naive close
+			// under load does sooner or later, it closes once one is.
+			time.Sleep(5 * time.Millisecond) // both generations serve
+			old.Send("stop")
 		}
 		old.Expect("closed ", 15*time.Second)
 		if err := old.Wait(); err != nil {
@@ -944,6 +983,29 @@ func (r *udpReceiver) read(pcs []net.PacketConn) {
 	}
 }
 
+// waitQueued waits, 10 s at most, until a datagram waits unread on one of
+// pcs.
+func waitQueued(t *testing.T, pcs []net.PacketConn) {
+	t.Helper()
+	for start := time.Now(); time.Since(start) < 10*time.Second; time.Sleep(50 * time.Microsecond) {
+		for _, pc := range pcs {
+			rc, err := pc.(*net.UDPConn).SyscallConn()
+			if err != nil {
+				t.Fatal(err)
+			}
+			var n int
+			var ierr error
+			if err := rc.Control(func(fd uintptr) { n, ierr = unix.IoctlGetInt(int(fd), unix.SIOCINQ) }); err != nil || ierr != nil {
+				t.Fatal(err, ierr)
+			}
+			if n > 0 {
+				return
+			}
+		}
+	}
+	t.Fatal("no datagram reached the old sockets in 10 s")
+}
+
 func listenPacketGroup(t *testing.T, addr string, k int) []net.PacketConn {
 	t.Helper()
 	pcs, err := reuse.ListenPacketGroup("udp", addr, k)
@@ -963,8 +1025,10 @@ func listenPacketGroup(t *testing.T, addr string, k int) []net.PacketConn {
 
 // TestTakeOverUDP replaces a group of 4 UDP sockets 20 times, in one
 // process, under a continuous stream of numbered datagrams from 1,000 source
-// ports: every datagram is read exactly once. The naive replacement (close
-// the old sockets once the new ones are bound) beside it loses some.
+// ports: every datagram is read exactly once. The naive replacement beside
+// it (the old sockets stop being read and close once the new ones are bound)
+// loses what the old queues hold at each close: UDP, unlike TCP with
+// tcp_migrate_req, moves no queued datagram to another member.
 func TestTakeOverUDP(t *testing.T) {
 	requireSteering(t) // the handover steers the group: qemu-user lacks the option
 	for _, naive := range []bool{false, true} {
@@ -989,7 +1053,16 @@ func TestTakeOverUDP(t *testing.T) {
 				nextHo := &reuse.Handover{Quiet: 20 * time.Millisecond}
 				took := make(chan error, 1)
 				if naive {
-					time.Sleep(5 * time.Millisecond) // let some datagrams reach the old sockets
+					// The old process stops reading and closes, as
+					// one that shuts down does; what its queues hold
+					// then is lost. So that each close finds some,
+					// it closes once a datagram waits.
+					time.Sleep(5 * time.Millisecond) // both generations serve
+					drops += dropsOf(t, old)
+					for _, pc := range old {
+						pc.SetReadDeadline(time.Now())
+					}
+					waitQueued(t, old)
 				} else {
 					go func() { took <- nextHo.TakeOver(ctx, anys(next)...) }()
 					select {
@@ -997,8 +1070,8 @@ func TestTakeOverUDP(t *testing.T) {
 					case err := <-took:
 						t.Fatalf("TakeOver returned %v before the old sockets were replaced", err)
 					}
+					drops += dropsOf(t, old)
 				}
-				drops += dropsOf(t, old)
 				for _, pc := range old {
 					pc.Close()
 				}
