@@ -65,7 +65,7 @@ type handoverState struct {
 	slot     string
 	quiet    time.Duration
 	filtered bool // filterProbes set a filter on the sockets
-	// noSockDiag: the kernel answers no sock_diag dump, members reads /proc.
+	// noSockDiag: a sock_diag dump failed, members reads /proc.
 	noSockDiag bool
 	steering   *Steering // Handover.Steering
 	gen        int       // the generation of the sockets' connection IDs
@@ -737,14 +737,17 @@ func (st *handoverState) members() ([]uint64, error) {
 		return nil, fmt.Errorf("%snot an inet socket: %T", errPrefix, st.sa)
 	}
 	var inos []uint64
-	err := errNoSockDiag
+	var err error
 	if !st.noSockDiag {
 		proto, state := unix.IPPROTO_UDP, tcpClose
 		if st.g.network == "tcp" {
 			proto, state = unix.IPPROTO_TCP, tcpListen
 		}
+		// A kernel without the dump for the protocol (ENOENT), qemu-user
+		// (EPROTONOSUPPORT), a sandbox that forbids netlink: /proc then,
+		// for the rest of the handover.
 		inos, err = diagSockets(proto, state, addr, port)
-		st.noSockDiag = errors.Is(err, errNoSockDiag)
+		st.noSockDiag = err != nil
 	}
 	if st.noSockDiag {
 		inos, err = st.procMembers(len(addr) == 16)

@@ -3,7 +3,6 @@ package reuse
 import (
 	"bytes"
 	"encoding/binary"
-	"errors"
 	"fmt"
 	"os"
 
@@ -21,10 +20,6 @@ const (
 	sizeofInetDiagMsg   = 72
 )
 
-// errNoSockDiag says that the kernel (or an emulator) answers no sock_diag
-// dump for the protocol: a kernel without CONFIG_INET_UDP_DIAG, qemu-user.
-var errNoSockDiag = errors.New("no sock_diag dump")
-
 // diagSockets returns the inodes of this user's sockets of protocol proto
 // (IPPROTO_TCP or IPPROTO_UDP) in state, bound to the IPv4 or IPv6 address
 // addr and port and connected to nobody, in the order of the kernel's hash
@@ -41,9 +36,6 @@ func diagSockets(proto, state int, addr []byte, port int) ([]uint64, error) {
 	}
 	fd, err := unix.Socket(unix.AF_NETLINK, unix.SOCK_DGRAM|unix.SOCK_CLOEXEC, unix.NETLINK_SOCK_DIAG)
 	if err != nil {
-		if errors.Is(err, unix.EPROTONOSUPPORT) || errors.Is(err, unix.EAFNOSUPPORT) {
-			return nil, fmt.Errorf("%w: %w", errNoSockDiag, os.NewSyscallError("socket AF_NETLINK", err))
-		}
 		return nil, os.NewSyscallError("socket AF_NETLINK", err)
 	}
 	defer unix.Close(fd)
@@ -98,11 +90,7 @@ func diagSockets(proto, state int, addr []byte, port int) ([]uint64, error) {
 				if len(m) < 4 {
 					return nil, fmt.Errorf("%sa sock_diag error of %d bytes", errPrefix, len(m))
 				}
-				errno := unix.Errno(-int32(ne.Uint32(m)))
-				if errno == unix.ENOENT { // no handler for the protocol
-					return nil, fmt.Errorf("%w: %w", errNoSockDiag, os.NewSyscallError("NETLINK_SOCK_DIAG", errno))
-				}
-				return nil, os.NewSyscallError("NETLINK_SOCK_DIAG", errno)
+				return nil, os.NewSyscallError("NETLINK_SOCK_DIAG", unix.Errno(-int32(ne.Uint32(m))))
 			case unix.SOCK_DIAG_BY_FAMILY:
 				if len(m) < sizeofInetDiagMsg {
 					return nil, fmt.Errorf("%sa sock_diag answer of %d bytes", errPrefix, len(m))
