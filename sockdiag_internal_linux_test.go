@@ -120,3 +120,47 @@ func TestMembers(t *testing.T) {
 		})
 	}
 }
+
+// BenchmarkMembers reads a group of 4 UDP sockets' members, by sock_diag and
+// by /proc, among 1,000 other UDP sockets of the namespace, as a server's
+// table holds them: the cost of each poll of a handover.
+func BenchmarkMembers(b *testing.B) {
+	pcs, err := ListenPacketGroup("udp4", "127.0.0.1:0", 4)
+	if err != nil {
+		b.Fatal(err)
+	}
+	socks := make([]any, len(pcs))
+	for i, pc := range pcs {
+		defer pc.Close()
+		socks[i] = pc
+	}
+	for i := 0; i < 1000; i++ {
+		pc, err := net.ListenPacket("udp4", "127.0.0.1:0")
+		if err != nil {
+			b.Fatal(err)
+		}
+		defer pc.Close()
+	}
+	g, err := newSockGroup(socks)
+	if err != nil {
+		b.Fatal(err)
+	}
+	st, err := inspect(g)
+	if err != nil {
+		b.Fatal(err)
+	}
+	for _, c := range []struct {
+		name string
+		proc bool
+	}{{"sock_diag", false}, {"proc", true}} {
+		b.Run(c.name, func(b *testing.B) {
+			for i := 0; i < b.N; i++ {
+				st.noSockDiag = c.proc
+				inos, err := st.members()
+				if err != nil || len(inos) != len(pcs) || st.noSockDiag != c.proc {
+					b.Fatalf("members: %v, %v (by /proc: %v)", inos, err, st.noSockDiag)
+				}
+			}
+		})
+	}
+}
