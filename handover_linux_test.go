@@ -379,12 +379,10 @@ func restartUnderLoad(t *testing.T, s shape, handover bool) *loadCounts {
 	return counts
 }
 
-// TestHandoverUnderLoad replaces a server 20 times under continuous load,
-// for each shape (one listener, a group of 3) and protocol (plain TCP,
-// MPTCP), with net.ipv4.tcp_migrate_req 0 and 1, and loses no connection;
-// the naive replacement beside it, with tcp_migrate_req 0, loses some.
-func TestHandoverUnderLoad(t *testing.T) {
-	requireSteering(t) // the handover steers the group: qemu-user lacks the option
+// eachMigrateReq runs f, in parallel, for net.ipv4.tcp_migrate_req 0 and
+// 1, each in a private network namespace of its own (whose ephemeral ports
+// the load may use up to 1024-65535).
+func eachMigrateReq(t *testing.T, f func(t *testing.T, migrate string)) {
 	for _, migrate := range []string{"0", "1"} {
 		migrate := migrate
 		t.Run("tcp_migrate_req="+migrate, func(t *testing.T) {
@@ -394,25 +392,36 @@ func TestHandoverUnderLoad(t *testing.T) {
 			}
 			writeSysctl(t, "net/ipv4/tcp_migrate_req", migrate)
 			writeSysctl(t, "net/ipv4/ip_local_port_range", "1024 65535")
-			for _, s := range []shape{{1, false}, {1, true}, {3, false}, {3, true}} {
-				t.Run(s.String(), func(t *testing.T) {
-					counts := restartUnderLoad(t, s, true)
-					t.Logf("%d handovers of %v: %v", replacements, s, counts)
-					if counts.lost() != 0 || counts.served.Load() == 0 {
-						t.Errorf("%d handovers of %v lost %d connections: %v", replacements, s, counts.lost(), counts)
-					}
-				})
-			}
-			t.Run("naive", func(t *testing.T) {
-				s := shape{1, false}
-				counts := restartUnderLoad(t, s, false)
-				t.Logf("%d naive restarts of %v: %v", replacements, s, counts)
-				if migrate == "0" && counts.reset.Load() == 0 {
-					t.Errorf("%d naive restarts with tcp_migrate_req=0 reset no connection: %v", replacements, counts)
-				}
-			})
+			f(t, migrate)
 		})
 	}
+}
+
+// TestHandoverUnderLoad replaces a server 20 times under continuous load,
+// for each shape (one listener, a group of 3) and protocol (plain TCP,
+// MPTCP), with net.ipv4.tcp_migrate_req 0 and 1, and loses no connection;
+// the naive replacement beside it, with tcp_migrate_req 0, loses some.
+func TestHandoverUnderLoad(t *testing.T) {
+	requireSteering(t) // the handover steers the group: qemu-user lacks the option
+	eachMigrateReq(t, func(t *testing.T, migrate string) {
+		for _, s := range []shape{{1, false}, {1, true}, {3, false}, {3, true}} {
+			t.Run(s.String(), func(t *testing.T) {
+				counts := restartUnderLoad(t, s, true)
+				t.Logf("%d handovers of %v: %v", replacements, s, counts)
+				if counts.lost() != 0 || counts.served.Load() == 0 {
+					t.Errorf("%d handovers of %v lost %d connections: %v", replacements, s, counts.lost(), counts)
+				}
+			})
+		}
+		t.Run("naive", func(t *testing.T) {
+			s := shape{1, false}
+			counts := restartUnderLoad(t, s, false)
+			t.Logf("%d naive restarts of %v: %v", replacements, s, counts)
+			if migrate == "0" && counts.reset.Load() == 0 {
+				t.Errorf("%d naive restarts with tcp_migrate_req=0 reset no connection: %v", replacements, counts)
+			}
+		})
+	})
 }
 
 // countAccepted dials n connections to addr and counts how many each
@@ -1129,36 +1138,27 @@ func TestTakeOverUDP(t *testing.T) {
 // one listens) is logged for contrast.
 func TestWorkerSlotsUnderLoad(t *testing.T) {
 	requireSteering(t) // the handover steers the group: qemu-user lacks the option
-	for _, migrate := range []string{"0", "1"} {
-		migrate := migrate
-		t.Run("tcp_migrate_req="+migrate, func(t *testing.T) {
-			t.Parallel()
-			if !sockettest.RunInNetNS(t) {
-				return
+	eachMigrateReq(t, func(t *testing.T, migrate string) {
+		for _, c := range []struct {
+			s     shape
+			naive bool
+		}{{shape{1, false}, false}, {shape{1, true}, false}, {shape{1, false}, true}} {
+			name := c.s.String()
+			if c.naive {
+				name += " naive"
 			}
-			writeSysctl(t, "net/ipv4/tcp_migrate_req", migrate)
-			writeSysctl(t, "net/ipv4/ip_local_port_range", "1024 65535")
-			for _, c := range []struct {
-				s     shape
-				naive bool
-			}{{shape{1, false}, false}, {shape{1, true}, false}, {shape{1, false}, true}} {
-				name := c.s.String()
-				if c.naive {
-					name += " naive"
+			t.Run(name, func(t *testing.T) {
+				counts, shares := rollWorkers(t, c.s, 4, 5, c.naive)
+				t.Logf("%d rounds over 4 workers (%s): %v; served by the last workers: %v", 5, name, counts, shares)
+				// The naive figure is for contrast only: a few resets
+				// a run (3 to 27 seen), too few to assert that some
+				// always occur; TestHandoverUnderLoad asserts it.
+				if !c.naive && (counts.lost() != 0 || counts.served.Load() == 0) {
+					t.Errorf("rolling restarts lost %d connections: %v", counts.lost(), counts)
 				}
-				t.Run(name, func(t *testing.T) {
-					counts, shares := rollWorkers(t, c.s, 4, 5, c.naive)
-					t.Logf("%d rounds over 4 workers (%s): %v; served by the last workers: %v", 5, name, counts, shares)
-					// The naive figure is for contrast only: a few resets
-					// a run (3 to 27 seen), too few to assert that some
-					// always occur; TestHandoverUnderLoad asserts it.
-					if !c.naive && (counts.lost() != 0 || counts.served.Load() == 0) {
-						t.Errorf("rolling restarts lost %d connections: %v", counts.lost(), counts)
-					}
-				})
-			}
-		})
-	}
+			})
+		}
+	})
 }
 
 // rollWorkers starts n workers in slots 0..n-1 and replaces each in turn,
