@@ -24,11 +24,12 @@ const (
 // (IPPROTO_TCP or IPPROTO_UDP) in state, bound to the IPv4 or IPv6 address
 // addr and port and connected to nobody, in the order of the kernel's hash
 // chain, from one NETLINK_SOCK_DIAG dump. The dump filters by port in the
-// kernel and reads each hash chain under its lock, so all of a group (one
-// chain) is read at once while its matches fit the dump's first buffer
-// (some 4 KB: 29 sockets of 124 bytes). /proc/net lists a table a page at
-// a time, resuming by position, so that a socket that leaves meanwhile
-// shifts another one past the cut.
+// kernel and, by the kernel's source (udp_dump, inet_diag_dump_icsk), reads
+// each hash chain under its lock: all of a group (one chain) is read at once
+// while its matches fit the dump's first buffer, some 4 KB, which holds 29
+// answers of 124 bytes (an IPv4 socket's, measured). /proc/net lists a table
+// a page at a time, resuming by position, so that a socket that leaves
+// meanwhile shifts another one past the cut (seen: TestHandoverSteering).
 func diagSockets(proto, state int, addr []byte, port int) ([]uint64, error) {
 	family := unix.AF_INET
 	if len(addr) == 16 {
