@@ -85,9 +85,9 @@ func balanceFor(goos string, optionsWork bool) Balancing {
 // answer of BalancingHere, does not balance.
 func errNoBalancing(goos string, b Balancing) error {
 	if !b.Shares {
-		return fmt.Errorf("%sRequireBalancing: %s cannot share a port (%s): %w", errPrefix, goos, b.By, errors.ErrUnsupported)
+		return fmt.Errorf("RequireBalancing: %s cannot share a port (%s): %w", goos, b.By, errors.ErrUnsupported)
 	}
-	return fmt.Errorf("%sRequireBalancing: %s shares a port with %s without balancing (%s gets the traffic): %w", errPrefix, goos, b.Option, b.By, errors.ErrUnsupported)
+	return fmt.Errorf("RequireBalancing: %s shares a port with %s without balancing (%s gets the traffic): %w", goos, b.Option, b.By, errors.ErrUnsupported)
 }
 
 // checkBalancing returns the error of a listen call by c, before any socket

@@ -46,8 +46,8 @@ func TestBalanceFor(t *testing.T) {
 			if b.Balances {
 				continue
 			}
-			if !errors.Is(err, errors.ErrUnsupported) || !strings.HasPrefix(err.Error(), errPrefix) || !strings.Contains(err.Error(), tt.goos) {
-				t.Errorf("errNoBalancing(%q, %+v) = %v, want a %q error naming the OS and wrapping errors.ErrUnsupported", tt.goos, b, err, errPrefix)
+			if !errors.Is(err, errors.ErrUnsupported) || !strings.HasPrefix(err.Error(), "RequireBalancing: ") || !strings.Contains(err.Error(), tt.goos) {
+				t.Errorf("errNoBalancing(%q, %+v) = %v, want an error naming RequireBalancing and the OS and wrapping errors.ErrUnsupported", tt.goos, b, err)
 			}
 		}
 	}

@@ -2,10 +2,8 @@ package reuse
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"net"
-	"strings"
 )
 
 // ListenGroup opens n listeners on one local address and port, like n calls
@@ -21,8 +19,9 @@ import (
 // fail, so that a group never spans two addresses.
 //
 // n is at most 1024. It opens all n or none: on an error, it closes the
-// listeners already open and returns a *[net.OpError] whose message names the member that failed,
-// counted from 1 ("member 3 of 4").
+// listeners already open and returns a *[net.OpError] whose message names
+// the member that failed, counted from 1 ("member 3 of 4"); an error found
+// before any socket is opened, such as a bad network or Config, names none.
 func (c *Config) ListenGroup(ctx context.Context, network, address string, n int) ([]net.Listener, error) {
 	return listenGroup[net.Listener](ctx, c, network, address, n, streamListener)
 }
@@ -60,8 +59,7 @@ type groupMemberError struct {
 }
 
 func (e *groupMemberError) Error() string {
-	// The package's own errors start with the prefix already: say it once.
-	return fmt.Sprintf("%smember %d of %d: %s", errPrefix, e.member, e.n, strings.TrimPrefix(e.err.Error(), errPrefix))
+	return fmt.Sprintf("member %d of %d: %v", e.member, e.n, e.err)
 }
 
 func (e *groupMemberError) Unwrap() error { return e.err }
@@ -70,63 +68,69 @@ func (e *groupMemberError) Unwrap() error { return e.err }
 // Fallback) and the others on the first one's address (with Retry), and
 // closes them all on an error.
 func listenGroup[T socket](ctx context.Context, c *Config, network, address string, n int, kind sockKind) ([]T, error) {
+	group, err := openGroup[T](ctx, c, network, address, n, kind)
+	if err != nil {
+		return nil, edgeError("listen", network, address, err)
+	}
+	return group, nil
+}
+
+func openGroup[T socket](ctx context.Context, c *Config, network, address string, n int, kind sockKind) ([]T, error) {
 	switch {
 	case n < 1:
-		return nil, opError("listen", network, address, fmt.Errorf("%sa group of %d sockets: want at least 1", errPrefix, n))
+		return nil, fmt.Errorf("a group of %d sockets: want at least 1", n)
 	case n > maxGroup:
-		return nil, opError("listen", network, address, fmt.Errorf("%sa group of %d sockets: want at most %d", errPrefix, n, maxGroup))
+		return nil, fmt.Errorf("a group of %d sockets: want at most %d", n, maxGroup)
 	case n > 1 && c.Mode != Share:
-		return nil, opError("listen", network, address, fmt.Errorf("%sa group of %d sockets needs Share, not %v", errPrefix, n, c.Mode))
+		return nil, fmt.Errorf("a group of %d sockets needs Share, not %v", n, c.Mode)
 	}
-	p, ok, err := c.planListen(ctx, network, address, kind)
+	// An error of the plan is the whole call's, found before any socket.
+	p, err := c.planListen(ctx, network, kind)
 	if err != nil {
-		return nil, memberError(network, address, 1, n, err)
+		return nil, err
 	}
 	var group []T
+	closeAll := func() {
+		for _, s := range group {
+			s.Close()
+		}
+	}
 	addr := address
 	for i := 0; i < n; i++ {
 		err := ctx.Err()
 		var s T
 		switch {
 		case err != nil:
-		case !ok:
-			// Let net reject the network with its usual error.
-			s, err = open[T](&c.ListenConfig, ctx, network, addr)
 		case i == 0:
 			s, err = bindAny[T](ctx, &p, addr, c.Fallback)
 		default:
 			s, err = bindAny[T](ctx, &p, addr, nil)
 		}
 		if err != nil {
-			for _, s := range group {
-				s.Close()
-			}
-			return nil, memberError(network, address, i+1, n, err)
+			closeAll()
+			return nil, memberError(i+1, n, err)
 		}
 		group = append(group, s)
 		if i == 0 {
 			addr = localAddr(s).String()
 		}
 	}
-	if ok && c.Steering != nil {
+	if c.Steering != nil {
 		if err := steerNew(group[0], *c.Steering); err != nil {
-			for _, s := range group {
-				s.Close()
-			}
-			return nil, opError("listen", network, address, err)
+			closeAll()
+			return nil, err
 		}
 	}
 	return group, nil
 }
 
 // memberError wraps err, an error of member (from 1) of a group of n, naming
-// the member, and keeps it a *[net.OpError].
-func memberError(network, address string, member, n int, err error) error {
-	var oe *net.OpError
-	if !errors.As(err, &oe) {
-		return opError("listen", network, address, &groupMemberError{member, n, err})
+// the member; an error of net's stays a *[net.OpError] with net's addresses.
+func memberError(member, n int, err error) error {
+	if oe, ok := err.(*net.OpError); ok {
+		e := *oe
+		e.Err = &groupMemberError{member, n, oe.Err}
+		return &e
 	}
-	e := *oe
-	e.Err = &groupMemberError{member, n, oe.Err}
-	return &e
+	return &groupMemberError{member, n, err}
 }

@@ -40,11 +40,36 @@ func checkGroupArgError(t *testing.T, fn string, mode reuse.Mode, n, got int, er
 	}
 }
 
-// TestGroupNoPort checks that unix networks are refused as in Listen.
+// TestGroupNoPort checks that unix networks are refused as in Listen, and
+// that an error found before any socket opens is the whole call's: it
+// names no member.
 func TestGroupNoPort(t *testing.T) {
 	lns, err := reuse.ListenGroup("unix", "/nonexistent/sock", 2)
-	if len(lns) != 0 || !errors.Is(err, errors.ErrUnsupported) || !strings.Contains(err.Error(), "member 1 of 2") {
-		t.Errorf("ListenGroup(unix) = %d listeners, %v; want none and an error for member 1 wrapping errors.ErrUnsupported", len(lns), err)
+	if len(lns) != 0 || !errors.Is(err, errors.ErrUnsupported) || !strings.Contains(err.Error(), "port sharing does not apply to unix") || strings.Contains(err.Error(), "member") {
+		t.Errorf("ListenGroup(unix) = %d listeners, %v; want none and an error wrapping errors.ErrUnsupported, naming no member", len(lns), err)
+	}
+}
+
+// TestGroupWrongKind checks that a datagram network given to a function
+// for listeners, or the reverse, names the function to call instead.
+func TestGroupWrongKind(t *testing.T) {
+	ctx := context.Background()
+	var c reuse.Config
+	for _, tc := range []struct {
+		name string
+		call func() error
+		want string
+	}{
+		{"Listen(udp)", func() error { _, err := c.Listen(ctx, "udp", "127.0.0.1:0"); return err }, "udp is a datagram network: use ListenPacket or ListenPacketGroup"},
+		{"ListenGroup(udp4)", func() error { _, err := c.ListenGroup(ctx, "udp4", "127.0.0.1:0", 4); return err }, "udp4 is a datagram network: use ListenPacket or ListenPacketGroup"},
+		{"ListenPacket(tcp)", func() error { _, err := c.ListenPacket(ctx, "tcp", "127.0.0.1:0"); return err }, "tcp is a stream network: use Listen or ListenGroup"},
+		{"ListenPacketGroup(tcp6)", func() error { _, err := c.ListenPacketGroup(ctx, "tcp6", "[::1]:0", 4); return err }, "tcp6 is a stream network: use Listen or ListenGroup"},
+	} {
+		err := tc.call()
+		var oe *net.OpError
+		if !errors.As(err, &oe) || oe.Op != "listen" || !strings.Contains(err.Error(), "reuse: "+tc.want) || strings.Contains(err.Error(), "member") || errors.Is(err, errors.ErrUnsupported) {
+			t.Errorf("%s: %v, want a *net.OpError saying %q, naming no member, not wrapping errors.ErrUnsupported", tc.name, err, tc.want)
+		}
 	}
 }
 

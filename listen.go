@@ -2,7 +2,6 @@ package reuse
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"net"
 	"os"
@@ -30,28 +29,32 @@ type plan struct {
 }
 
 // planListen decides the plan of a listen call for a stream (Listen) or
-// datagram (ListenPacket) socket. ok is false where net is to handle, and
-// reject, the network itself.
-func (c *Config) planListen(ctx context.Context, network, address string, kind sockKind) (plan, bool, error) {
-	k, known, err := kindOf(network, false)
-	if err == nil && ctx == nil {
-		err = errNilContext
+// datagram (ListenPacket) socket.
+func (c *Config) planListen(ctx context.Context, network string, kind sockKind) (plan, error) {
+	k, err := kindOf(network, false)
+	switch {
+	case err != nil:
+		return plan{}, err
+	case k != kind && kind == streamListener:
+		return plan{}, fmt.Errorf("%s is a datagram network: use ListenPacket or ListenPacketGroup", network)
+	case k != kind:
+		return plan{}, fmt.Errorf("%s is a stream network: use Listen or ListenGroup", network)
+	case ctx == nil:
+		return plan{}, errNilContext
 	}
-	ok := err == nil && known && k == kind
-	var p plan
-	if ok {
-		p = c.newPlan(network, k)
-		if p.opts, err = options(c.Mode, k); err == nil {
-			err = c.checkBalancing()
+	p := c.newPlan(network, k)
+	if p.opts, err = options(c.Mode, k); err != nil {
+		return plan{}, err
+	}
+	if err := c.checkBalancing(); err != nil {
+		return plan{}, err
+	}
+	if c.Steering != nil {
+		if err := c.checkSteering(network, k); err != nil {
+			return plan{}, err
 		}
-		if err == nil && c.Steering != nil {
-			err = c.checkSteering(k)
-		}
 	}
-	if err != nil {
-		return plan{}, false, opError("listen", network, address, err)
-	}
-	return p, ok, nil
+	return p, nil
 }
 
 // newPlan is the plan of c for a socket of kind k on network, but for
@@ -63,8 +66,7 @@ func (c *Config) newPlan(network string, k sockKind) plan {
 // socket is what the pipeline opens: net.Listener or net.PacketConn.
 type socket interface{ Close() error }
 
-// open opens one socket with lc: Listen or ListenPacket, by T. Calling them
-// directly, not through a func value, keeps lc off the heap.
+// open opens one socket with lc: Listen or ListenPacket, by T.
 func open[T socket](lc *net.ListenConfig, ctx context.Context, network, address string) (T, error) {
 	var conn T
 	var err error
@@ -80,22 +82,20 @@ func open[T socket](lc *net.ListenConfig, ctx context.Context, network, address 
 // listen is Listen and ListenPacket.
 func listen[T socket](ctx context.Context, c *Config, network, address string, kind sockKind) (T, error) {
 	var zero T
-	p, ok, err := c.planListen(ctx, network, address, kind)
+	p, err := c.planListen(ctx, network, kind)
 	if err != nil {
-		return zero, err
-	}
-	if !ok {
-		// Let net reject the network with its usual error.
-		return open[T](&c.ListenConfig, ctx, network, address)
+		return zero, edgeError("listen", network, address, err)
 	}
 	conn, err := bindAny[T](ctx, &p, address, c.Fallback)
 	if err == nil && c.Steering != nil {
 		if err = steerNew(conn, *c.Steering); err != nil {
 			conn.Close()
-			return zero, opError("listen", network, address, err)
 		}
 	}
-	return conn, err
+	if err != nil {
+		return zero, edgeError("listen", network, address, err)
+	}
+	return conn, nil
 }
 
 // bindAny binds address, then each of fallback in order, each retried by
@@ -118,7 +118,7 @@ func bindAny[T socket](ctx context.Context, p *plan, address string, fallback []
 			break
 		}
 	}
-	return zero, &net.OpError{Op: "listen", Net: p.network, Addr: addrString{p.network, address}, Err: &bindFailuresError{failed, ctx.Err()}}
+	return zero, &bindFailuresError{failed, ctx.Err()}
 }
 
 // bindRetrying binds address, trying again after a growing, jittered wait
@@ -157,10 +157,9 @@ func bind[T socket](ctx context.Context, p *plan, address string) (T, error) {
 		return conn, err
 	}
 	if err := setAfterBind(conn, after); err != nil {
-		addr := localAddr(conn)
 		conn.Close()
 		var zero T
-		return zero, &net.OpError{Op: "listen", Net: p.network, Addr: addr, Err: err}
+		return zero, err
 	}
 	return conn, nil
 }
@@ -182,7 +181,7 @@ func splitSharing(opts []sockOpt) (before, after []sockOpt) {
 func setAfterBind(conn any, opts []sockOpt) error {
 	sc, ok := conn.(syscall.Conn)
 	if !ok {
-		return fmt.Errorf("%scannot set options on a %T", errPrefix, conn)
+		return fmt.Errorf("cannot set options on a %T", conn)
 	}
 	rc, err := sc.SyscallConn()
 	if err != nil {
@@ -195,16 +194,7 @@ func setAfterBind(conn any, opts []sockOpt) error {
 // caller's own Control.
 func bindWith[T socket](ctx context.Context, p *plan, address string, opts []sockOpt) (T, error) {
 	lc := p.c.ListenConfig
-	if user := lc.Control; user != nil {
-		lc.Control = func(network, address string, rc syscall.RawConn) error {
-			if err := setOptions(rc, opts); err != nil {
-				return err
-			}
-			return user(network, address, rc)
-		}
-	} else {
-		lc.Control = optionsControl(opts)
-	}
+	lc.Control = listenControl(ctx, opts, lc.Control)
 	conn, err := open[T](&lc, ctx, p.network, address)
 	if err != nil {
 		return conn, explainBind(p.mode, p.opts, err)
@@ -212,47 +202,39 @@ func bindWith[T socket](ctx context.Context, p *plan, address string, opts []soc
 	return conn, nil
 }
 
-// optionsControl returns a Control that sets opts, nil for none. For an entry of osTable
-// or its part before bind, it returns one made once, so that a call
-// allocates none.
-func optionsControl(opts []sockOpt) func(string, string, syscall.RawConn) error {
-	if len(opts) == 0 {
+// listenControl is withOptions for a ListenConfig, whose Control has no
+// context.
+func listenControl(ctx context.Context, opts []sockOpt, user func(string, string, syscall.RawConn) error) func(string, string, syscall.RawConn) error {
+	control := withOptions(opts, user, nil)
+	if control == nil {
 		return nil
 	}
-	for _, c := range tableControls {
-		if len(c.opts) == len(opts) && &c.opts[0] == &opts[0] {
-			return c.control
-		}
-	}
-	return optControl{opts}.control
+	return func(network, address string, rc syscall.RawConn) error { return control(ctx, network, address, rc) }
 }
 
-// optControl is a Control that sets opts.
-type optControl struct{ opts []sockOpt }
-
-func (c optControl) control(_, _ string, rc syscall.RawConn) error { return setOptions(rc, c.opts) }
-
-// tableControls holds a Control for every entry of osTable, and for its
-// part set before bind, that has options.
-var tableControls = func() (cs []struct {
-	opts    []sockOpt
-	control func(string, string, syscall.RawConn) error
-}) {
-	for m := range osTable.opts {
-		for _, opts := range osTable.opts[m] {
-			before, _ := splitSharing(opts)
-			for _, o := range [][]sockOpt{opts, before} {
-				if len(o) > 0 {
-					cs = append(cs, struct {
-						opts    []sockOpt
-						control func(string, string, syscall.RawConn) error
-					}{o, optControl{o}.control})
-				}
-			}
-		}
+// withOptions returns a Control that sets opts, then runs the caller's own
+// ControlContext, userCtx, or else Control, user, if any (net prefers the
+// first too), and returns its error: the one place where the package's
+// options and a caller's Control meet (Listen, ListenPacket, their groups,
+// Dial). It is nil when there is nothing to do: a Control where none is
+// needed fails on js, whose net is simulated.
+func withOptions(opts []sockOpt, user func(string, string, syscall.RawConn) error, userCtx func(context.Context, string, string, syscall.RawConn) error) func(context.Context, string, string, syscall.RawConn) error {
+	if len(opts) == 0 && user == nil && userCtx == nil {
+		return nil
 	}
-	return cs
-}()
+	return func(ctx context.Context, network, address string, rc syscall.RawConn) error {
+		if err := setOptions(rc, opts); err != nil {
+			return err
+		}
+		switch {
+		case userCtx != nil:
+			return userCtx(ctx, network, address, rc)
+		case user != nil:
+			return user(network, address, rc)
+		}
+		return nil
+	}
+}
 
 // freshPortTries bounds the retries of reserveAndBind when another socket
 // takes the reserved port between the reservation and the bind.
@@ -268,7 +250,7 @@ func reserveAndBind[T socket](ctx context.Context, p *plan, address string) (T, 
 	var zero T
 	exclusive, err := options(Exclusive, p.kind)
 	if err != nil {
-		return zero, opError("listen", p.network, address, err)
+		return zero, err
 	}
 	host, _, err := net.SplitHostPort(address)
 	if err != nil && address != "" {
@@ -277,7 +259,7 @@ func reserveAndBind[T socket](ctx context.Context, p *plan, address string) (T, 
 	}
 	// The reservation is not the caller's socket: its Control does not run.
 	lc := p.c.ListenConfig
-	lc.Control = optionsControl(exclusive)
+	lc.Control = listenControl(ctx, exclusive, nil)
 	for try := 1; ; try++ {
 		r, err := open[T](&lc, ctx, p.network, address)
 		if err != nil {
@@ -347,7 +329,7 @@ type bindFailuresError struct {
 
 func (e *bindFailuresError) Error() string {
 	var b strings.Builder
-	b.WriteString(errPrefix + "could not bind ")
+	b.WriteString("could not bind ")
 	for i, f := range e.failed {
 		if i > 0 {
 			b.WriteString("; ")
@@ -360,14 +342,12 @@ func (e *bindFailuresError) Error() string {
 		} else {
 			b.WriteString(" tries): ")
 		}
-		// The address is named already: leave out net's "listen tcp addr: ",
-		// and say the package's prefix once.
-		msg := f.err.Error()
-		var oe *net.OpError
-		if errors.As(f.err, &oe) && oe.Err != nil {
-			msg = oe.Err.Error()
+		// The address is named already: leave out net's "listen tcp addr: ".
+		if oe, ok := f.err.(*net.OpError); ok && oe.Err != nil {
+			b.WriteString(oe.Err.Error())
+		} else {
+			b.WriteString(f.err.Error())
 		}
-		b.WriteString(strings.TrimPrefix(msg, errPrefix))
 	}
 	if e.ctxErr != nil {
 		b.WriteString("; gave up: ")
@@ -397,16 +377,13 @@ type bindError struct {
 
 func (e *bindError) Error() string {
 	var b strings.Builder
-	b.WriteString(errPrefix)
 	b.WriteString(e.mode.String())
 	b.WriteString(" (")
 	for i, o := range e.opts {
 		if i > 0 {
 			b.WriteString(" ")
 		}
-		b.WriteString(o.name.String())
-		b.WriteString("=")
-		b.WriteString(strconv.Itoa(o.value))
+		b.WriteString(o.String())
 	}
 	b.WriteString("): ")
 	b.WriteString(e.err.Error())

@@ -29,23 +29,28 @@ import (
 // Closing the connection leaves the group and releases the port.
 // c.ListenConfig's Control, if any, runs after the options are set.
 func (c *Config) ListenMulticastUDP(ctx context.Context, network string, ifi *net.Interface, gaddr *net.UDPAddr) (*net.UDPConn, error) {
-	var addr net.Addr
-	if gaddr != nil {
-		addr = gaddr
+	conn, err := c.listenMulticast(ctx, network, ifi, gaddr)
+	if err != nil {
+		var address string
+		if gaddr != nil {
+			address = gaddr.String()
+		}
+		return nil, edgeError("listen", network, address, err)
 	}
-	fail := func(err error) (*net.UDPConn, error) {
-		return nil, &net.OpError{Op: "listen", Net: network, Addr: addr, Err: err}
-	}
+	return conn, nil
+}
+
+func (c *Config) listenMulticast(ctx context.Context, network string, ifi *net.Interface, gaddr *net.UDPAddr) (*net.UDPConn, error) {
 	bindNetwork, err := multicastNetwork(network, gaddr)
 	if err == nil && ctx == nil {
 		err = errNilContext
 	}
 	if err != nil {
-		return fail(err)
+		return nil, err
 	}
 	p := c.newPlan(bindNetwork, multicastDatagram)
 	if p.opts, err = options(c.Mode, multicastDatagram); err != nil {
-		return fail(err)
+		return nil, err
 	}
 	// net binds a multicast address to the wildcard only after setting
 	// SO_REUSEADDR itself; binding the wildcard leaves every option to Mode.
@@ -54,17 +59,19 @@ func (c *Config) ListenMulticastUDP(ctx context.Context, network string, ifi *ne
 		wildcard = net.JoinHostPort("::", strconv.Itoa(gaddr.Port))
 	}
 	pc, err := bind[net.PacketConn](ctx, &p, wildcard)
+	if oe, ok := err.(*net.OpError); ok {
+		// Name the group and the network the caller gave, not the wildcard.
+		e := *oe
+		e.Net, e.Addr = network, gaddr
+		return nil, &e
+	}
 	if err != nil {
-		var oe *net.OpError
-		if errors.As(err, &oe) {
-			return fail(oe.Err)
-		}
-		return fail(err)
+		return nil, err
 	}
 	conn := pc.(*net.UDPConn)
 	if err := joinGroup(conn, ifi, gaddr.IP); err != nil {
 		conn.Close()
-		return fail(err)
+		return nil, err
 	}
 	return conn, nil
 }
@@ -85,13 +92,13 @@ func multicastNetwork(network string, gaddr *net.UDPAddr) (string, error) {
 	}
 	switch {
 	case gaddr == nil || gaddr.IP == nil:
-		return "", errors.New(errPrefix + "missing multicast group address")
+		return "", errors.New("missing multicast group address")
 	case !gaddr.IP.IsMulticast():
-		return "", fmt.Errorf("%s%v is not a multicast address", errPrefix, gaddr.IP)
+		return "", fmt.Errorf("%v is not a multicast address", gaddr.IP)
 	case gaddr.IP.To4() != nil && network == "udp6":
-		return "", fmt.Errorf("%sIPv4 group %v on network udp6, which is IPv6 only", errPrefix, gaddr.IP)
+		return "", fmt.Errorf("IPv4 group %v on network udp6, which is IPv6 only", gaddr.IP)
 	case gaddr.IP.To4() == nil && network == "udp4":
-		return "", fmt.Errorf("%sIPv6 group %v on network udp4, which is IPv4 only", errPrefix, gaddr.IP)
+		return "", fmt.Errorf("IPv6 group %v on network udp4, which is IPv4 only", gaddr.IP)
 	case gaddr.IP.To4() != nil:
 		return "udp4", nil
 	}
@@ -120,7 +127,7 @@ func joinGroup(conn *net.UDPConn, ifi *net.Interface, group net.IP) error {
 		if ifi != nil {
 			on = fmt.Sprintf("interface %q (index %d)", ifi.Name, ifi.Index)
 		}
-		return fmt.Errorf("%sjoin %v on %s: %w", errPrefix, group, on, jerr)
+		return fmt.Errorf("join %v on %s: %w", group, on, jerr)
 	}
 	return nil
 }

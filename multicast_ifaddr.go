@@ -19,5 +19,5 @@ func interfaceIPv4(ifi *net.Interface) (net.IP, error) {
 			return ipn.IP.To4(), nil
 		}
 	}
-	return nil, fmt.Errorf("%sinterface %q has no IPv4 address to join an IPv4 group on", errPrefix, ifi.Name)
+	return nil, fmt.Errorf("interface %q has no IPv4 address to join an IPv4 group on", ifi.Name)
 }

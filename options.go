@@ -5,7 +5,7 @@ import (
 	"fmt"
 	"os"
 	"runtime"
-	"sync"
+	"strconv"
 	"syscall"
 )
 
@@ -43,6 +43,9 @@ var optNameStrings = [numOptNames]string{
 }
 
 func (n optName) String() string { return optNameStrings[n] }
+
+// String returns the option as NAME=value.
+func (o sockOpt) String() string { return o.name.String() + "=" + strconv.Itoa(o.value) }
 
 // optNumber is where an OS keeps an option: setsockopt's level and name.
 type optNumber struct{ level, opt int }
@@ -199,12 +202,12 @@ func options(m Mode, k sockKind) ([]sockOpt, error) {
 	if osTable.missing == "" {
 		return nil, errNoSockets
 	}
-	return nil, fmt.Errorf("%s%v needs %s, which %s does not have: %w", errPrefix, m, osTable.missing, runtime.GOOS, errors.ErrUnsupported)
+	return nil, fmt.Errorf("%v needs %s, which %s does not have: %w", m, osTable.missing, runtime.GOOS, errors.ErrUnsupported)
 }
 
 // errNoSockets is the error of every call where the OS has no BSD sockets
 // (js, wasip1, plan9), so that no option can be set.
-var errNoSockets = fmt.Errorf("%s%s has no socket options to share or reserve a port: %w", errPrefix, runtime.GOOS, errors.ErrUnsupported)
+var errNoSockets = fmt.Errorf("%s has no socket options to share or reserve a port: %w", runtime.GOOS, errors.ErrUnsupported)
 
 // setOptions sets opts on the socket behind rc, in order, and stops at the
 // first error. It is the one place where the package sets the options of a
@@ -213,45 +216,35 @@ func setOptions(rc syscall.RawConn, opts []sockOpt) error {
 	if len(opts) == 0 {
 		return nil
 	}
-	s := optSetters.Get().(*optSetter)
-	s.opts = opts
-	err := rc.Control(s.set)
-	if err == nil {
-		err = s.err
+	var serr error
+	if err := rc.Control(func(fd uintptr) { serr = setOptionsFD(fd, opts) }); err != nil {
+		return err
 	}
-	*s = optSetter{set: s.set}
-	optSetters.Put(s)
-	return err
+	return serr
 }
-
-// optSetter is the func that setOptions passes to RawConn.Control, with
-// its arguments and result. Such a func escapes, so a closure would cost
-// two allocations a call (itself and the error it sets); pooled, it costs
-// none, which keeps Listen as cheap as a hand-written Control.
-type optSetter struct {
-	opts []sockOpt
-	err  error
-	set  func(fd uintptr) // s.run, made once
-}
-
-func (s *optSetter) run(fd uintptr) { s.err = setOptionsFD(fd, s.opts) }
-
-var optSetters = sync.Pool{New: func() any {
-	s := new(optSetter)
-	s.set = s.run
-	return s
-}}
 
 // setOptionsFD sets opts on fd, in order, and stops at the first error.
 func setOptionsFD(fd uintptr, opts []sockOpt) error {
 	for _, o := range opts {
 		n, ok := optNumbers[o.name]
 		if !ok {
-			return fmt.Errorf("%s%s has no %v: %w", errPrefix, runtime.GOOS, o.name, errors.ErrUnsupported)
+			return &optionError{o, fmt.Errorf("%s has no %v: %w", runtime.GOOS, o.name, errors.ErrUnsupported)}
 		}
 		if err := setsockoptInt(fd, n.level, n.opt, o.value); err != nil {
-			return fmt.Errorf("%sset %v=%d: %w", errPrefix, o.name, o.value, os.NewSyscallError("setsockopt", err))
+			return &optionError{o, os.NewSyscallError("setsockopt", err)}
 		}
 	}
 	return nil
 }
+
+// optionError is the failure to set an option of a Mode.
+type optionError struct {
+	opt sockOpt
+	err error
+}
+
+func (e *optionError) Error() string {
+	return "set " + e.opt.String() + ": " + e.err.Error()
+}
+
+func (e *optionError) Unwrap() error { return e.err }

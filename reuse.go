@@ -82,32 +82,91 @@ type Config struct {
 	Steering *Steering
 }
 
-// errPrefix starts every error message of the package.
+// errPrefix starts the message of every error of the package. It is
+// written in one place, reuseError, at the API's edge (handover*.go still
+// writes it into its own messages, which go through opError).
 const errPrefix = "reuse: "
+
+// reuseError is an error in the package's own words, said with the
+// package's name before them. The package's functions find and return
+// their errors bare; each exported function wraps its result once, on the
+// way out: in a *[net.OpError] (edgeError), or alone where net adds the
+// OpError itself (Control) or there is no socket (Generate).
+type reuseError struct{ err error }
+
+func (e *reuseError) Error() string { return errPrefix + e.err.Error() }
+
+func (e *reuseError) Unwrap() error { return e.err }
+
+// wrapError returns err, if any, as an error of the package.
+func wrapError(err error) error {
+	if err == nil {
+		return nil
+	}
+	return &reuseError{err}
+}
+
+// edgeError returns err, if any, the failure of a call of op (listen, dial,
+// steer, ...) on network and address, as a *[net.OpError], built once, at
+// the API's edge, as net builds its own. err is either bare, in the
+// package's own words, or the *net.OpError of a socket call of net's, whose
+// addresses it keeps: there only the words that the package put in (see
+// ownWords) get the package's name, and the caller's Control's error, or
+// net's own, stay as net gave them.
+func edgeError(op, network, address string, err error) error {
+	if err == nil {
+		return nil
+	}
+	if oe, ok := err.(*net.OpError); ok {
+		if !ownWords(oe.Err) {
+			return oe
+		}
+		e := *oe
+		e.Err = &reuseError{oe.Err}
+		return &e
+	}
+	var addr net.Addr
+	if address != "" {
+		addr = addrString{network, address}
+	}
+	return &net.OpError{Op: op, Net: network, Addr: addr, Err: &reuseError{err}}
+}
+
+// ownWords reports whether err, the Err of a *net.OpError of net's, is one
+// that the package put there: its options' failure (inside net's call of
+// its Control), its explanation of a refused bind or connect, or a group's
+// member.
+func ownWords(err error) bool {
+	switch err.(type) {
+	case *optionError, *bindError, *tupleInUseError, *groupMemberError:
+		return true
+	}
+	return false
+}
 
 // errNilContext is the error of every call given a nil context.Context,
 // where package net would panic.
-var errNilContext = errors.New(errPrefix + "nil context.Context")
+var errNilContext = errors.New("nil context.Context")
 
 // kindOf maps a network to the kind of socket that Listen (dial == false) or
-// Dial (dial == true) opens on it. It returns an error wrapping
-// [errors.ErrUnsupported] for unix and ip networks, where ports do not exist,
-// and ok == false for networks net itself rejects.
-func kindOf(network string, dial bool) (kind sockKind, ok bool, err error) {
+// Dial (dial == true) opens on it. For unix and ip networks, which have no
+// port, the error wraps [errors.ErrUnsupported]; for the others, it is
+// net's own [net.UnknownNetworkError].
+func kindOf(network string, dial bool) (sockKind, error) {
 	switch network {
 	case "tcp", "tcp4", "tcp6":
 		if dial {
-			return streamDialer, true, nil
+			return streamDialer, nil
 		}
-		return streamListener, true, nil
+		return streamListener, nil
 	case "udp", "udp4", "udp6":
-		return datagram, true, nil
+		return datagram, nil
 	}
 	if strings.HasPrefix(network, "unix") || network == "ip" || strings.HasPrefix(network, "ip4") || strings.HasPrefix(network, "ip6") ||
 		strings.HasPrefix(network, "ip:") {
-		return 0, false, fmt.Errorf("%sport sharing does not apply to %s sockets, which have no port: %w", errPrefix, network, errors.ErrUnsupported)
+		return 0, fmt.Errorf("port sharing does not apply to %s sockets, which have no port: %w", network, errors.ErrUnsupported)
 	}
-	return 0, false, nil
+	return 0, net.UnknownNetworkError(network)
 }
 
 // Control sets the options of c.Mode on the socket behind rc. Its signature
@@ -137,21 +196,19 @@ func (c *Config) DialerControl(network, address string, rc syscall.RawConn) erro
 }
 
 func (c *Config) control(network string, rc syscall.RawConn, dial bool) error {
-	kind, ok, err := kindOf(network, dial)
-	if err != nil {
-		return err
+	kind, err := kindOf(network, dial)
+	var opts []sockOpt
+	if err == nil {
+		opts, err = options(c.Mode, kind)
 	}
-	if !ok {
-		return fmt.Errorf("%sunknown network %q", errPrefix, network)
+	if err == nil && rc == nil {
+		err = errors.New("nil syscall.RawConn")
 	}
-	opts, err := options(c.Mode, kind)
-	if err != nil {
-		return err
+	if err == nil {
+		err = setOptions(rc, opts)
 	}
-	if rc == nil {
-		return errors.New(errPrefix + "nil syscall.RawConn")
-	}
-	return setOptions(rc, opts)
+	// net wraps a Control's error in its own *net.OpError.
+	return wrapError(err)
 }
 
 // addrString is a net.Addr for an address that could not be resolved, so
@@ -161,7 +218,9 @@ type addrString struct{ network, address string }
 func (a addrString) Network() string { return a.network }
 func (a addrString) String() string  { return a.address }
 
-// opError wraps err the way net does, for errors found before net is called.
+// opError wraps err, whose message starts with errPrefix already, the way
+// net does, for errors found before net is called. Only handover*.go uses
+// it; the rest of the package returns bare errors through edgeError.
 func opError(op, network, address string, err error) error {
 	var addr net.Addr
 	if address != "" {
@@ -203,20 +262,25 @@ func (c *Config) ListenPacket(ctx context.Context, network, address string) (net
 // the error says so and matches both the OS's errno (EADDRNOTAVAIL on Linux)
 // and EADDRINUSE with errors.Is.
 func (c *Config) Dial(ctx context.Context, network, laddr, raddr string) (net.Conn, error) {
-	kind, ok, err := kindOf(network, true)
+	conn, err := c.dial(ctx, network, laddr, raddr)
+	if err != nil {
+		return nil, edgeError("dial", network, raddr, err)
+	}
+	return conn, nil
+}
+
+func (c *Config) dial(ctx context.Context, network, laddr, raddr string) (net.Conn, error) {
+	kind, err := kindOf(network, true)
 	if err == nil && ctx == nil {
 		err = errNilContext
 	}
-	if err == nil && ok {
+	if err == nil {
 		err = checkMode(c.Mode)
 	}
 	if err != nil {
-		return nil, opError("dial", network, raddr, err)
+		return nil, err
 	}
 	d := c.Dialer
-	if !ok {
-		return d.DialContext(ctx, network, raddr)
-	}
 	if laddr != "" {
 		if kind == datagram {
 			d.LocalAddr, err = net.ResolveUDPAddr(network, laddr)
@@ -224,6 +288,7 @@ func (c *Config) Dial(ctx context.Context, network, laddr, raddr string) (net.Co
 			d.LocalAddr, err = net.ResolveTCPAddr(network, laddr)
 		}
 		if err != nil {
+			// net's own error, with both addresses, as net's Dial gives it.
 			return nil, &net.OpError{Op: "dial", Net: network, Source: addrString{network, laddr}, Addr: addrString{network, raddr}, Err: err}
 		}
 	}
@@ -234,33 +299,20 @@ func (c *Config) Dial(ctx context.Context, network, laddr, raddr string) (net.Co
 	}
 	opts, err := options(c.Mode, kind)
 	if err != nil {
-		return nil, opError("dial", network, raddr, err)
+		return nil, err
 	}
-	userCtx, user := c.Dialer.ControlContext, c.Dialer.Control
-	d.Control = nil
-	d.ControlContext = func(ctx context.Context, network, address string, rc syscall.RawConn) error {
-		if err := setOptions(rc, opts); err != nil {
-			return err
-		}
-		if userCtx != nil {
-			return userCtx(ctx, network, address, rc)
-		}
-		if user != nil {
-			return user(network, address, rc)
-		}
-		return nil
-	}
+	d.ControlContext, d.Control = withOptions(opts, d.Control, d.ControlContext), nil
 	conn, err := d.DialContext(ctx, network, raddr)
 	if err != nil {
-		err = explainBind(c.Mode, opts, explainTupleInUse(err))
+		return nil, explainBind(c.Mode, opts, explainTupleInUse(err))
 	}
-	return conn, err
+	return conn, nil
 }
 
 // checkMode returns the error of a Mode that is neither Share nor Exclusive.
 func checkMode(m Mode) error {
 	if m != Share && m != Exclusive {
-		return fmt.Errorf("%sunknown %v: want Share or Exclusive", errPrefix, m)
+		return fmt.Errorf("unknown %v: want Share or Exclusive", m)
 	}
 	return nil
 }
@@ -289,7 +341,7 @@ func localPort(a net.Addr) int {
 type tupleInUseError struct{ err error }
 
 func (e *tupleInUseError) Error() string {
-	return errPrefix + "the local and remote address pair is already in use by another connection, open or in TIME_WAIT (up to 60 s on Linux): " + e.err.Error()
+	return "the local and remote address pair is already in use by another connection, open or in TIME_WAIT (up to 60 s on Linux): " + e.err.Error()
 }
 
 func (e *tupleInUseError) Unwrap() error { return e.err }

@@ -83,7 +83,8 @@ func TestUnknownMode(t *testing.T) {
 }
 
 // TestNetRejects checks that networks and addresses that net rejects get
-// net's own *net.OpError, naming what was wrong.
+// a *net.OpError naming what was wrong: net's own, or, for a network of
+// the other kind, the package's, naming the function to use.
 func TestNetRejects(t *testing.T) {
 	requireSockets(t)
 	ctx := context.Background()
@@ -93,8 +94,8 @@ func TestNetRejects(t *testing.T) {
 		call                          func(network, address string) error
 	}{
 		{"unknown network", "tcp9", "127.0.0.1:0", "tcp9", func(n, a string) error { _, err := c.Listen(ctx, n, a); return err }},
-		{"packet network on Listen", "udp", "127.0.0.1:0", "udp", func(n, a string) error { _, err := c.Listen(ctx, n, a); return err }},
-		{"stream network on ListenPacket", "tcp", "127.0.0.1:0", "tcp", func(n, a string) error { _, err := c.ListenPacket(ctx, n, a); return err }},
+		{"packet network on Listen", "udp", "127.0.0.1:0", "use ListenPacket", func(n, a string) error { _, err := c.Listen(ctx, n, a); return err }},
+		{"stream network on ListenPacket", "tcp", "127.0.0.1:0", "use Listen", func(n, a string) error { _, err := c.ListenPacket(ctx, n, a); return err }},
 		{"port out of range", "tcp", "127.0.0.1:99999", "99999", func(n, a string) error { _, err := c.Listen(ctx, n, a); return err }},
 		{"no port", "udp", "127.0.0.1", "127.0.0.1", func(n, a string) error { _, err := c.ListenPacket(ctx, n, a); return err }},
 		{"bad local address", "tcp", "127.0.0.1:http-alt-nonexistent", "http-alt-nonexistent", func(n, a string) error { _, err := c.Dial(ctx, n, a, "127.0.0.1:1"); return err }},

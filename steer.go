@@ -28,6 +28,14 @@ type Steering struct {
 	// names the member: a datagram whose byte there is k goes to member k.
 	// A datagram too short to have that byte, or whose byte names no member
 	// (k at or past the size of the group), goes by the hash.
+	//
+	// Offset must be a byte that a datagram can reach: 0 to 65506 on an
+	// IPv4 socket, whose largest UDP payload is 65,507 bytes (65,535 less
+	// the 20-byte IPv4 header and the 8-byte UDP header), 0 to 65526 on an
+	// IPv6 one, whose largest is 65,527 bytes (IPv6's payload length counts
+	// the UDP header but not its own; Linux receives no UDP jumbograms). A
+	// dual-stack IPv6 socket takes the IPv6 range: its IPv4 datagrams
+	// too short to reach Offset go by the hash.
 	Offset int
 
 	// HashIf lists bits of the payload's first byte: a datagram with any of
@@ -46,34 +54,44 @@ type Steering struct {
 // hash, which keeps one handshake, from one address, on one member.
 func QUICSteering() Steering { return Steering{Offset: 1, HashIf: 0x80} }
 
-// maxUDPPayload is the largest UDP payload there is (IPv6 without jumbograms):
-// a byte at or past it is never in a datagram.
-const maxUDPPayload = 65535 - 8
+// The largest UDP payloads (see Steering.Offset).
+const (
+	maxUDPPayloadIPv4 = 65535 - 20 - 8
+	maxUDPPayloadIPv6 = 65535 - 8
+)
 
-// check returns an error naming what is wrong with s.
-func (s Steering) check() error {
-	if s.Offset < 0 || s.Offset >= maxUDPPayload {
-		return fmt.Errorf("%ssteering offset %d: want 0 to %d, a position in a UDP payload", errPrefix, s.Offset, maxUDPPayload-1)
+// checkFor returns an error naming what is wrong with s on a socket of
+// IPv4 (ipv6 false) or IPv6.
+func (s Steering) checkFor(ipv6 bool) error {
+	family, max := "IPv4", maxUDPPayloadIPv4
+	if ipv6 {
+		family, max = "IPv6", maxUDPPayloadIPv6
+	}
+	if s.Offset < 0 || s.Offset >= max {
+		return fmt.Errorf("steering offset %d: want 0 to %d, the bytes that a UDP payload over %s (at most %d bytes) can reach", s.Offset, max-1, family, max)
 	}
 	return nil
 }
+
+// check is checkFor for handover.go, whose errors carry errPrefix
+// themselves: the offset is checked for IPv6, the wider range.
+func (s Steering) check() error { return wrapError(s.checkFor(true)) }
 
 // Steer makes the kernel pick the member of pc's UDP group that receives
 // each datagram by s. The steering belongs to the group: pc may be any of
 // its members, in this process or another, and members that join later are
 // steered too. It replaces the group's earlier steering, if any; Unsteer
-// removes it, and it ends when the last member closes.
+// removes it, and it ends when the last member closes. A Steer that fails
+// leaves the group's earlier steering, if any, as it was: the kernel swaps
+// the program only when the new one is attached.
 //
 // On Linux (4.5+, from the kernel's sources) it attaches a classic BPF
 // program to the group (SO_ATTACH_REUSEPORT_CBPF), which needs no
-// privilege. pc must be a UDP
-// socket opened under Share. Elsewhere it returns an error wrapping
-// [errors.ErrUnsupported] without touching pc. Errors are *[net.OpError] values
-// with Op "steer".
+// privilege. pc must be a UDP socket opened under Share, and s.Offset
+// within the range of its family (see Steering). Elsewhere it returns an
+// error wrapping [errors.ErrUnsupported] without touching pc. Errors are
+// *[net.OpError] values with Op "steer".
 func Steer(pc net.PacketConn, s Steering) error {
-	if err := s.check(); err != nil {
-		return steerError("steer", pc, err)
-	}
 	rc, err := groupConn(pc)
 	if err == nil {
 		err = steer(rc, s)
@@ -95,16 +113,18 @@ func Unsteer(pc net.PacketConn) error {
 	return steerError("unsteer", pc, err)
 }
 
-// checkSteering returns the error of a listen call for a socket of kind k
-// by c, whose Steering is set, before any socket is opened.
-func (c *Config) checkSteering(k sockKind) error {
+// checkSteering returns the error of a listen call on network for a socket
+// of kind k by c, whose Steering is set, before any socket is opened. The
+// offset is checked for the family of network where it says one (udp4),
+// else for IPv6, and again by Steer once the socket's family is known.
+func (c *Config) checkSteering(network string, k sockKind) error {
 	switch {
 	case k != datagram:
-		return errors.New(errPrefix + "Steering applies to UDP sockets (ListenPacket, ListenPacketGroup)")
+		return errors.New("Steering applies to UDP sockets (ListenPacket, ListenPacketGroup)")
 	case c.Mode != Share:
-		return fmt.Errorf("%sSteering needs Share, not %v: it steers a group", errPrefix, c.Mode)
+		return fmt.Errorf("Steering needs Share, not %v: it steers a group", c.Mode)
 	}
-	if err := c.Steering.check(); err != nil {
+	if err := c.Steering.checkFor(network != "udp4"); err != nil {
 		return err
 	}
 	return canSteer()
@@ -127,30 +147,44 @@ func groupConn(pc net.PacketConn) (syscall.RawConn, error) {
 	if err := canSteer(); err != nil {
 		return nil, err
 	}
+	if isNil(pc) {
+		return nil, fmt.Errorf("%s: want a UDP socket of a group", nilName(pc))
+	}
 	sc, ok := pc.(syscall.Conn)
-	if !ok || isNil(pc) {
-		return nil, fmt.Errorf("%ssteering needs a UDP socket of a group (a *net.UDPConn), not %T", errPrefix, pc)
+	if !ok {
+		return nil, fmt.Errorf("a %T, which has no SyscallConn: want a UDP socket of a group (a *net.UDPConn)", pc)
 	}
 	return sc.SyscallConn()
 }
 
-// isNil reports whether pc holds a nil *net.UDPConn, whose SyscallConn
-// would fail with an error that does not say why.
+// isNil reports whether pc is nil or holds a nil *net.UDPConn, whose
+// SyscallConn would fail with an error that does not say why.
 func isNil(pc net.PacketConn) bool {
 	u, ok := pc.(*net.UDPConn)
 	return pc == nil || (ok && u == nil)
 }
 
-// steerError wraps err, if any, in a *[net.OpError] naming op and pc's address.
+// nilName names a nil pc as the caller wrote it.
+func nilName(pc net.PacketConn) string {
+	if pc == nil {
+		return "a nil net.PacketConn"
+	}
+	return fmt.Sprintf("a nil %T", pc)
+}
+
+// steerError returns err, if any, as the *[net.OpError] of op on pc, which
+// names pc's network and address as pc gives them (none for a nil pc).
 func steerError(op string, pc net.PacketConn, err error) error {
 	if err == nil {
 		return nil
 	}
-	var addr net.Addr
+	var network, address string
 	if !isNil(pc) {
-		addr = pc.LocalAddr()
+		if a := pc.LocalAddr(); a != nil {
+			network, address = a.Network(), a.String()
+		}
 	}
-	return &net.OpError{Op: op, Net: "udp", Addr: addr, Err: err}
+	return edgeError(op, network, address, err)
 }
 
 // QUICConnectionIDs makes the connection IDs that one member of a QUIC
@@ -190,29 +224,50 @@ const (
 	maxQUICIDLen     = 20
 )
 
-// ConnectionIDLen returns the length of the IDs that Generate makes.
+// ConnectionIDLen returns the length of the IDs that Generate makes: Len,
+// or 8 where Len is 0. For a Len out of range, Generate makes none, and
+// returns an error naming Len; ConnectionIDLen returns 0 then, not a length
+// that a QUIC stack could take for that of an ID.
 func (g QUICConnectionIDs) ConnectionIDLen() int {
-	if g.Len == 0 {
-		return defaultQUICIDLen
+	n, err := g.idLen()
+	if err != nil {
+		return 0
 	}
-	return g.Len
+	return n
+}
+
+// idLen returns the length of g's IDs, or an error naming Len.
+func (g QUICConnectionIDs) idLen() (int, error) {
+	switch {
+	case g.Len == 0:
+		return defaultQUICIDLen, nil
+	case g.Len < minQUICIDLen || g.Len > maxQUICIDLen:
+		return 0, fmt.Errorf("QUIC connection ID of %d bytes: want %d to %d", g.Len, minQUICIDLen, maxQUICIDLen)
+	}
+	return g.Len, nil
 }
 
 // Generate returns a new connection ID, or an error naming the field of g
 // that is out of range.
 func (g QUICConnectionIDs) Generate() ([]byte, error) {
-	switch n := g.ConnectionIDLen(); {
+	id, err := g.generate()
+	return id, wrapError(err)
+}
+
+func (g QUICConnectionIDs) generate() ([]byte, error) {
+	n, err := g.idLen()
+	switch {
 	case g.Member < 0 || g.Member > 255:
-		return nil, fmt.Errorf("%sQUIC connection ID for member %d: want 0 to 255", errPrefix, g.Member)
+		return nil, fmt.Errorf("QUIC connection ID for member %d: want 0 to 255", g.Member)
 	case g.Generation < 0 || g.Generation > 255:
-		return nil, fmt.Errorf("%sQUIC connection ID of generation %d: want 0 to 255", errPrefix, g.Generation)
-	case n < minQUICIDLen || n > maxQUICIDLen:
-		return nil, fmt.Errorf("%sQUIC connection ID of %d bytes: want %d to %d", errPrefix, n, minQUICIDLen, maxQUICIDLen)
+		return nil, fmt.Errorf("QUIC connection ID of generation %d: want 0 to 255", g.Generation)
+	case err != nil:
+		return nil, err
 	}
-	id := make([]byte, g.ConnectionIDLen())
+	id := make([]byte, n)
 	id[0], id[1] = byte(g.Member), byte(g.Generation)
 	if _, err := rand.Read(id[2:]); err != nil {
-		return nil, fmt.Errorf("%sQUIC connection ID: %w", errPrefix, err)
+		return nil, fmt.Errorf("QUIC connection ID: %w", err)
 	}
 	return id, nil
 }

@@ -37,7 +37,11 @@ func steerProgram(s Steering) []unix.SockFilter {
 }
 
 func steer(rc syscall.RawConn, s Steering) error {
-	if err := checkGroupMember(rc); err != nil {
+	domain, err := checkGroupMember(rc)
+	if err != nil {
+		return err
+	}
+	if err := s.checkFor(domain == unix.AF_INET6); err != nil {
 		return err
 	}
 	var serr error
@@ -45,13 +49,13 @@ func steer(rc syscall.RawConn, s Steering) error {
 		return err
 	}
 	if serr != nil {
-		return fmt.Errorf("%ssteering the group: %w", errPrefix, serr)
+		return fmt.Errorf("steering the group: %w", serr)
 	}
 	return nil
 }
 
 func unsteer(rc syscall.RawConn) error {
-	if err := checkGroupMember(rc); err != nil {
+	if _, err := checkGroupMember(rc); err != nil {
 		return err
 	}
 	var serr error
@@ -59,7 +63,7 @@ func unsteer(rc syscall.RawConn) error {
 		return err
 	}
 	if serr != nil {
-		return fmt.Errorf("%sunsteering the group: %w", errPrefix, serr)
+		return fmt.Errorf("unsteering the group: %w", serr)
 	}
 	return nil
 }
@@ -88,7 +92,7 @@ func attachProgram(fd int, prog []unix.SockFilter) error {
 // socket with SO_REUSEPORT: same address, kind, IPV6_V6ONLY and device.
 func joinHelperLike(fd int) (int, error) {
 	if on, err := unix.GetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_REUSEPORT); err != nil || on == 0 {
-		return -1, errors.New(errPrefix + "no SO_REUSEPORT")
+		return -1, errors.New("no SO_REUSEPORT")
 	}
 	sa, err := unix.Getsockname(fd)
 	if err != nil {
@@ -191,11 +195,12 @@ func programError(call string, err error) error {
 	return err
 }
 
-// checkGroupMember returns an error naming what is wrong unless rc is an
-// IPv4 or IPv6 UDP socket with SO_REUSEPORT, so that the kernel's EINVAL
-// for a socket outside any group, or its acceptance of a TCP socket, does
-// not stand for the reason.
-func checkGroupMember(rc syscall.RawConn) error {
+// checkGroupMember returns the domain of rc's socket (AF_INET or
+// AF_INET6), or an error naming what is wrong unless it is an IPv4 or IPv6
+// UDP socket with SO_REUSEPORT, so that the kernel's EINVAL for a socket
+// outside any group, or its acceptance of a TCP socket, does not stand for
+// the reason.
+func checkGroupMember(rc syscall.RawConn) (int, error) {
 	var domain, typ, proto, reusePort int
 	var serr error
 	if err := rc.Control(func(fd uintptr) {
@@ -208,15 +213,31 @@ func checkGroupMember(rc syscall.RawConn) error {
 			}
 		}
 	}); err != nil {
-		return err
+		return 0, err
 	}
 	switch {
 	case serr != nil:
-		return fmt.Errorf("%s%w", errPrefix, os.NewSyscallError("getsockopt", serr))
+		return 0, os.NewSyscallError("getsockopt", serr)
 	case (domain != unix.AF_INET && domain != unix.AF_INET6) || typ != unix.SOCK_DGRAM || proto != unix.IPPROTO_UDP:
-		return fmt.Errorf("%ssteering needs a UDP socket (domain %d, type %d, protocol %d here)", errPrefix, domain, typ, proto)
+		return 0, fmt.Errorf("steering needs a UDP socket, not %s", socketName(domain, typ, proto))
 	case reusePort == 0:
-		return fmt.Errorf("%ssteering needs a socket of a group: this one has no SO_REUSEPORT (open it under Share)", errPrefix)
+		return 0, errors.New("steering needs a socket of a group: this one has no SO_REUSEPORT (open it under Share)")
 	}
-	return nil
+	return domain, nil
+}
+
+// socketName names a socket that is not a UDP socket by its domain, type
+// and protocol.
+func socketName(domain, typ, proto int) string {
+	switch {
+	case domain == unix.AF_UNIX && typ == unix.SOCK_DGRAM:
+		return "a unixgram socket"
+	case domain == unix.AF_UNIX:
+		return "a unix socket"
+	case proto == unix.IPPROTO_TCP:
+		return "a TCP socket"
+	case proto == unix.IPPROTO_MPTCP:
+		return "an MPTCP socket"
+	}
+	return fmt.Sprintf("a socket of domain %d, type %d, protocol %d", domain, typ, proto)
 }

@@ -465,8 +465,8 @@ func TestSteerAcrossProcesses(t *testing.T) {
 }
 
 // TestSteerBadInput checks that every kind of bad input gets an error that
-// names it, a *net.OpError with one "reuse: " prefix, and leaves no program
-// on the group.
+// names it, a *net.OpError with one "reuse: " prefix and the socket's own
+// network, and leaves no program on the group.
 func TestSteerBadInput(t *testing.T) {
 	requireSteering(t)
 	pcs, err := reuse.ListenPacketGroup("udp4", "127.0.0.1:0", 2)
@@ -485,49 +485,144 @@ func TestSteerBadInput(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer unixgram.Close()
+	tcp := tcpPacketConn(t)
 	var nilUDP *net.UDPConn
 
 	for _, tc := range []struct {
-		name string
-		pc   net.PacketConn
-		s    reuse.Steering
-		want string
+		name    string
+		pc      net.PacketConn
+		s       reuse.Steering
+		network string // the OpError's Net
+		want    string
 	}{
-		{"negative offset", pcs[0], reuse.Steering{Offset: -1}, "steering offset -1: want 0 to 65526"},
-		{"offset past any payload", pcs[0], reuse.Steering{Offset: 65527}, "steering offset 65527: want 0 to 65526"},
-		{"nil", nil, reuse.QUICSteering(), "not <nil>"},
-		{"nil *net.UDPConn", nilUDP, reuse.QUICSteering(), "not *net.UDPConn"},
-		{"unix socket", unixgram, reuse.QUICSteering(), "steering needs a UDP socket"},
-		{"not shared", plain, reuse.QUICSteering(), "no SO_REUSEPORT"},
+		{"negative offset", pcs[0], reuse.Steering{Offset: -1}, "udp", "steering offset -1: want 0 to 65506"},
+		{"offset past any IPv4 payload", pcs[0], reuse.Steering{Offset: 65507}, "udp",
+			"steering offset 65507: want 0 to 65506, the bytes that a UDP payload over IPv4 (at most 65507 bytes) can reach"},
+		{"offset past any payload", pcs[0], reuse.Steering{Offset: 65527}, "udp", "steering offset 65527: want 0 to 65506"},
+		{"nil", nil, reuse.QUICSteering(), "", "steer: reuse: a nil net.PacketConn: want a UDP socket of a group"},
+		{"nil *net.UDPConn", nilUDP, reuse.QUICSteering(), "", "steer: reuse: a nil *net.UDPConn: want a UDP socket of a group"},
+		{"unix socket", unixgram, reuse.QUICSteering(), "unixgram", "steering needs a UDP socket, not a unixgram socket"},
+		{"TCP socket", tcp, reuse.QUICSteering(), "tcp", "steering needs a UDP socket, not a TCP socket"},
+		{"not shared", plain, reuse.QUICSteering(), "udp", "no SO_REUSEPORT"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			err := reuse.Steer(tc.pc, tc.s)
-			checkSteerError(t, "steer", err, tc.want)
+			checkSteerError(t, "steer", tc.network, err, tc.want)
 			if hasProgram(t, pcs[1]) {
 				t.Error("a program was left on the group")
 			}
 		})
 	}
 	t.Run("unsteer not shared", func(t *testing.T) {
-		checkSteerError(t, "unsteer", reuse.Unsteer(plain), "no SO_REUSEPORT")
+		checkSteerError(t, "unsteer", "udp", reuse.Unsteer(plain), "no SO_REUSEPORT")
 	})
 	t.Run("unsteer nil", func(t *testing.T) {
-		checkSteerError(t, "unsteer", reuse.Unsteer(nil), "not <nil>")
+		checkSteerError(t, "unsteer", "", reuse.Unsteer(nil), "unsteer: reuse: a nil net.PacketConn: want a UDP socket of a group")
+	})
+	t.Run("unsteer nil *net.UDPConn", func(t *testing.T) {
+		checkSteerError(t, "unsteer", "", reuse.Unsteer(nilUDP), "unsteer: reuse: a nil *net.UDPConn: want a UDP socket of a group")
+	})
+	t.Run("unsteer unix socket", func(t *testing.T) {
+		checkSteerError(t, "unsteer", "unixgram", reuse.Unsteer(unixgram), "steering needs a UDP socket, not a unixgram socket")
 	})
 }
 
-func checkSteerError(t *testing.T, op string, err error, want string) {
+// tcpPacketConn returns a connected TCP socket posing as a net.PacketConn,
+// as a caller's wrapper might.
+func tcpPacketConn(t *testing.T) net.PacketConn {
+	t.Helper()
+	ln, err := net.Listen("tcp4", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	c, err := net.Dial("tcp4", ln.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	return tcpAsPacket{c.(*net.TCPConn)}
+}
+
+type tcpAsPacket struct{ *net.TCPConn }
+
+func (c tcpAsPacket) ReadFrom(b []byte) (int, net.Addr, error) {
+	n, err := c.Read(b)
+	return n, c.RemoteAddr(), err
+}
+
+func (c tcpAsPacket) WriteTo(b []byte, _ net.Addr) (int, error) { return c.Write(b) }
+
+func checkSteerError(t *testing.T, op, network string, err error, want string) {
 	t.Helper()
 	var oe *net.OpError
 	switch {
 	case err == nil:
 		t.Fatalf("no error, want one containing %q", want)
-	case !errors.As(err, &oe) || oe.Op != op:
-		t.Errorf("%v: want a *net.OpError with Op %q", err, op)
+	case !errors.As(err, &oe) || oe.Op != op || oe.Net != network:
+		t.Errorf("%v: want a *net.OpError with Op %q and Net %q", err, op, network)
 	case !strings.Contains(err.Error(), want):
 		t.Errorf("%v: want it to contain %q", err, want)
 	case strings.Count(err.Error(), "reuse: ") != 1:
 		t.Errorf("%v: want \"reuse: \" exactly once", err)
+	}
+}
+
+// TestSteerRefusedKeepsSteering checks what Steer's documentation says: a
+// Steer that fails leaves the group's earlier steering as it was. 1,000
+// datagrams tagged at offset 0, after four refused Steers, all reach their
+// member.
+func TestSteerRefusedKeepsSteering(t *testing.T) {
+	pcs, err := reuse.ListenPacketGroup("udp4", "127.0.0.1:0", groupSize)
+	if err != nil {
+		t.Fatal(err)
+	}
+	echoGroup(t, pcs)
+	steerOrSkip(t, pcs[0], reuse.Steering{Offset: 0})
+	for _, s := range []reuse.Steering{{Offset: -1}, {Offset: 65507}, {Offset: 1 << 40}} {
+		if err := reuse.Steer(pcs[2], s); err == nil {
+			t.Fatalf("Steer(%+v) on an IPv4 group: no error", s)
+		}
+	}
+	if err := reuse.Steer(nil, reuse.Steering{Offset: 1}); err == nil {
+		t.Fatal("Steer(nil): no error")
+	}
+	payloads := tagged(tagCount, 2, 0, 0, 1, 2, 3)
+	checkTagged(t, payloads, 0, askMembers(t, pcs[0].LocalAddr().String(), payloads), identity(groupSize))
+}
+
+// TestSteerOffsetRange checks Steering.Offset's range against datagrams
+// that reach it: on IPv4, offset 65506 is accepted and a datagram of 65,507
+// bytes, the largest, reaches its member by its last byte; 65507 is
+// refused. On IPv6, 65526 and 65,527 bytes, and 65527 refused.
+func TestSteerOffsetRange(t *testing.T) {
+	requireSteering(t)
+	for _, tc := range []struct {
+		network, address string
+		last             int // the last offset that a datagram reaches
+	}{
+		{"udp4", "127.0.0.1:0", 65506},
+		{"udp6", "[::1]:0", 65526},
+	} {
+		t.Run(tc.network, func(t *testing.T) {
+			pcs, err := reuse.ListenPacketGroup(tc.network, tc.address, 2)
+			if err != nil {
+				if errors.Is(err, unix.EADDRNOTAVAIL) || errors.Is(err, unix.EAFNOSUPPORT) {
+					t.Skipf("no %s loopback here: %v", tc.network, err)
+				}
+				t.Fatal(err)
+			}
+			echoGroup(t, pcs)
+			if err := reuse.Steer(pcs[0], reuse.Steering{Offset: tc.last + 1}); err == nil {
+				t.Errorf("Steer with offset %d: no error", tc.last+1)
+			}
+			if err := reuse.Steer(pcs[0], reuse.Steering{Offset: tc.last}); err != nil {
+				t.Fatalf("Steer with offset %d: %v", tc.last, err)
+			}
+			// 20 datagrams of the largest size, 10 tagged for each member.
+			payloads := tagged(20, tc.last+1, tc.last, 0, 1)
+			checkTagged(t, payloads, tc.last, askMembers(t, pcs[0].LocalAddr().String(), payloads), identity(2))
+		})
 	}
 }
 
@@ -643,6 +738,7 @@ func TestConfigSteering(t *testing.T) {
 func TestConfigSteeringRefused(t *testing.T) {
 	quic := reuse.QUICSteering()
 	bad := reuse.Steering{Offset: -1}
+	past4, past6 := reuse.Steering{Offset: 65507}, reuse.Steering{Offset: 65527}
 	before := sockettest.OpenFDs(t)
 	for _, tc := range []struct {
 		name string
@@ -663,14 +759,31 @@ func TestConfigSteeringRefused(t *testing.T) {
 			return err
 		}, "needs Share"},
 		{"bad offset", reuse.Config{Steering: &bad}, func(c reuse.Config) error {
-			_, err := c.ListenPacketGroup(context.Background(), "udp4", "127.0.0.1:0", 2)
+			_, err := c.ListenPacketGroup(context.Background(), "udp4", "127.0.0.1:0", 4)
 			return err
-		}, "steering offset -1"},
+		}, "steering offset -1: want 0 to 65506"},
+		{"offset past any IPv4 payload", reuse.Config{Steering: &past4}, func(c reuse.Config) error {
+			_, err := c.ListenPacketGroup(context.Background(), "udp4", "127.0.0.1:0", 4)
+			return err
+		}, "steering offset 65507: want 0 to 65506"},
+		// udp may open an IPv6 socket: the offset is checked for IPv4 once
+		// the socket is open, and the socket closed.
+		{"offset past any IPv4 payload, udp", reuse.Config{Steering: &past4}, func(c reuse.Config) error {
+			_, err := c.ListenPacketGroup(context.Background(), "udp", "127.0.0.1:0", 4)
+			return err
+		}, "steering offset 65507: want 0 to 65506"},
+		{"offset past any payload, udp6", reuse.Config{Steering: &past6}, func(c reuse.Config) error {
+			_, err := c.ListenPacket(context.Background(), "udp6", "[::1]:0")
+			return err
+		}, "steering offset 65527: want 0 to 65526"},
 	} {
 		err := tc.open(tc.cfg)
 		var oe *net.OpError
 		if err == nil || !errors.As(err, &oe) || oe.Op != "listen" || !strings.Contains(err.Error(), tc.want) || strings.Count(err.Error(), "reuse: ") != 1 {
 			t.Errorf("%s: %v, want a *net.OpError of Op listen saying %q, with one \"reuse: \"", tc.name, err, tc.want)
+		}
+		if err != nil && strings.Contains(err.Error(), "member") {
+			t.Errorf("%s: %v names a member: the Config is at fault", tc.name, err)
 		}
 	}
 	if after := sockettest.OpenFDs(t); after != before {

@@ -11,7 +11,7 @@ import (
 
 // errNoSteering is the error of Steer and Unsteer here: no other OS lets a
 // process pick the member of a group that receives a datagram.
-var errNoSteering = fmt.Errorf("%ssteering a UDP group needs Linux (SO_ATTACH_REUSEPORT_CBPF), not %s: %w", errPrefix, runtime.GOOS, errors.ErrUnsupported)
+var errNoSteering = fmt.Errorf("steering a UDP group needs Linux (SO_ATTACH_REUSEPORT_CBPF), not %s: %w", runtime.GOOS, errors.ErrUnsupported)
 
 func canSteer() error { return errNoSteering }
 

@@ -92,6 +92,28 @@ func TestQUICConnectionIDsBadInput(t *testing.T) {
 	}
 }
 
+// TestQUICConnectionIDLen checks that ConnectionIDLen agrees with
+// Generate: the length of the IDs it makes, and 0 where Len is out of range
+// and it makes none.
+func TestQUICConnectionIDLen(t *testing.T) {
+	for _, tc := range []struct{ len, want int }{
+		{0, 8}, {8, 8}, {13, 13}, {20, 20},
+		{-1, 0}, {7, 0}, {21, 0}, {1 << 20, 0},
+	} {
+		g := reuse.QUICConnectionIDs{Member: 1, Len: tc.len}
+		if got := g.ConnectionIDLen(); got != tc.want {
+			t.Errorf("Len %d: ConnectionIDLen() = %d, want %d", tc.len, got, tc.want)
+		}
+		id, err := g.Generate()
+		switch {
+		case tc.want == 0 && err == nil:
+			t.Errorf("Len %d: Generate made %x, want an error", tc.len, id)
+		case tc.want != 0 && (err != nil || len(id) != tc.want):
+			t.Errorf("Len %d: Generate() = %x, %v; want %d bytes", tc.len, id, err, tc.want)
+		}
+	}
+}
+
 // TestConfigSteeringUnsupported checks that where the OS cannot steer, a
 // Config with Steering fails before it opens a socket.
 func TestConfigSteeringUnsupported(t *testing.T) {
