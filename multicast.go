@@ -105,21 +105,17 @@ func multicastNetwork(network string, gaddr *net.UDPAddr) (string, error) {
 	return "udp6", nil
 }
 
-// joinGroup joins group on ifi, or on the system's choice if ifi is nil.
+// joinGroup joins group on ifi, or on the system's choice if ifi is nil,
+// and sends to the group through ifi too. With join, it is the package's
+// one multicast join, like golang.org/x/net/ipv4's setGroup: each OS file
+// gives only its setsockopt calls (setIPv4Group and the like).
 func joinGroup(conn *net.UDPConn, ifi *net.Interface, group net.IP) error {
 	rc, err := conn.SyscallConn()
 	if err != nil {
 		return err
 	}
 	var jerr error
-	err = rc.Control(func(fd uintptr) {
-		if ip4 := group.To4(); ip4 != nil {
-			jerr = joinIPv4(fd, ifi, ip4)
-		} else {
-			jerr = joinIPv6(fd, ifi, group)
-		}
-	})
-	if err != nil {
+	if err := rc.Control(func(fd uintptr) { jerr = join(fd, ifi, group) }); err != nil {
 		return err
 	}
 	if jerr != nil {
@@ -132,7 +128,59 @@ func joinGroup(conn *net.UDPConn, ifi *net.Interface, group net.IP) error {
 	return nil
 }
 
-// optError names the socket option that failed.
+// join sets on fd, in order, the options that join group on ifi.
+func join(fd uintptr, ifi *net.Interface, group net.IP) error {
+	ip4 := group.To4()
+	if ip4 == nil {
+		if err := onlyJoinedGroups(fd, true); err != nil {
+			return err
+		}
+		if err := setIPv6Group(fd, ifi, group); err != nil {
+			return optError("IPV6_JOIN_GROUP", err)
+		}
+		if ifi != nil {
+			return optError("IPV6_MULTICAST_IF", setIPv6Interface(fd, ifi))
+		}
+		return nil
+	}
+	if err := onlyJoinedGroups(fd, false); err != nil {
+		return err
+	}
+	var ifaddr net.IP
+	if ifi != nil && !ipv4JoinByIndex {
+		var err error
+		if ifaddr, err = interfaceIPv4(ifi); err != nil {
+			return err
+		}
+	}
+	if err := setIPv4Group(fd, ifi, ifaddr, ip4); err != nil {
+		return optError("IP_ADD_MEMBERSHIP", err)
+	}
+	if ifi != nil {
+		return optError("IP_MULTICAST_IF", setIPv4Interface(fd, ifi, ifaddr))
+	}
+	return nil
+}
+
+// interfaceIPv4 returns the first IPv4 address of ifi, by which BSD stacks
+// and Winsock name an interface for IPv4 multicast (ipv4JoinByIndex false).
+func interfaceIPv4(ifi *net.Interface) (net.IP, error) {
+	addrs, err := ifi.Addrs()
+	if err != nil {
+		return nil, err
+	}
+	for _, a := range addrs {
+		if ipn, ok := a.(*net.IPNet); ok && ipn.IP.To4() != nil {
+			return ipn.IP.To4(), nil
+		}
+	}
+	return nil, fmt.Errorf("interface %q has no IPv4 address to join an IPv4 group on", ifi.Name)
+}
+
+// optError names the socket option that failed, if one did.
 func optError(name string, err error) error {
+	if err == nil {
+		return nil
+	}
 	return fmt.Errorf("%s: %w", name, os.NewSyscallError("setsockopt", err))
 }

@@ -8,31 +8,23 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// joinIPv4 joins the IPv4 group on ifi, which these stacks name by its IPv4
-// address.
-func joinIPv4(fd uintptr, ifi *net.Interface, group net.IP) error {
-	s := int(fd)
+// ipv4JoinByIndex: these stacks name the interface of an IPv4 group by an
+// IPv4 address of it (ip_mreq).
+const ipv4JoinByIndex = false
+
+// onlyJoinedGroups does nothing here: a socket receives the groups it
+// joined.
+func onlyJoinedGroups(uintptr, bool) error { return nil }
+
+func setIPv4Group(fd uintptr, _ *net.Interface, ifaddr, group net.IP) error {
 	mreq := &unix.IPMreq{}
 	copy(mreq.Multiaddr[:], group)
-	if ifi != nil {
-		ip, err := interfaceIPv4(ifi)
-		if err != nil {
-			return err
-		}
-		copy(mreq.Interface[:], ip)
-	}
-	if err := unix.SetsockoptIPMreq(s, unix.IPPROTO_IP, unix.IP_ADD_MEMBERSHIP, mreq); err != nil {
-		return optError("IP_ADD_MEMBERSHIP", err)
-	}
-	if ifi != nil {
-		if err := unix.SetsockoptInet4Addr(s, unix.IPPROTO_IP, unix.IP_MULTICAST_IF, mreq.Interface); err != nil {
-			return optError("IP_MULTICAST_IF", err)
-		}
-	}
-	return nil
+	copy(mreq.Interface[:], ifaddr)
+	return unix.SetsockoptIPMreq(int(fd), unix.IPPROTO_IP, unix.IP_ADD_MEMBERSHIP, mreq)
 }
 
-// joinIPv6 joins the IPv6 group on ifi.
-func joinIPv6(fd uintptr, ifi *net.Interface, group net.IP) error {
-	return joinIPv6Group(int(fd), ifi, group)
+func setIPv4Interface(fd uintptr, _ *net.Interface, ifaddr net.IP) error {
+	var a [4]byte
+	copy(a[:], ifaddr)
+	return unix.SetsockoptInet4Addr(int(fd), unix.IPPROTO_IP, unix.IP_MULTICAST_IF, a)
 }

@@ -8,21 +8,17 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// joinIPv6Group joins the IPv6 group on ifi (nil: the system's choice), and
-// sends on ifi too; every Unix names the interface by its index.
-func joinIPv6Group(s int, ifi *net.Interface, group net.IP) error {
+// Every Unix names the interface of an IPv6 group by its index.
+
+func setIPv6Group(fd uintptr, ifi *net.Interface, group net.IP) error {
 	mreq := &unix.IPv6Mreq{}
 	copy(mreq.Multiaddr[:], group)
 	if ifi != nil {
 		mreq.Interface = uint32(ifi.Index)
 	}
-	if err := unix.SetsockoptIPv6Mreq(s, unix.IPPROTO_IPV6, unix.IPV6_JOIN_GROUP, mreq); err != nil {
-		return optError("IPV6_JOIN_GROUP", err)
-	}
-	if ifi != nil {
-		if err := unix.SetsockoptInt(s, unix.IPPROTO_IPV6, unix.IPV6_MULTICAST_IF, ifi.Index); err != nil {
-			return optError("IPV6_MULTICAST_IF", err)
-		}
-	}
-	return nil
+	return unix.SetsockoptIPv6Mreq(int(fd), unix.IPPROTO_IPV6, unix.IPV6_JOIN_GROUP, mreq)
+}
+
+func setIPv6Interface(fd uintptr, ifi *net.Interface) error {
+	return unix.SetsockoptInt(int(fd), unix.IPPROTO_IPV6, unix.IPV6_MULTICAST_IF, ifi.Index)
 }

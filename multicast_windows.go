@@ -6,45 +6,36 @@ import (
 	"golang.org/x/sys/windows"
 )
 
-// joinIPv4 joins the IPv4 group on ifi, which Winsock names by its IPv4
-// address.
-func joinIPv4(fd uintptr, ifi *net.Interface, group net.IP) error {
-	h := windows.Handle(fd)
+// ipv4JoinByIndex: Winsock names the interface of an IPv4 group by an IPv4
+// address of it (ip_mreq), of an IPv6 group by its index.
+const ipv4JoinByIndex = false
+
+// onlyJoinedGroups does nothing here: a socket receives the groups it
+// joined.
+func onlyJoinedGroups(uintptr, bool) error { return nil }
+
+func setIPv4Group(fd uintptr, _ *net.Interface, ifaddr, group net.IP) error {
 	mreq := &windows.IPMreq{}
 	copy(mreq.Multiaddr[:], group)
-	if ifi != nil {
-		ip, err := interfaceIPv4(ifi)
-		if err != nil {
-			return err
-		}
-		copy(mreq.Interface[:], ip)
-	}
-	if err := windows.SetsockoptIPMreq(h, windows.IPPROTO_IP, windows.IP_ADD_MEMBERSHIP, mreq); err != nil {
-		return optError("IP_ADD_MEMBERSHIP", err)
-	}
-	if ifi != nil {
-		if err := windows.SetsockoptInet4Addr(h, windows.IPPROTO_IP, windows.IP_MULTICAST_IF, mreq.Interface); err != nil {
-			return optError("IP_MULTICAST_IF", err)
-		}
-	}
-	return nil
+	copy(mreq.Interface[:], ifaddr)
+	return windows.SetsockoptIPMreq(windows.Handle(fd), windows.IPPROTO_IP, windows.IP_ADD_MEMBERSHIP, mreq)
 }
 
-// joinIPv6 joins the IPv6 group on ifi.
-func joinIPv6(fd uintptr, ifi *net.Interface, group net.IP) error {
-	h := windows.Handle(fd)
+func setIPv4Interface(fd uintptr, _ *net.Interface, ifaddr net.IP) error {
+	var a [4]byte
+	copy(a[:], ifaddr)
+	return windows.SetsockoptInet4Addr(windows.Handle(fd), windows.IPPROTO_IP, windows.IP_MULTICAST_IF, a)
+}
+
+func setIPv6Group(fd uintptr, ifi *net.Interface, group net.IP) error {
 	mreq := &windows.IPv6Mreq{}
 	copy(mreq.Multiaddr[:], group)
 	if ifi != nil {
 		mreq.Interface = uint32(ifi.Index)
 	}
-	if err := windows.SetsockoptIPv6Mreq(h, windows.IPPROTO_IPV6, windows.IPV6_JOIN_GROUP, mreq); err != nil {
-		return optError("IPV6_JOIN_GROUP", err)
-	}
-	if ifi != nil {
-		if err := windows.SetsockoptInt(h, windows.IPPROTO_IPV6, windows.IPV6_MULTICAST_IF, ifi.Index); err != nil {
-			return optError("IPV6_MULTICAST_IF", err)
-		}
-	}
-	return nil
+	return windows.SetsockoptIPv6Mreq(windows.Handle(fd), windows.IPPROTO_IPV6, windows.IPV6_JOIN_GROUP, mreq)
+}
+
+func setIPv6Interface(fd uintptr, ifi *net.Interface) error {
+	return windows.SetsockoptInt(windows.Handle(fd), windows.IPPROTO_IPV6, windows.IPV6_MULTICAST_IF, ifi.Index)
 }
