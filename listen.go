@@ -372,7 +372,7 @@ func (e *bindFailuresError) Unwrap() []error {
 type bindError struct {
 	mode Mode
 	opts []sockOpt
-	err  *os.SyscallError
+	err  error // bind's *os.SyscallError, or an error wrapping it
 }
 
 func (e *bindError) Error() string {
