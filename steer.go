@@ -30,12 +30,13 @@ type Steering struct {
 	// (k at or past the size of the group), goes by the hash.
 	//
 	// Offset must be a byte that a datagram can reach: 0 to 65506 on an
-	// IPv4 socket, whose largest UDP payload is 65,507 bytes (65,535 less
-	// the 20-byte IPv4 header and the 8-byte UDP header), 0 to 65526 on an
-	// IPv6 one, whose largest is 65,527 bytes (IPv6's payload length counts
-	// the UDP header but not its own; Linux receives no UDP jumbograms). A
-	// dual-stack IPv6 socket takes the IPv6 range: its IPv4 datagrams
-	// too short to reach Offset go by the hash.
+	// IPv4 socket, 0 to 65526 on an IPv6 one. The UDP header's 16-bit
+	// length, which counts its own 8 bytes, caps a payload at 65,527
+	// bytes; IPv4's total length, which counts its 20-byte header too, at
+	// 65,507. (IPv6 jumbograms, RFC 2675, are left out.) A dual-stack IPv6
+	// socket takes the IPv6 range: its IPv4 datagrams too short to reach
+	// Offset go by the hash. Steer, ListenPacket and ListenPacketGroup
+	// refuse an Offset out of range.
 	Offset int
 
 	// HashIf lists bits of the payload's first byte: a datagram with any of
