@@ -504,6 +504,8 @@ func TestSteerBadInput(t *testing.T) {
 		{"unix socket", unixgram, reuse.QUICSteering(), "unixgram", "steering needs a UDP socket, not a unixgram socket"},
 		{"TCP socket", tcp, reuse.QUICSteering(), "tcp", "steering needs a UDP socket, not a TCP socket"},
 		{"not shared", plain, reuse.QUICSteering(), "udp", "no SO_REUSEPORT"},
+		{"no SyscallConn", struct{ net.PacketConn }{pcs[0]}, reuse.QUICSteering(), "udp",
+			"a struct { net.PacketConn }, which has no SyscallConn: want a UDP socket of a group"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			err := reuse.Steer(tc.pc, tc.s)
