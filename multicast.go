@@ -21,8 +21,11 @@ import (
 // the port while this one is open.
 //
 // The socket is bound to the wildcard address of the port (0.0.0.0 or ::),
-// as [net.ListenMulticastUDP] does. On Linux it receives only the groups it
-// joined, not those that other sockets of the host joined on the same port.
+// as [net.ListenMulticastUDP] does, so that an Exclusive receiver holds the
+// port on every address. On Linux it receives only the groups it joined,
+// not those that other sockets of the host joined on the same port: it
+// clears IP_MULTICAST_ALL and IPV6_MULTICAST_ALL (Linux 4.20+; older
+// kernels deliver every group joined on the port).
 // Unlike [net.ListenMulticastUDP], it leaves IP_MULTICAST_LOOP on, so that
 // what one receiver sends to the group also reaches the others on the host.
 //

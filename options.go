@@ -85,14 +85,10 @@ type optTable struct {
 	zeroPortAfterBind bool
 }
 
-// reusePortTable is for the OSes where SO_REUSEPORT makes the group: Linux
-// and Android (3.9+), AIX, macOS, iOS, DragonFly, NetBSD and OpenBSD. The
-// options are the same; what the OS does with them is not (doc.go): Linux,
-// DragonFly and AIX 7.2.5+ balance, the others give unicast traffic to one
-// socket (macOS: the last bound). SO_REUSEADDR lets a listener bind past
-// TIME_WAIT; on a unicast datagram socket it would let any user share the
-// port (Linux), so those never carry it. Every receiver of a multicast group
-// gets its own copy.
+// reusePortTable is for the OSes where SO_REUSEPORT makes the group
+// (tableFor); what each does with it is in doc.go's "Per OS". SO_REUSEADDR
+// lets a listener bind past TIME_WAIT; on a unicast datagram socket it would
+// let any user share the port (Linux), so those never carry it.
 var reusePortTable = optTable{opts: [2][numKinds][]sockOpt{
 	Share: {
 		streamListener:    {reuseAddrOn, reusePortOn},
@@ -117,10 +113,9 @@ var linuxTable = func() optTable {
 	return t
 }()
 
-// freebsdTable: SO_REUSEPORT_LB (12.0+) balances listening and bound
-// datagram sockets by a hash, at most 256 a group; plain SO_REUSEPORT only
-// lets sockets bind together, which is what dialers and multicast receivers
-// need.
+// freebsdTable: SO_REUSEPORT_LB balances listening and bound datagram
+// sockets (doc.go's "Per OS"); plain SO_REUSEPORT only lets sockets bind
+// together, which is what dialers and multicast receivers need.
 var freebsdTable = optTable{opts: [2][numKinds][]sockOpt{
 	Share: {
 		streamListener:    {reuseAddrOn, reusePortLBOn},
@@ -136,10 +131,10 @@ var freebsdTable = optTable{opts: [2][numKinds][]sockOpt{
 	},
 }}
 
-// solarisTable: Exclusive sets SO_EXCLBIND. Share has no option but on a
-// multicast receiver, where SO_REUSEADDR alone lets every receiver of a
-// group bind the port, as in Go's net.ListenMulticastUDP: illumos has no
-// SO_REUSEPORT, and golang.org/x/sys lacks Solaris 11.4's.
+// solarisTable: Exclusive sets SO_EXCLBIND. Share has no option (missing;
+// doc.go's "Per OS" says why) but on a multicast receiver, where
+// SO_REUSEADDR alone lets every receiver of a group bind the port, as in
+// Go's net.ListenMulticastUDP.
 var solarisTable = optTable{missing: "SO_REUSEPORT", opts: [2][numKinds][]sockOpt{
 	Share: {
 		multicastDatagram: {reuseAddrOn},

@@ -7,6 +7,13 @@ import (
 
 // RetryPolicy says how Listen and ListenPacket retry a bind refused because
 // the address is in use. The zero RetryPolicy tries once.
+//
+// The waits double from Initial up to Max, each drawn at random from its
+// upper half, so that servers restarted together do not retry in step,
+// until the attempts are spent or the context is done. When no address
+// binds, the error lists every address, how often it was tried and why it
+// failed, then the context's error if it ended the tries; errors.Is
+// matches each.
 type RetryPolicy struct {
 	// Attempts is the most binds tried on each address, the first one
 	// included. Below 2, an address is tried once.

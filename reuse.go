@@ -16,8 +16,8 @@ type Mode int
 
 const (
 	// Share lets sockets of the same user bind the same address and port.
-	// Where the OS balances (Linux, DragonFly, FreeBSD's SO_REUSEPORT_LB, AIX
-	// 7.2.5+), it spreads connections and datagrams across them.
+	// Where the OS balances (see BalancingHere), it spreads connections and
+	// datagrams across them.
 	Share Mode = iota
 	// Exclusive lets no other socket bind the address and port, where the OS
 	// can enforce that. It still lets a restarted server bind again while its
@@ -40,6 +40,16 @@ func (m Mode) String() string {
 // (Mode Share) and otherwise behaves like the zero [net.ListenConfig] and
 // [net.Dialer]. A Config may be used by several goroutines at once as long as
 // none of them changes it.
+//
+// Errors of Listen, ListenPacket, Dial, the groups and ListenMulticastUDP
+// are *[net.OpError] values naming the operation,
+// network and address, and the package's own words in them start with
+// "reuse: ", once. A refused bind names the Mode and the options the
+// socket carried; a failed setsockopt wraps an *[os.SyscallError] and names
+// the option; unix and ip networks, which have no port, and what the OS
+// cannot do, wrap [errors.ErrUnsupported]. A nil context.Context is an
+// error, not a panic. Control and DialerControl return the bare error,
+// which net wraps in its own *net.OpError.
 type Config struct {
 	// Mode says whether other sockets may bind the same address and port.
 	Mode Mode
@@ -236,6 +246,15 @@ func opError(op, network, address string, err error) error {
 // returned is one that no other socket held when it was chosen, so that the
 // listener never joins a group of someone else's by accident.
 //
+// To keep that promise on Linux and Android, Listen binds port 0 with
+// nothing shared, which gets a port nobody holds, and sets the sharing
+// options right after bind: later sockets join as usual. Elsewhere, and
+// where c.ListenConfig has a Control (promised every option before it
+// runs), it first binds port 0 without sharing, closes that socket and
+// binds the shared one on its port; a bind refused between the two is
+// retried on a new port. Fallback addresses and multicast receivers with
+// port 0 are handled alike.
+//
 // A nil ctx is an error, as in every function of the package that takes
 // one.
 func (c *Config) Listen(ctx context.Context, network, address string) (net.Listener, error) {
@@ -261,6 +280,13 @@ func (c *Config) ListenPacket(ctx context.Context, network, address string) (net
 // 5-tuple, while the first is open or in TIME_WAIT; connect refuses it, and
 // the error says so and matches both the OS's errno (EADDRNOTAVAIL on Linux)
 // and EADDRINUSE with errors.Is.
+//
+// A fixed local port also meets TIME_WAIT at bind: under Share (with
+// SO_REUSEADDR) a dialer binds a local port that a closed connection holds
+// in TIME_WAIT, but an Exclusive dialer, which clears SO_REUSEADDR, is
+// refused with EADDRINUSE until TIME_WAIT ends (60 s on Linux, on the side
+// that closed first). Connected UDP sockets on Linux may repeat a 4-tuple:
+// the second connect succeeds.
 func (c *Config) Dial(ctx context.Context, network, laddr, raddr string) (net.Conn, error) {
 	conn, err := c.dial(ctx, network, laddr, raddr)
 	if err != nil {

@@ -726,7 +726,7 @@ func TestPortZeroNeverShared(t *testing.T) {
 	})
 	t.Logf("UDP, SO_REUSEPORT set by hand: %d of %d binds to port 0 got a port already held", raw, n)
 	if raw == 0 {
-		t.Errorf("no collision in %d hand-made SO_REUSEPORT binds: the kernel no longer shows the problem this guards against; revisit doc.go's Port 0 section", n)
+		t.Errorf("no collision in %d hand-made SO_REUSEPORT binds: the kernel no longer shows the problem this guards against; revisit Config.Listen's and Config.Control's docs on port 0", n)
 	}
 	// Control runs before bind: with port 0 it cannot keep the promise,
 	// and under Share it sets SO_REUSEPORT as by hand (doc.go, Control).

@@ -53,6 +53,12 @@ type Steering struct {
 // 0-RTT, Handshake) belongs to a handshake, which does not migrate, and the
 // client's first ones carry an ID that the client chose: it goes by the
 // hash, which keeps one handshake, from one address, on one member.
+//
+// In examples/quic, 100 of 100 quic-go connections survive migrating to a
+// new client port on a steered group of 4, about a quarter on a hashed one;
+// the program's cost is in the README's QUIC section (bench/steer.sh). A
+// steered QUIC server restarts without breaking a connection with a
+// Handover whose Steering is set.
 func QUICSteering() Steering { return Steering{Offset: 1, HashIf: 0x80} }
 
 // The largest UDP payloads (see Steering.Offset).
