@@ -423,10 +423,10 @@ func explainBind(m Mode, opts []sockOpt, err error) error {
 		return err
 	}
 	se, ok := oe.Err.(*os.SyscallError)
-	if !ok || se.Syscall != "bind" {
+	if !ok || se.Syscall != "bind" && se.Syscall != "listen" {
 		return err
 	}
 	e := *oe
-	e.Err = &bindError{m, opts, se}
+	e.Err = explainInUse(oe, &bindError{m, opts, se}, opts)
 	return &e
 }

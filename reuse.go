@@ -306,7 +306,7 @@ func explainTupleInUse(err error) error {
 		return err
 	}
 	e := *oe
-	e.Err = &tupleInUseError{oe.Err}
+	e.Err = explainInUse(oe, &tupleInUseError{oe.Err}, nil)
 	return &e
 }
 

@@ -1,0 +1,328 @@
+package reuse_test
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/netip"
+	"os"
+	"os/user"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/google/go-cmp/cmp"
+
+	"github.com/sockreuse/reuse"
+	"github.com/sockreuse/reuse/internal/netns"
+	"github.com/sockreuse/reuse/internal/sockettest"
+)
+
+func init() {
+	sockettest.Register("hold", holdWorker)
+	sockettest.Register("try-listen", tryListenWorker)
+}
+
+// holdWorker holds sockets on address args[2] of network args[1], made as
+// args[0] says: "plain" (net, no option of the package), "share",
+// "exclusive", "mptcp" (an Exclusive MPTCP listener), "group4" and
+// "group300" (groups under Share). With a fourth argument "netns" it first
+// brings up the loopback interface of its private network namespace. It
+// prints "holding ADDRESS" and holds them until its standard input closes.
+func holdWorker(args []string) error {
+	if len(args) < 3 {
+		return fmt.Errorf("want how, network, address; got %q", args)
+	}
+	how, network, address := args[0], args[1], args[2]
+	if len(args) > 3 && args[3] == "netns" {
+		if err := netns.SetUpLoopback(); err != nil {
+			return err
+		}
+	}
+	socks, err := holdSockets(how, network, address)
+	if err != nil {
+		return err
+	}
+	fmt.Println("holding", localAddrOf(socks[0]))
+	_, _ = io.Copy(io.Discard, os.Stdin)
+	for _, s := range socks {
+		s.Close()
+	}
+	return nil
+}
+
+// holdSockets opens the sockets of holdWorker.
+func holdSockets(how, network, address string) ([]io.Closer, error) {
+	ctx := context.Background()
+	udp := strings.HasPrefix(network, "udp")
+	var c reuse.Config
+	n := 1
+	switch how {
+	case "plain":
+		var s io.Closer
+		var err error
+		if udp {
+			s, err = net.ListenPacket(network, address)
+		} else {
+			s, err = net.Listen(network, address)
+		}
+		return []io.Closer{s}, err
+	case "share":
+	case "exclusive":
+		c.Mode = reuse.Exclusive
+	case "mptcp":
+		c.Mode = reuse.Exclusive
+		c.ListenConfig.SetMultipathTCP(true)
+	case "group4":
+		n = 4
+	case "group300":
+		n = 300
+	default:
+		return nil, fmt.Errorf("unknown way to hold %q", how)
+	}
+	var socks []io.Closer
+	if udp {
+		pcs, err := c.ListenPacketGroup(ctx, network, address, n)
+		for _, pc := range pcs {
+			socks = append(socks, pc)
+		}
+		return socks, err
+	}
+	lns, err := c.ListenGroup(ctx, network, address, n)
+	for _, ln := range lns {
+		socks = append(socks, ln)
+	}
+	return socks, err
+}
+
+// localAddrOf returns the local address of a listener or packet conn.
+func localAddrOf(s io.Closer) string {
+	switch s := s.(type) {
+	case net.Listener:
+		return s.Addr().String()
+	case net.PacketConn:
+		return s.LocalAddr().String()
+	}
+	return ""
+}
+
+// tryReport is what tryListenWorker prints, as JSON: the error's message
+// and the holders it names.
+type tryReport struct {
+	Message string
+	Holders []reuse.Holder
+}
+
+// tryListenWorker listens with reuse.Listen or ListenPacket (args[0]
+// network, args[1] address) and prints "bound", or "refused " and a
+// tryReport.
+func tryListenWorker(args []string) error {
+	if len(args) != 2 {
+		return fmt.Errorf("want network, address; got %q", args)
+	}
+	s, err := listenAny(reuse.Config{}, args[0], args[1])
+	if err == nil {
+		s.Close()
+		fmt.Println("bound")
+		return nil
+	}
+	r := tryReport{Message: err.Error()}
+	var ie *reuse.InUseError
+	if errors.As(err, &ie) {
+		r.Holders = ie.Holders
+	}
+	b, err := json.Marshal(r)
+	if err != nil {
+		return err
+	}
+	fmt.Printf("refused %s\n", b)
+	return nil
+}
+
+// listenAny is c.Listen or c.ListenPacket, by network.
+func listenAny(c reuse.Config, network, address string) (io.Closer, error) {
+	if strings.HasPrefix(network, "udp") {
+		return c.ListenPacket(context.Background(), network, address)
+	}
+	return c.Listen(context.Background(), network, address)
+}
+
+// holding starts a holdWorker and returns it and the address it holds.
+func holding(t *testing.T, how, network, address string, opts ...sockettest.WorkerOption) (*sockettest.Worker, netip.AddrPort) {
+	t.Helper()
+	args := []string{how, network, address}
+	w := sockettest.StartWorker(t, "hold", args, opts...)
+	t.Cleanup(func() { _ = w.Wait() })
+	return w, netip.MustParseAddrPort(w.Expect("holding", 20*time.Second))
+}
+
+// shown is what a test compares of a Holder: everything but the rule,
+// which it checks by a phrase, the time left and the command.
+type shown struct {
+	Network, Local, Remote, State string
+	UID                           int
+	User                          string
+	PID                           int
+	PIDUnknown                    bool
+}
+
+func show(hs []reuse.Holder) []shown {
+	var s []shown
+	for _, h := range hs {
+		r := ""
+		if h.Remote.IsValid() {
+			r = h.Remote.String()
+		}
+		s = append(s, shown{h.Network, h.Local.String(), r, h.State, h.UID, h.User, h.PID, h.NoPID != ""})
+	}
+	return s
+}
+
+// userName is the name of uid on this machine, as the error gives it.
+func userName(t *testing.T, uid int) string {
+	t.Helper()
+	u, err := user.LookupId(strconv.Itoa(uid))
+	if err != nil {
+		return ""
+	}
+	return u.Username
+}
+
+// inUse returns the InUseError of err, failing the test if err is none or
+// does not match syscall.EADDRINUSE.
+func inUse(t *testing.T, err error) *reuse.InUseError {
+	t.Helper()
+	if err == nil {
+		t.Fatal("bound, want refused")
+	}
+	if !errors.Is(err, syscall.EADDRINUSE) {
+		t.Errorf("errors.Is(%v, EADDRINUSE) = false", err)
+	}
+	var ie *reuse.InUseError
+	if !errors.As(err, &ie) {
+		t.Fatalf("no *reuse.InUseError in %T: %v", err, err)
+	}
+	return ie
+}
+
+// checkHolders compares the holders of ie with want, and each rule with
+// the phrase of rules.
+func checkHolders(t *testing.T, ie *reuse.InUseError, want []shown, rules ...string) {
+	t.Helper()
+	if diff := cmp.Diff(want, show(ie.Holders)); diff != "" {
+		t.Errorf("holders (-want +got):\n%s\nmessage: %v", diff, ie)
+	}
+	for _, h := range ie.Holders {
+		for _, r := range rules {
+			if !strings.Contains(h.Rule, r) {
+				t.Errorf("rule %q, want it to say %q", h.Rule, r)
+			}
+		}
+	}
+	if msg := ie.Error(); !strings.Contains(msg, "held by") {
+		t.Errorf("message names no holder: %s", msg)
+	}
+	t.Logf("%v", ie)
+}
+
+// TestInUseErrorSameUser: a socket of this user that does not share
+// (net's own, Exclusive, an MPTCP Exclusive listener), in another process,
+// refuses Listen and ListenPacket; the error names it, its process, and
+// says that it was bound without SO_REUSEPORT, inferred. Run as root and
+// as uid 65534 alike.
+func TestInUseErrorSameUser(t *testing.T) {
+	me := os.Geteuid()
+	for _, c := range []struct{ how, network, addr, proto string }{
+		{"plain", "tcp4", "127.0.0.1:0", "tcp"},
+		{"plain", "udp4", "127.0.0.1:0", "udp"},
+		{"plain", "tcp6", "[::1]:0", "tcp"},
+		{"plain", "udp6", "[::1]:0", "udp"},
+		{"exclusive", "tcp4", "127.0.0.1:0", "tcp"},
+		{"exclusive", "udp6", "[::1]:0", "udp"},
+		{"mptcp", "tcp4", "127.0.0.1:0", "mptcp"},
+	} {
+		t.Run(c.how+"/"+c.network, func(t *testing.T) {
+			if c.proto == "mptcp" && !mptcpEnabled() {
+				t.Skip("MPTCP is not enabled in this network namespace (net.mptcp.enabled)")
+			}
+			w, held := holding(t, c.how, c.network, c.addr)
+			_, err := listenAny(reuse.Config{}, c.network, held.String())
+			ie := inUse(t, err)
+			checkHolders(t, ie, []shown{{c.proto, held.String(), "", map[bool]string{true: "bound", false: "listening"}[c.proto == "udp"], me, userName(t, me), w.Pid(), false}},
+				"bound without SO_REUSEPORT", "(inferred")
+		})
+	}
+}
+
+// TestInUseErrorOtherUser: sockets of uid 65534, with SO_REUSEPORT and
+// without, one and a group of 4, refuse root's Listen by the same-user
+// rule, and root sees their process; the other way round, uid 65534 is
+// told that root's process cannot be known, and why, rather than a guess.
+func TestInUseErrorOtherUser(t *testing.T) {
+	sockettest.RequireRoot(t, "run a worker as uid 65534")
+	nobody := sockettest.AsUser(65534, 65534)
+	for _, c := range []struct {
+		how, network string
+		n            int
+	}{
+		{"share", "tcp4", 1}, {"plain", "tcp4", 1}, {"share", "udp4", 1}, {"plain", "udp6", 1}, {"group4", "tcp4", 4}, {"group4", "udp4", 4},
+	} {
+		t.Run(c.how+"/"+c.network, func(t *testing.T) {
+			addr := "127.0.0.1:0"
+			if strings.HasSuffix(c.network, "6") {
+				addr = "[::1]:0"
+			}
+			w, held := holding(t, c.how, c.network, addr, nobody)
+			_, err := listenAny(reuse.Config{}, c.network, held.String())
+			ie := inUse(t, err)
+			state := "listening"
+			if strings.HasPrefix(c.network, "udp") {
+				state = "bound"
+			}
+			var want []shown
+			for i := 0; i < c.n; i++ {
+				want = append(want, shown{c.network[:3], held.String(), "", state, 65534, userName(t, 65534), w.Pid(), false})
+			}
+			checkHolders(t, ie, want, "another user's (uid 65534)", "SO_REUSEPORT shares a port only among sockets of one user")
+			if c.n > 1 && !strings.Contains(ie.Error(), fmt.Sprintf("%d × ", c.n)) {
+				t.Errorf("the %d sockets of the group are not on one line: %v", c.n, ie)
+			}
+		})
+	}
+	t.Run("seen by uid 65534", func(t *testing.T) {
+		w, held := holding(t, "share", "tcp4", "127.0.0.1:0")
+		try := sockettest.StartWorker(t, "try-listen", []string{"tcp4", held.String()}, nobody)
+		var r tryReport
+		if err := json.Unmarshal([]byte(try.Expect("refused", 20*time.Second)), &r); err != nil {
+			t.Fatal(err)
+		}
+		want := []shown{{"tcp", held.String(), "", "listening", 0, userName(t, 0), 0, true}}
+		if diff := cmp.Diff(want, show(r.Holders)); diff != "" {
+			t.Errorf("holders (-want +got):\n%s\n%s", diff, r.Message)
+		}
+		if !strings.Contains(r.Message, "pid unknown (another user's process, which only root (CAP_SYS_PTRACE) may look up)") {
+			t.Errorf("the message does not say why the pid is unknown: %s", r.Message)
+		}
+		if strings.Contains(r.Message, strconv.Itoa(w.Pid())) {
+			t.Errorf("the message names pid %d, which uid 65534 cannot know: %s", w.Pid(), r.Message)
+		}
+		t.Log(r.Message)
+	})
+	t.Run("300 sockets", func(t *testing.T) {
+		w, held := holding(t, "group300", "tcp4", "127.0.0.1:0", nobody)
+		_, err := reuse.Listen("tcp4", held.String())
+		ie := inUse(t, err)
+		if len(ie.Holders) != 300 {
+			t.Errorf("%d holders, want 300", len(ie.Holders))
+		}
+		msg := ie.Error()
+		if lines := strings.Count(msg, "\n") + 1; lines > 3 || !strings.Contains(msg, "300 × tcp "+held.String()) || !strings.Contains(msg, "pid "+strconv.Itoa(w.Pid())) {
+			t.Errorf("300 sockets of one process, want them on one line; got %d lines:\n%s", lines, msg)
+		}
+	})
+}
