@@ -214,10 +214,8 @@ func findOwners(hs []Holder, inodes []uint64) {
 		switch {
 		case len(ps) > 0:
 			h.PID, h.Command = ps[0].PID, ps[0].Command
-		case inodes[i] == 0 && h.State == "TIME_WAIT":
-			h.NoPID = "a connection in TIME_WAIT belongs to no process"
 		case inodes[i] == 0:
-			h.NoPID = "a closed connection that the kernel finishes, of no process"
+			h.NoPID = "a closed connection that the kernel keeps belongs to no process"
 		case err != nil:
 			h.NoPID = "cannot read /proc: " + err.Error()
 		case h.UID != me && me != 0 && owners.Hidden > 0:
@@ -281,7 +279,7 @@ func overlap(b binder, s sockdiag.Socket) bool {
 // conflicts applies the kernel's rule to b and s, given whether s set
 // SO_REUSEADDR and SO_REUSEPORT, which cannot be read from outside.
 func conflicts(b binder, s sockdiag.Socket, reuseAddr, reusePort bool) bool {
-	sameGroup := b.reusePort && reusePort && (s.UID == b.uid || (!b.udp && s.State == sockdiag.TimeWait))
+	sameGroup := b.reusePort && reusePort && (s.UID == b.uid || (!b.udp && s.TimeWait()))
 	if b.udp {
 		return !(b.reuseAddr && reuseAddr) && !sameGroup
 	}

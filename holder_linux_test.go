@@ -9,6 +9,7 @@ import (
 	"net"
 	"net/netip"
 	"os"
+	"os/exec"
 	"os/user"
 	"strconv"
 	"strings"
@@ -324,5 +325,160 @@ func TestInUseErrorOtherUser(t *testing.T) {
 		if lines := strings.Count(msg, "\n") + 1; lines > 3 || !strings.Contains(msg, "300 × tcp "+held.String()) || !strings.Contains(msg, "pid "+strconv.Itoa(w.Pid())) {
 			t.Errorf("300 sockets of one process, want them on one line; got %d lines:\n%s", lines, msg)
 		}
+	})
+}
+
+// TestInUseErrorAddresses: a wildcard address covers a specific one and the
+// reverse, IPv4, IPv6 and dual-stack, in a private network namespace (where
+// the test may bind wildcards); the holder is this process, with net's
+// plain sockets. Also ListenMulticastUDP, whose wildcard bind a plain
+// socket on 127.0.0.1 refuses, and a summary of 20 holders.
+func TestInUseErrorAddresses(t *testing.T) {
+	if !sockettest.RunInNetNS(t) {
+		return
+	}
+	me := os.Geteuid()
+	for _, c := range []struct {
+		holdNet, hold, net, addr, held, rule string
+	}{
+		{"tcp4", "0.0.0.0", "tcp4", "127.0.0.1", "0.0.0.0", "its wildcard 0.0.0.0 covers the 127.0.0.1 asked for"},
+		{"tcp4", "127.0.0.1", "tcp4", "0.0.0.0", "127.0.0.1", "the wildcard 0.0.0.0 asked for covers its 127.0.0.1"},
+		{"udp4", "0.0.0.0", "udp4", "127.0.0.1", "0.0.0.0", "its wildcard 0.0.0.0 covers the 127.0.0.1 asked for"},
+		{"tcp6", "::", "tcp6", "::1", "::", "its wildcard :: covers the ::1 asked for"},
+		{"udp6", "::1", "udp6", "::", "::1", "the wildcard :: asked for covers its ::1"},
+		{"tcp", "", "tcp4", "127.0.0.1", "::", "its wildcard :: (IPv6 and IPv4) covers the 127.0.0.1 asked for"},
+		{"tcp4", "127.0.0.1", "tcp", "", "127.0.0.1", "the wildcard :: (IPv6 and IPv4) asked for covers its 127.0.0.1"},
+		{"udp", "", "udp4", "127.0.0.1", "::", "its wildcard :: (IPv6 and IPv4) covers the 127.0.0.1 asked for"},
+	} {
+		t.Run(c.holdNet+" "+c.hold+" vs "+c.net+" "+c.addr, func(t *testing.T) {
+			s, err := holdSockets("plain", c.holdNet, net.JoinHostPort(c.hold, "0"))
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer s[0].Close()
+			port := netip.MustParseAddrPort(localAddrOf(s[0])).Port()
+			_, err = listenAny(reuse.Config{}, c.net, net.JoinHostPort(c.addr, strconv.Itoa(int(port))))
+			ie := inUse(t, err)
+			state := "listening"
+			if strings.HasPrefix(c.net, "udp") {
+				state = "bound"
+			}
+			held := netip.AddrPortFrom(netip.MustParseAddr(c.held), port).String()
+			checkHolders(t, ie, []shown{{c.net[:3], held, "", state, me, userName(t, me), os.Getpid(), false}}, c.rule)
+		})
+	}
+	t.Run("multicast", func(t *testing.T) {
+		s, err := holdSockets("plain", "udp4", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer s[0].Close()
+		held := localAddrOf(s[0])
+		port := netip.MustParseAddrPort(held).Port()
+		_, err = reuse.ListenMulticastUDP("udp4", nil, &net.UDPAddr{IP: net.IPv4(239, 1, 2, 3), Port: int(port)})
+		checkHolders(t, inUse(t, err), []shown{{"udp", held, "", "bound", me, userName(t, me), os.Getpid(), false}},
+			"the wildcard 0.0.0.0 asked for covers its 127.0.0.1", "bound without SO_REUSEPORT or SO_REUSEADDR (inferred)")
+	})
+	t.Run("20 holders", func(t *testing.T) {
+		first, err := holdSockets("plain", "udp4", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer first[0].Close()
+		port := netip.MustParseAddrPort(localAddrOf(first[0])).Port()
+		for i := 2; i <= 20; i++ {
+			s, err := holdSockets("plain", "udp4", fmt.Sprintf("127.0.0.%d:%d", i, port))
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer s[0].Close()
+		}
+		_, err = reuse.ListenPacket("udp4", fmt.Sprintf("0.0.0.0:%d", port))
+		ie := inUse(t, err)
+		msg := ie.Error()
+		if len(ie.Holders) != 20 || strings.Count(msg, "\n") != 9 || !strings.HasSuffix(msg, "\n\tand 12 more sockets (errors.As gives every one as a reuse.Holder)") {
+			t.Errorf("%d holders, want 20 and a message of 8 and a summary:\n%s", len(ie.Holders), msg)
+		}
+	})
+}
+
+// TestInUseErrorOtherNetNS: a process in another network namespace holds
+// the same address and port; only this namespace's holder is named.
+func TestInUseErrorOtherNetNS(t *testing.T) {
+	inNS := func(cmd *exec.Cmd) error {
+		cmd.SysProcAttr = netns.Attr()
+		return nil
+	}
+	other := sockettest.StartWorker(t, "hold", []string{"plain", "tcp4", "127.0.0.1:0", "netns"}, inNS)
+	t.Cleanup(func() { _ = other.Wait() })
+	held := other.Expect("holding", 20*time.Second)
+	w, _ := holding(t, "plain", "tcp4", held)
+	_, err := reuse.Listen("tcp4", held)
+	me := os.Geteuid()
+	ie := inUse(t, err)
+	checkHolders(t, ie, []shown{{"tcp", held, "", "listening", me, userName(t, me), w.Pid(), false}})
+	if strings.Contains(ie.Error(), strconv.Itoa(other.Pid())) {
+		t.Errorf("the error names pid %d of another network namespace: %v", other.Pid(), ie)
+	}
+}
+
+// TestInUseErrorTimeWait: a dialer's fixed port whose connection it closed
+// first waits in TIME_WAIT, owned by no process, and refuses Listen; the
+// repeated 4-tuple of an open connection refuses Dial and is named as the
+// same connection (EADDRNOTAVAIL, matched as EADDRINUSE). (A 4-tuple in
+// TIME_WAIT does not refuse a connect from a bound port here: with TCP
+// timestamps on, tcp_twsk_unique lets the new connection take it.)
+func TestInUseErrorTimeWait(t *testing.T) {
+	srv, err := net.Listen("tcp4", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer srv.Close()
+	// closeFirst dials srv from local, closes the connection first and
+	// waits for the server's FIN, so that local waits in TIME_WAIT.
+	closeFirst := func(c net.Conn) {
+		t.Helper()
+		a, err := srv.Accept()
+		if err != nil {
+			t.Fatal(err)
+		}
+		c.Close()
+		_, _ = a.Read(make([]byte, 1)) // EOF: the client's FIN
+		a.Close()
+		time.Sleep(50 * time.Millisecond) // the server's FIN reaches the client
+	}
+	t.Run("listen", func(t *testing.T) {
+		d := net.Dialer{LocalAddr: &net.TCPAddr{IP: net.IPv4(127, 0, 0, 1)}}
+		c, err := d.Dial("tcp4", srv.Addr().String())
+		if err != nil {
+			t.Fatal(err)
+		}
+		local := c.LocalAddr().String()
+		closeFirst(c)
+		_, err = reuse.Listen("tcp4", local)
+		ie := inUse(t, err)
+		checkHolders(t, ie, []shown{{"tcp", local, srv.Addr().String(), "TIME_WAIT", -1, "", 0, true}},
+			"a closed connection waits in TIME_WAIT", "bound without SO_REUSEPORT or SO_REUSEADDR (inferred)")
+		if left := ie.Holders[0].TimeLeft; left <= 0 || left > time.Minute {
+			t.Errorf("TIME_WAIT has %v left, want some of its 60 s", left)
+		}
+	})
+	t.Run("dial", func(t *testing.T) {
+		free, err := net.Listen("tcp4", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		local := free.Addr().String()
+		free.Close()
+		c, err := reuse.Dial("tcp4", local, srv.Addr().String())
+		if err != nil {
+			t.Fatal(err)
+		}
+		_, err = reuse.Dial("tcp4", local, srv.Addr().String())
+		ie := inUse(t, err)
+		me := os.Geteuid()
+		checkHolders(t, ie, []shown{{"tcp", local, srv.Addr().String(), "connected", me, userName(t, me), os.Getpid(), false}},
+			"the same connection (local and remote address and port) exists already")
+		c.Close()
 	})
 }

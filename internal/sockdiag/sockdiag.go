@@ -32,6 +32,13 @@ type Socket struct {
 	Drops        uint32 // datagrams the socket dropped (UDP; sk_drops)
 }
 
+// TimeWait reports whether s is a connection that the kernel keeps after
+// its socket closed (inet_timewait_sock): in TIME_WAIT, or in FIN_WAIT2
+// with no socket left (tcp_fin_timeout). Such a socket has no owner.
+func (s Socket) TimeWait() bool {
+	return s.State == TimeWait || s.State == FinWait2 && s.Inode == 0
+}
+
 // State is a TCP state, in the kernel's numbering (include/net/tcp_states.h).
 // An unconnected UDP socket is Close, a connected one Established.
 type State uint8
@@ -40,6 +47,7 @@ const (
 	Established   State = 1
 	SynSent       State = 2
 	SynRecv       State = 3
+	FinWait2      State = 5
 	TimeWait      State = 6
 	Close         State = 7
 	Listen        State = 10

@@ -192,7 +192,7 @@ func parse(m []byte, proto string) (Socket, error) {
 	if dport != 0 || !dst.IsUnspecified() {
 		s.Remote = netip.AddrPortFrom(dst, dport)
 	}
-	if s.State == TimeWait {
+	if s.TimeWait() {
 		// The kernel lists a TIME_WAIT socket with uid and inode 0: it
 		// belongs to no process and no user.
 		s.UID = -1
