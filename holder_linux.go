@@ -131,7 +131,7 @@ func addrPort(a net.Addr) (netip.AddrPort, bool) {
 // that says so, rather than nothing.
 func holders(b binder, socks []sockdiag.Socket) []Holder {
 	var hs []Holder
-	var inodes []uint64
+	var in []sockdiag.Socket
 	var maybe []sockdiag.Socket
 	for _, s := range socks {
 		if (s.Proto == "udp") != b.udp {
@@ -156,16 +156,16 @@ func holders(b binder, socks []sockdiag.Socket) []Holder {
 			}
 		}
 		hs = append(hs, holderOf(s, rule))
-		inodes = append(inodes, s.Inode)
+		in = append(in, s)
 	}
 	if len(hs) == 0 {
 		for _, s := range maybe {
 			hs = append(hs, holderOf(s, "its address overlaps, but by the kernel's rules as the package knows them it should not be in the way"))
-			inodes = append(inodes, s.Inode)
+			in = append(in, s)
 		}
 	}
 	if len(hs) > 0 {
-		findOwners(hs, inodes)
+		findOwners(hs, in)
 	}
 	return hs
 }
@@ -192,9 +192,13 @@ func stateName(s sockdiag.Socket) string {
 	return s.State.String()
 }
 
-// findOwners fills in the processes holding hs, whose inodes are inodes,
+// findOwners fills in the processes holding hs, which are socks,
 // and their users' names, or why the process cannot be known.
-func findOwners(hs []Holder, inodes []uint64) {
+func findOwners(hs []Holder, socks []sockdiag.Socket) {
+	inodes := make([]uint64, len(socks))
+	for i, s := range socks {
+		inodes[i] = s.Inode
+	}
 	owners, err := sockdiag.FindOwners(inodes)
 	me := os.Geteuid()
 	names := map[int]string{}
@@ -214,8 +218,8 @@ func findOwners(hs []Holder, inodes []uint64) {
 		switch {
 		case len(ps) > 0:
 			h.PID, h.Command = ps[0].PID, ps[0].Command
-		case inodes[i] == 0:
-			h.NoPID = "a closed connection that the kernel keeps belongs to no process"
+		case socks[i].NoProcess() != "":
+			h.NoPID = socks[i].NoProcess()
 		case err != nil:
 			h.NoPID = "cannot read /proc: " + err.Error()
 		case h.UID != me && me != 0 && owners.Hidden > 0:

@@ -39,6 +39,21 @@ func (s Socket) TimeWait() bool {
 	return s.State == TimeWait || s.State == FinWait2 && s.Inode == 0
 }
 
+// NoProcess says why no process can hold s, or "" if one may: a
+// connection that waits in a listener's accept queue, or one that its
+// process closed and the kernel finishes, has no socket of its own.
+func (s Socket) NoProcess() string {
+	switch {
+	case s.Inode != 0:
+		return ""
+	case s.TimeWait():
+		return "a closed connection in " + s.State.String() + ", which the kernel keeps, belongs to no process"
+	case s.State == Established || s.State == SynRecv:
+		return "a connection not yet accepted from a listener's queue"
+	}
+	return "a connection that its process closed and the kernel finishes"
+}
+
 // State is a TCP state, in the kernel's numbering (include/net/tcp_states.h).
 // An unconnected UDP socket is Close, a connected one Established.
 type State uint8

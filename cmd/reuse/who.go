@@ -1,0 +1,336 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"flag"
+	"fmt"
+	"io"
+	"net"
+	"net/netip"
+	"os"
+	"os/user"
+	"strconv"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/sockreuse/reuse/internal/sockdiag"
+)
+
+// whoSocket is one socket of who's report.
+type whoSocket struct {
+	Proto    string `json:"proto"` // tcp, mptcp, udp
+	Local    string `json:"local"`
+	Remote   string `json:"remote,omitempty"`
+	V6Only   bool   `json:"v6only,omitempty"`
+	State    string `json:"state"`
+	TimeLeft string `json:"time_left,omitempty"` // TIME_WAIT
+	UID      int    `json:"uid"`                 // -1: the kernel's (TIME_WAIT)
+	User     string `json:"user,omitempty"`
+	PIDs     []int  `json:"pids,omitempty"`
+	Command  string `json:"command,omitempty"`
+	NoPID    string `json:"no_pid,omitempty"` // why PIDs is empty
+	// Group numbers the sockets that share one address, user and state:
+	// a reuseport group (inferred: the kernel shows no option); 0 if alone.
+	Group int `json:"group,omitempty"`
+	// Queue and Backlog: a listener's connections waiting to be accepted,
+	// and its backlog. RecvBytes and Drops: a UDP socket's.
+	Queue     *uint32 `json:"accept_queue,omitempty"`
+	Backlog   *uint32 `json:"backlog,omitempty"`
+	RecvBytes *uint32 `json:"recv_queue_bytes,omitempty"`
+	Drops     *uint32 `json:"drops,omitempty"`
+}
+
+// whoReport is what who prints.
+type whoReport struct {
+	Port      int           `json:"port"`
+	Host      string        `json:"host,omitempty"`
+	Sockets   []whoSocket   `json:"sockets"`
+	Handovers []whoHandover `json:"handovers,omitempty"`
+}
+
+// runWho lists the sockets on a port, with their owners and groups.
+func runWho(args []string, stdout io.Writer) error {
+	fs := flag.NewFlagSet("who", flag.ContinueOnError)
+	asJSON := fs.Bool("json", false, "print the report as JSON")
+	fs.SetOutput(io.Discard) // run prints the usage, on stdout for -h
+	if err := fs.Parse(args); err != nil {
+		return &usageError{err: err, flags: fs}
+	}
+	if fs.NArg() != 1 {
+		return badFlag(fs, "want one ADDRESS (host:port, :port or port), got %d arguments", fs.NArg())
+	}
+	host, port, err := parseWhoAddress(fs.Arg(0))
+	if err != nil {
+		return badFlag(fs, "%v", err)
+	}
+	r, err := who(host, port)
+	if err != nil {
+		return err
+	}
+	if *asJSON {
+		enc := json.NewEncoder(stdout)
+		enc.SetIndent("", "  ")
+		return enc.Encode(r)
+	}
+	printWho(stdout, r)
+	return nil
+}
+
+// parseWhoAddress reads "host:port", ":port" or "port"; a host name is
+// resolved, and the port may be a service name.
+func parseWhoAddress(s string) ([]netip.Addr, int, error) {
+	host, portStr, err := net.SplitHostPort(s)
+	if err != nil {
+		if strings.ContainsAny(s, ":[]") {
+			return nil, 0, fmt.Errorf("address %q: %v", s, err)
+		}
+		host, portStr = "", s
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	port, err := strconv.Atoi(portStr)
+	if err != nil {
+		if port, err = net.DefaultResolver.LookupPort(ctx, "tcp", portStr); err != nil {
+			return nil, 0, fmt.Errorf("port %q: not a number or a known service", portStr)
+		}
+	}
+	if port < 1 || port > 65535 {
+		return nil, 0, fmt.Errorf("port %d out of range 1-65535", port)
+	}
+	if host == "" {
+		return nil, port, nil
+	}
+	if a, err := netip.ParseAddr(host); err == nil {
+		return []netip.Addr{a.Unmap()}, port, nil
+	}
+	addrs, err := net.DefaultResolver.LookupNetIP(ctx, "ip", host)
+	if err != nil || len(addrs) == 0 {
+		return nil, 0, fmt.Errorf("host %q does not resolve: %v", host, err)
+	}
+	for i := range addrs {
+		addrs[i] = addrs[i].Unmap()
+	}
+	return addrs, port, nil
+}
+
+// who reads the sockets on port whose address is one of hosts (all if
+// none) or a wildcard that covers it.
+func who(hosts []netip.Addr, port int) (*whoReport, error) {
+	socks, err := sockdiag.OnPort(port)
+	if err != nil {
+		return nil, err
+	}
+	r := &whoReport{Port: port}
+	for _, h := range hosts {
+		r.Host += h.String() + " "
+	}
+	r.Host = strings.TrimSpace(r.Host)
+	var kept []sockdiag.Socket
+	for _, s := range socks {
+		if covers(s, hosts) {
+			kept = append(kept, s)
+		}
+	}
+	var inodes []uint64
+	for _, s := range kept {
+		inodes = append(inodes, s.Inode)
+	}
+	handovers, hoInodes := readHandovers(port)
+	owners, ownersErr := sockdiag.FindOwners(append(inodes, hoInodes...))
+	names := map[int]string{}
+	me := os.Geteuid()
+	groups := map[string]int{}
+	counts := map[string]int{}
+	for _, s := range kept {
+		counts[groupKey(s)]++
+	}
+	for _, s := range kept {
+		w := whoSocket{Proto: s.Proto, Local: s.Local.String(), V6Only: s.V6Only, State: stateWord(s), UID: s.UID}
+		if s.Remote.IsValid() {
+			w.Remote = s.Remote.String()
+		}
+		if s.TimeWait() {
+			w.TimeLeft = s.Expires.Round(time.Second).String()
+		}
+		if s.UID >= 0 {
+			if _, ok := names[s.UID]; !ok {
+				if u, err := user.LookupId(strconv.Itoa(s.UID)); err == nil {
+					names[s.UID] = u.Username
+				}
+			}
+			w.User = names[s.UID]
+		}
+		for _, p := range owners.ByInode[s.Inode] {
+			w.PIDs = append(w.PIDs, p.PID)
+			w.Command = p.Command
+		}
+		if len(w.PIDs) == 0 {
+			w.NoPID = noPID(s, me, owners, ownersErr)
+		}
+		if k := groupKey(s); k != "" && counts[k] > 1 {
+			if groups[k] == 0 {
+				groups[k] = len(groups) + 1
+			}
+			w.Group = groups[k]
+		}
+		switch {
+		case s.State == sockdiag.Listen:
+			q, b := s.RecvQ, s.SendQ // sk_ack_backlog, sk_max_ack_backlog
+			w.Queue, w.Backlog = &q, &b
+		case s.Proto == "udp":
+			q, d := s.RecvQ, s.Drops
+			w.RecvBytes, w.Drops = &q, &d
+		}
+		r.Sockets = append(r.Sockets, w)
+	}
+	for i := range handovers {
+		h := &handovers[i]
+		for _, ino := range h.inodes {
+			for _, p := range owners.ByInode[ino] {
+				h.PIDs = append(h.PIDs, p.PID)
+				h.Command = p.Command
+			}
+		}
+		if len(h.PIDs) == 0 {
+			h.NoPID = noPID(sockdiag.Socket{UID: h.UID, Inode: 1}, me, owners, ownersErr)
+		}
+	}
+	r.Handovers = handovers
+	return r, nil
+}
+
+// covers reports whether s is on one of hosts, or on a wildcard address
+// that covers it; every socket covers when hosts is empty.
+func covers(s sockdiag.Socket, hosts []netip.Addr) bool {
+	if len(hosts) == 0 {
+		return true
+	}
+	a := s.Local.Addr()
+	for _, h := range hosts {
+		switch {
+		case a.Unmap() == h, h.IsUnspecified():
+			return true
+		case a.Is4() && a.IsUnspecified() && h.Is4():
+			return true
+		case a.Is6() && a.IsUnspecified() && (h.Is6() || !s.V6Only):
+			return true
+		}
+	}
+	return false
+}
+
+// groupKey is what the sockets of one reuseport group share: protocol,
+// address, IPV6_V6ONLY, user, and being unconnected; "" for a socket that
+// cannot be in one (connected, TIME_WAIT). The kernel shows no socket's
+// SO_REUSEPORT, so a group is inferred: two TCP listeners on one address
+// must share it; two UDP sockets might also share by SO_REUSEADDR.
+func groupKey(s sockdiag.Socket) string {
+	if s.Remote.IsValid() || (s.State != sockdiag.Listen && s.State != sockdiag.Close) {
+		return ""
+	}
+	proto := "tcp" // MPTCP and TCP listeners join one group
+	if s.Proto == "udp" {
+		proto = "udp"
+	}
+	return fmt.Sprint(proto, s.Local, s.V6Only, s.UID, s.State)
+}
+
+// stateWord names s's state as the package's errors do.
+func stateWord(s sockdiag.Socket) string {
+	switch s.State {
+	case sockdiag.Listen:
+		return "listening"
+	case sockdiag.Established:
+		return "connected"
+	case sockdiag.Close, sockdiag.BoundInactive:
+		return "bound"
+	}
+	return s.State.String()
+}
+
+// noPID says why no process of s was found.
+func noPID(s sockdiag.Socket, me int, o sockdiag.Owners, err error) string {
+	switch {
+	case s.NoProcess() != "":
+		return s.NoProcess()
+	case err != nil:
+		return "cannot read /proc: " + err.Error()
+	case s.UID != me && me != 0 && o.Hidden > 0:
+		return "another user's process, which only root (CAP_SYS_PTRACE) may look up"
+	case o.Hidden > 0:
+		return fmt.Sprintf("in no process that this one may look at (%d hidden)", o.Hidden)
+	}
+	return "in no process that can be seen here (another PID namespace?)"
+}
+
+// printWho prints r as a table, then the handovers.
+func printWho(w io.Writer, r *whoReport) {
+	where := ":" + strconv.Itoa(r.Port)
+	if r.Host != "" {
+		where = r.Host + " port " + strconv.Itoa(r.Port)
+	}
+	if len(r.Sockets) == 0 {
+		fmt.Fprintf(w, "no socket on %s in this network namespace\n", where)
+	} else {
+		tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+		fmt.Fprintln(tw, "PROTO\tLOCAL\tREMOTE\tSTATE\tQUEUE\tUSER\tPROCESS\tGROUP")
+		for _, s := range r.Sockets {
+			remote, state, queue, owner, proc, group := "-", s.State, "-", "kernel", "-", "-"
+			if s.Remote != "" {
+				remote = s.Remote
+			}
+			if s.TimeLeft != "" {
+				state += " " + s.TimeLeft
+			}
+			if s.V6Only {
+				state += " v6only"
+			}
+			switch {
+			case s.Queue != nil:
+				queue = fmt.Sprintf("%d/%d", *s.Queue, *s.Backlog)
+			case s.RecvBytes != nil:
+				queue = fmt.Sprintf("%dB drops=%d", *s.RecvBytes, *s.Drops)
+			}
+			if s.UID >= 0 {
+				owner = strconv.Itoa(s.UID)
+				if s.User != "" {
+					owner += "(" + s.User + ")"
+				}
+			}
+			if len(s.PIDs) > 0 {
+				var ps []string
+				for _, p := range s.PIDs {
+					ps = append(ps, strconv.Itoa(p))
+				}
+				proc = strings.Join(ps, ",") + "(" + s.Command + ")"
+			} else if s.NoPID != "" {
+				proc = "? " + s.NoPID
+			}
+			if s.Group > 0 {
+				group = "g" + strconv.Itoa(s.Group)
+			}
+			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", s.Proto, s.Local, remote, state, queue, owner, proc, group)
+		}
+		tw.Flush()
+		fmt.Fprintln(w, "QUEUE: a listener's accept queue/backlog, a UDP socket's bytes queued and drops. GROUP: sockets of one address, user and state, a reuseport group (inferred).")
+	}
+	for _, h := range r.Handovers {
+		fmt.Fprintf(w, "handover of %s %s (uid %d): ", h.Network, h.Address, h.UID)
+		if h.Slot != "" {
+			fmt.Fprintf(w, "slot %s", h.Slot)
+		} else {
+			fmt.Fprint(w, "steering lock")
+		}
+		if len(h.PIDs) > 0 {
+			fmt.Fprintf(w, " held by pid %v (%s)", h.PIDs, h.Command)
+		} else {
+			fmt.Fprintf(w, " held by a process unknown (%s)", h.NoPID)
+		}
+		if h.Slot == "" {
+			fmt.Fprint(w, ": a handover is under way")
+		}
+		fmt.Fprintln(w)
+	}
+}

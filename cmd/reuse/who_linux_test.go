@@ -1,0 +1,165 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"net"
+	"os"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/google/go-cmp/cmp"
+
+	"github.com/sockreuse/reuse"
+)
+
+// TestWho: a group of 4 TCP listeners (one with a connection in its accept
+// queue) serving a Handover's slot, a UDP group of 2 with a datagram
+// queued, a plain listener on another address of the port, and the
+// steering lock of a handover under way (bound as the handover binds it):
+// who -json lists each socket with its process, group and queue, and the
+// handover's slot and lock. Run as root and as uid 65534 alike.
+func TestWho(t *testing.T) {
+	ctx := context.Background()
+	lns, err := reuse.ListenGroup("tcp4", "127.0.0.1:0", 4)
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := lns[0].Addr().String()
+	_, portStr, _ := net.SplitHostPort(addr)
+	port, _ := strconv.Atoi(portStr)
+	h := &reuse.Handover{Slot: "7"}
+	socks := make([]any, len(lns))
+	for i, ln := range lns {
+		socks[i] = ln
+	}
+	if err := h.TakeOver(ctx, socks...); err != nil {
+		t.Skipf("no Handover here: %v", err)
+	}
+	defer h.Close()
+	pcs, err := reuse.ListenPacketGroup("udp4", addr, 2)
+	if err != nil {
+		t.Fatal(err)
+	}
+	other, err := net.Listen("tcp4", "127.0.0.2:"+portStr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer other.Close()
+	c, err := net.Dial("tcp4", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	u, err := net.Dial("udp4", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer u.Close()
+	if _, err := u.Write([]byte("queued")); err != nil {
+		t.Fatal(err)
+	}
+	lock, err := net.ListenUnix("unixpacket", &net.UnixAddr{Name: fmt.Sprintf("@reuse/%d/tcp/%s/steering", os.Geteuid(), addr), Net: "unixpacket"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer lock.Close()
+	time.Sleep(50 * time.Millisecond) // the handshake and the datagram land
+
+	var out, errb bytes.Buffer
+	if code := run([]string{"who", "-json", portStr}, &out, &errb); code != 0 {
+		t.Fatalf("exit %d: %s", code, errb.String())
+	}
+	var r whoReport
+	if err := json.Unmarshal(out.Bytes(), &r); err != nil {
+		t.Fatalf("%v\n%s", err, out.String())
+	}
+	me, pid := os.Geteuid(), os.Getpid()
+	type row struct {
+		Proto, Local, State string
+		UID, PID, Group     int
+	}
+	var got []row
+	queued, udpBytes := uint32(0), uint32(0)
+	for _, s := range r.Sockets {
+		if s.Remote != "" {
+			continue // the test's own client side is on another port; accepted ones are not yet
+		}
+		p := 0
+		if len(s.PIDs) > 0 {
+			p = s.PIDs[0]
+		}
+		proto := s.Proto
+		if proto == "mptcp" {
+			proto = "tcp" // the command's listeners are MPTCP where the kernel has it
+		}
+		got = append(got, row{proto, s.Local, s.State, s.UID, p, s.Group})
+		if s.Queue != nil {
+			queued += *s.Queue
+		}
+		if s.RecvBytes != nil {
+			udpBytes += *s.RecvBytes
+		}
+	}
+	want := []row{
+		{"tcp", addr, "listening", me, pid, 1}, {"tcp", addr, "listening", me, pid, 1}, {"tcp", addr, "listening", me, pid, 1}, {"tcp", addr, "listening", me, pid, 1},
+		{"tcp", "127.0.0.2:" + portStr, "listening", me, pid, 0},
+		{"udp", addr, "bound", me, pid, 2}, {"udp", addr, "bound", me, pid, 2},
+	}
+	if diff := cmp.Diff(want, got); diff != "" {
+		t.Errorf("sockets (-want +got):\n%s\n%s", diff, out.String())
+	}
+	if queued != 1 || udpBytes == 0 {
+		t.Errorf("%d connections queued, want 1; %d bytes queued to UDP, want some\n%s", queued, udpBytes, out.String())
+	}
+	wantHO := []whoHandover{
+		{Network: "tcp", Address: addr, UID: me, Slot: "7", PIDs: []int{pid}},
+		{Network: "tcp", Address: addr, UID: me, UnderWay: true, PIDs: []int{pid}},
+	}
+	if diff := cmp.Diff(wantHO, r.Handovers, cmp.FilterPath(func(p cmp.Path) bool { return p.Last().String() == ".Command" }, cmp.Ignore()), cmp.AllowUnexported(whoHandover{}), cmp.FilterPath(func(p cmp.Path) bool { return p.Last().String() == ".inodes" }, cmp.Ignore())); diff != "" {
+		t.Errorf("handovers (-want +got):\n%s", diff)
+	}
+	// All of the port, the other address included, in the table.
+	out.Reset()
+	if code := run([]string{"who", portStr}, &out, &errb); code != 0 {
+		t.Fatalf("exit %d: %s", code, errb.String())
+	}
+	text := out.String()
+	for _, s := range []string{"127.0.0.2:" + portStr, "g1", "g2", "slot 7", "a handover is under way", fmt.Sprintf("%d(", pid)} {
+		if !strings.Contains(text, s) {
+			t.Errorf("who %d does not show %q:\n%s", port, s, text)
+		}
+	}
+	t.Log("\n" + text)
+	for _, pc := range pcs {
+		pc.Close()
+	}
+}
+
+// TestWhoBadInput: an unparsable address, a port out of range, an unknown
+// service: exit status 2 with a message naming what was wrong. (A host
+// name that does not resolve is refused the same way, but resolving it
+// would query a DNS server, beyond loopback.)
+func TestWhoBadInput(t *testing.T) {
+	for _, c := range []struct {
+		args []string
+		say  string
+	}{
+		{[]string{"who"}, "want one ADDRESS"},
+		{[]string{"who", "1", "2"}, "want one ADDRESS"},
+		{[]string{"who", "127.0.0.1:70000"}, "port 70000 out of range 1-65535"},
+		{[]string{"who", "0"}, "port 0 out of range 1-65535"},
+		{[]string{"who", "[::1:80"}, `address "[::1:80"`},
+		{[]string{"who", "127.0.0.1:nosuchservice"}, `port "nosuchservice": not a number or a known service`},
+		{[]string{"who", "-bogus", "80"}, "flag provided but not defined"},
+	} {
+		var out, errb bytes.Buffer
+		if code := run(c.args, &out, &errb); code != 2 || !strings.Contains(errb.String(), c.say) || out.Len() != 0 {
+			t.Errorf("%q: exit %d, stderr %q, stdout %q; want 2 and %q", c.args, code, errb.String(), out.String(), c.say)
+		}
+	}
+}
