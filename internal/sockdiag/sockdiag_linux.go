@@ -40,7 +40,7 @@ func OnPort(port int) ([]Socket, error) {
 	for _, fam := range []uint8{unix.AF_INET, unix.AF_INET6} {
 		// MPTCP's sockets are listed again as TCP (a listener's subflow
 		// listener, with the same inode): read them first to mark those.
-		err := Dump(fam, ipprotoMPTCP, port, func(s Socket) {
+		err := dump(fam, ipprotoMPTCP, 1<<Listen, port, func(s Socket) {
 			if s.Inode != 0 {
 				mptcp[s.Inode] = true
 			}
@@ -71,12 +71,18 @@ func OnPort(port int) ([]Socket, error) {
 // port, in any state, from one NETLINK_SOCK_DIAG dump filtered by port in
 // the kernel.
 func Dump(family uint8, proto, port int, each func(Socket)) error {
+	return dump(family, proto, ^uint32(0), port, each)
+}
+
+// dump is Dump of the sockets in states, a mask of 1<<State: the kernel
+// walks its table of connections only for states other than Listen.
+func dump(family uint8, proto int, states uint32, port int, each func(Socket)) error {
 	fd, err := unix.Socket(unix.AF_NETLINK, unix.SOCK_DGRAM|unix.SOCK_CLOEXEC, unix.NETLINK_SOCK_DIAG)
 	if err != nil {
 		return os.NewSyscallError("socket AF_NETLINK", err)
 	}
 	defer unix.Close(fd)
-	if err := unix.Sendto(fd, request(family, proto, port), 0, &unix.SockaddrNetlink{Family: unix.AF_NETLINK}); err != nil {
+	if err := unix.Sendto(fd, request(family, proto, states, port), 0, &unix.SockaddrNetlink{Family: unix.AF_NETLINK}); err != nil {
 		return os.NewSyscallError("sendto NETLINK_SOCK_DIAG", err)
 	}
 	name := "tcp"
@@ -124,11 +130,11 @@ func Dump(family uint8, proto, port int, each func(Socket)) error {
 	}
 }
 
-// request is a dump request for every state of family and proto with a
+// request is a dump request for states of family and proto with a
 // filter program of the kind ss writes for "sport = :port": port >= port,
 // then port <= port; a jump past the end accepts, one 4 bytes further
 // rejects. It asks for sk_meminfo, for a UDP socket's drops.
-func request(family uint8, proto, port int) []byte {
+func request(family uint8, proto int, states uint32, port int) []byte {
 	ne := binary.NativeEndian
 	bytecode := []byte{bcSGE, 8, 20, 0, 0, 0, 0, 0, bcSLE, 8, 12, 0, 0, 0, 0, 0}
 	ne.PutUint16(bytecode[6:], uint16(port))
@@ -150,7 +156,7 @@ func request(family uint8, proto, port int) []byte {
 	r := req[unix.SizeofNlMsghdr:]
 	r[0], r[1] = family, sdiagProto
 	r[2] = 1 << (attrSkMemInfo - 1) // idiag_ext
-	ne.PutUint32(r[4:], ^uint32(0)) // idiag_states: all, bound-inactive included
+	ne.PutUint32(r[4:], states) // idiag_states
 	return req
 }
 
@@ -220,8 +226,9 @@ func parse(m []byte, proto string) (Socket, error) {
 func align(l int) int { return (l + 3) &^ 3 }
 
 // FindOwners looks through /proc/*/fd for the processes that hold the
-// sockets of inodes. It reads every process this one may read (its own
-// user's, or all with CAP_SYS_PTRACE) and counts the others as hidden.
+// sockets of inodes, until each has one. It reads the processes this one
+// may read (its own user's, or all with CAP_SYS_PTRACE) in the order of
+// their pids, and counts the others as hidden.
 func FindOwners(inodes []uint64) (Owners, error) {
 	o := Owners{ByInode: map[uint64][]Process{}}
 	want := map[string]uint64{}
@@ -237,7 +244,11 @@ func FindOwners(inodes []uint64) (Owners, error) {
 	if err != nil {
 		return o, err
 	}
+	found := map[uint64]bool{}
 	for _, p := range procs {
+		if len(found) == len(want) {
+			break // each socket's process is found; a shared one's others go unlisted
+		}
 		pid, err := strconv.Atoi(p.Name())
 		if err != nil {
 			continue
@@ -264,6 +275,7 @@ func FindOwners(inodes []uint64) (Owners, error) {
 				b, _ := os.ReadFile("/proc/" + p.Name() + "/comm")
 				comm = strings.TrimSpace(string(b))
 			}
+			found[ino] = true
 			if ps := o.ByInode[ino]; len(ps) == 0 || ps[len(ps)-1].PID != pid {
 				o.ByInode[ino] = append(ps, Process{pid, comm})
 			}
