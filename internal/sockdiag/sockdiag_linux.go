@@ -156,7 +156,7 @@ func request(family uint8, proto int, states uint32, port int) []byte {
 	r := req[unix.SizeofNlMsghdr:]
 	r[0], r[1] = family, sdiagProto
 	r[2] = 1 << (attrSkMemInfo - 1) // idiag_ext
-	ne.PutUint32(r[4:], states) // idiag_states
+	ne.PutUint32(r[4:], states)     // idiag_states
 	return req
 }
 
