@@ -10,6 +10,7 @@ import (
 	"net/netip"
 	"os"
 	"os/user"
+	"sort"
 	"strconv"
 	"strings"
 	"text/tabwriter"
@@ -133,6 +134,18 @@ func who(hosts []netip.Addr, port int) (*whoReport, error) {
 			kept = append(kept, s)
 		}
 	}
+	// TCP before UDP, by address, listeners first: the kernel lists each
+	// table in the order of its hash chains.
+	sort.SliceStable(kept, func(i, j int) bool {
+		a, b := kept[i], kept[j]
+		if (a.Proto == "udp") != (b.Proto == "udp") {
+			return b.Proto == "udp"
+		}
+		if a.Local != b.Local {
+			return a.Local.Addr().Less(b.Local.Addr())
+		}
+		return a.State == sockdiag.Listen && b.State != sockdiag.Listen
+	})
 	var inodes []uint64
 	for _, s := range kept {
 		inodes = append(inodes, s.Inode)

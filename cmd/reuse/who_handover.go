@@ -2,6 +2,7 @@ package main
 
 import (
 	"bufio"
+	"encoding/hex"
 	"net"
 	"os"
 	"sort"
@@ -28,7 +29,11 @@ type whoHandover struct {
 
 // handoverPrefix starts the abstract Unix socket names of a Handover's
 // rendezvous: "@reuse/UID/NETWORK/ADDRESS/slot/SLOT" and
-// ".../steering" (handover_linux.go, before the rendezvous of issue 19).
+// ".../steering" (handover_linux.go), each followed by "/" and 32 random
+// hexadecimal digits once issue 19's unpredictable names land. A name
+// whose prefix was hashed (a long address) names no address, and is left
+// out. The uid is the name's, not the socket's owner's, whom
+// /proc/net/unix does not give: a stranger may bind such a name.
 const handoverPrefix = "@reuse/"
 
 // readHandovers lists the Handovers of port from the listening abstract
@@ -42,6 +47,7 @@ func readHandovers(port int) ([]whoHandover, []uint64) {
 	defer f.Close()
 	var hs []whoHandover
 	var inodes []uint64
+	seen := map[string]bool{}
 	sc := bufio.NewScanner(f)
 	for sc.Scan() {
 		// Num RefCount Protocol Flags Type St Inode Path
@@ -49,12 +55,13 @@ func readHandovers(port int) ([]whoHandover, []uint64) {
 		if len(fields) < 8 || !strings.HasPrefix(fields[7], handoverPrefix) {
 			continue
 		}
-		flags, err1 := strconv.ParseUint(fields[3], 16, 32)
-		ino, err2 := strconv.ParseUint(fields[6], 10, 64)
-		if err1 != nil || err2 != nil || flags&0x10000 == 0 { // __SO_ACCEPTCON: listening
+		ino, err := strconv.ParseUint(fields[6], 10, 64)
+		name := strings.Join(fields[7:], " ")
+		if err != nil || seen[name] { // a listener's accepted sockets repeat its name
 			continue
 		}
-		h, ok := parseHandoverName(strings.Join(fields[7:], " "))
+		seen[name] = true
+		h, ok := parseHandoverName(name)
 		if !ok {
 			continue
 		}
@@ -86,7 +93,11 @@ func parseHandoverName(name string) (whoHandover, bool) {
 		return whoHandover{}, false
 	}
 	h := whoHandover{UID: uid, Network: parts[1], Address: parts[2]}
-	switch tail := parts[3]; {
+	tail := parts[3]
+	if i := strings.LastIndexByte(tail, '/'); i >= 0 && isRandomPart(tail[i+1:]) {
+		tail = tail[:i] // the random part of an unpredictable name (issue 19)
+	}
+	switch {
 	case tail == "steering":
 		h.UnderWay = true
 	case strings.HasPrefix(tail, "slot/"):
@@ -97,4 +108,14 @@ func parseHandoverName(name string) (whoHandover, bool) {
 		return whoHandover{}, false
 	}
 	return h, true
+}
+
+// isRandomPart reports whether s is 16 random bytes in hexadecimal, the
+// end of the names that issue 19 makes unpredictable.
+func isRandomPart(s string) bool {
+	if len(s) != 32 {
+		return false
+	}
+	_, err := hex.DecodeString(s)
+	return err == nil
 }

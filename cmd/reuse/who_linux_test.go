@@ -4,11 +4,13 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"net"
 	"os"
 	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -25,10 +27,7 @@ import (
 // handover's slot and lock. Run as root and as uid 65534 alike.
 func TestWho(t *testing.T) {
 	ctx := context.Background()
-	lns, err := reuse.ListenGroup("tcp4", "127.0.0.1:0", 4)
-	if err != nil {
-		t.Fatal(err)
-	}
+	lns, pcs := tcpAndUDPGroups(t, 4, 2)
 	addr := lns[0].Addr().String()
 	_, portStr, _ := net.SplitHostPort(addr)
 	port, _ := strconv.Atoi(portStr)
@@ -41,10 +40,6 @@ func TestWho(t *testing.T) {
 		t.Skipf("no Handover here: %v", err)
 	}
 	defer h.Close()
-	pcs, err := reuse.ListenPacketGroup("udp4", addr, 2)
-	if err != nil {
-		t.Fatal(err)
-	}
 	other, err := net.Listen("tcp4", "127.0.0.2:"+portStr)
 	if err != nil {
 		t.Fatal(err)
@@ -137,6 +132,28 @@ func TestWho(t *testing.T) {
 	t.Log("\n" + text)
 	for _, pc := range pcs {
 		pc.Close()
+	}
+}
+
+// tcpAndUDPGroups opens a group of n TCP listeners and one of m UDP
+// sockets on one port of 127.0.0.1, trying other ports while the TCP
+// port's UDP twin is taken.
+func tcpAndUDPGroups(t *testing.T, n, m int) ([]net.Listener, []net.PacketConn) {
+	for try := 0; ; try++ {
+		lns, err := reuse.ListenGroup("tcp4", "127.0.0.1:0", n)
+		if err != nil {
+			t.Fatal(err)
+		}
+		pcs, err := reuse.ListenPacketGroup("udp4", lns[0].Addr().String(), m)
+		if err == nil {
+			return lns, pcs
+		}
+		for _, ln := range lns {
+			ln.Close()
+		}
+		if !errors.Is(err, syscall.EADDRINUSE) || try == 10 {
+			t.Fatal(err)
+		}
 	}
 }
 
