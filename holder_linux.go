@@ -131,8 +131,8 @@ func addrPort(a net.Addr) (netip.AddrPort, bool) {
 // that says so, rather than nothing.
 func holders(b binder, socks []sockdiag.Socket) []Holder {
 	var hs []Holder
-	var in []sockdiag.Socket
-	var maybe []sockdiag.Socket
+	var in, maybe, overlapping []sockdiag.Socket
+	var maybeRules []string
 	for _, s := range socks {
 		if (s.Proto == "udp") != b.udp {
 			continue
@@ -150,16 +150,30 @@ func holders(b binder, socks []sockdiag.Socket) []Holder {
 			if !overlap(b, s) {
 				continue
 			}
-			if rule = conflictRule(b, s); rule == "" {
+			var certain bool
+			if rule, certain = conflictRule(b, s); rule == "" {
+				overlapping = append(overlapping, s)
+				continue
+			} else if !certain {
 				maybe = append(maybe, s)
+				maybeRules = append(maybeRules, rule)
 				continue
 			}
 		}
 		hs = append(hs, holderOf(s, rule))
 		in = append(in, s)
 	}
+	// A socket in the way whatever options it set explains the refusal;
+	// one in the way only without an option is named only where none is
+	// certain, and the rule says what it is inferred to lack.
 	if len(hs) == 0 {
-		for _, s := range maybe {
+		for i, s := range maybe {
+			hs = append(hs, holderOf(s, maybeRules[i]))
+			in = append(in, s)
+		}
+	}
+	if len(hs) == 0 {
+		for _, s := range overlapping {
 			hs = append(hs, holderOf(s, "its address overlaps, but by the kernel's rules as the package knows them it should not be in the way"))
 			in = append(in, s)
 		}
@@ -291,14 +305,16 @@ func conflicts(b binder, s sockdiag.Socket, reuseAddr, reusePort bool) bool {
 }
 
 // conflictRule returns why s refuses b's bind, in a sentence, or "" if by
-// the kernel's rules it does not, whatever options s set. Where it refuses
-// only without an option, the sentence says that s lacks it, inferred.
-func conflictRule(b binder, s sockdiag.Socket) string {
+// the kernel's rules it does not, whatever options s set; certain if it
+// refuses whatever options s set. Where it refuses only without an option,
+// the sentence says that s lacks it, inferred.
+func conflictRule(b binder, s sockdiag.Socket) (rule string, certain bool) {
 	var why []string
 	without := func(reuseAddr, reusePort bool) bool { return conflicts(b, s, reuseAddr, reusePort) }
 	if !without(false, false) && !without(true, false) && !without(false, true) && !without(true, true) {
-		return ""
+		return "", false
 	}
+	certain = without(true, true)
 	needsNoReusePort := !without(false, true) && !without(true, true)
 	needsNoReuseAddr := !without(true, false) && !without(true, true)
 	if s.State == sockdiag.TimeWait {
@@ -319,7 +335,7 @@ func conflictRule(b binder, s sockdiag.Socket) string {
 	if w := coverage(b, s); w != "" {
 		why = append(why, w)
 	}
-	return strings.Join(why, "; ")
+	return strings.Join(why, "; "), certain
 }
 
 // coverage says how s's address overlaps b's when they differ: a

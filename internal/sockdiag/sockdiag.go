@@ -47,7 +47,7 @@ func (s Socket) NoProcess() string {
 	case s.Inode != 0:
 		return ""
 	case s.TimeWait():
-		return "a closed connection in " + s.State.String() + ", which the kernel keeps, belongs to no process"
+		return "a closed connection, which the kernel keeps, has no process"
 	case s.State == Established || s.State == SynRecv:
 		return "a connection not yet accepted from a listener's queue"
 	}
