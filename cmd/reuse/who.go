@@ -32,6 +32,7 @@ type whoSocket struct {
 	PIDs     []int  `json:"pids,omitempty"`
 	Command  string `json:"command,omitempty"`
 	NoPID    string `json:"no_pid,omitempty"` // why PIDs is empty
+	noPID    string // NoPID in a few words, for the table
 	// Group numbers the sockets that share one address, user and state:
 	// a reuseport group (inferred: the kernel shows no option); 0 if alone.
 	Group int `json:"group,omitempty"`
@@ -180,7 +181,7 @@ func who(hosts []netip.Addr, port int) (*whoReport, error) {
 			w.Command = p.Command
 		}
 		if len(w.PIDs) == 0 {
-			w.NoPID = noPID(s, me, owners, ownersErr)
+			w.NoPID, w.noPID = noPID(s, me, owners, ownersErr)
 		}
 		if k := groupKey(s); k != "" && counts[k] > 1 {
 			if groups[k] == 0 {
@@ -207,7 +208,7 @@ func who(hosts []netip.Addr, port int) (*whoReport, error) {
 			}
 		}
 		if len(h.PIDs) == 0 {
-			h.NoPID = noPID(sockdiag.Socket{UID: h.UID, Inode: 1}, me, owners, ownersErr)
+			h.NoPID, _ = noPID(sockdiag.Socket{UID: h.UID, Inode: 1}, me, owners, ownersErr)
 		}
 	}
 	r.Handovers = handovers
@@ -263,19 +264,21 @@ func stateWord(s sockdiag.Socket) string {
 	return s.State.String()
 }
 
-// noPID says why no process of s was found.
-func noPID(s sockdiag.Socket, me int, o sockdiag.Owners, err error) string {
+// noPID says why no process of s was found, at length and in a few words.
+func noPID(s sockdiag.Socket, me int, o sockdiag.Owners, err error) (string, string) {
 	switch {
+	case s.NoProcess() != "" && s.TimeWait():
+		return s.NoProcess(), "none: the kernel's"
 	case s.NoProcess() != "":
-		return s.NoProcess()
+		return s.NoProcess(), "none: not accepted or closed"
 	case err != nil:
-		return "cannot read /proc: " + err.Error()
+		return "cannot read /proc: " + err.Error(), "? /proc unreadable"
 	case s.UID != me && me != 0 && o.Hidden > 0:
-		return "another user's process, which only root (CAP_SYS_PTRACE) may look up"
+		return "another user's process, which only root (CAP_SYS_PTRACE) may look up", "? another user's"
 	case o.Hidden > 0:
-		return fmt.Sprintf("in no process that this one may look at (%d hidden)", o.Hidden)
+		return fmt.Sprintf("in no process that this one may look at (%d hidden)", o.Hidden), "? hidden"
 	}
-	return "in no process that can be seen here (another PID namespace?)"
+	return "in no process that can be seen here (another PID namespace?)", "? not seen"
 }
 
 // printWho prints r as a table, then the handovers.
@@ -318,8 +321,8 @@ func printWho(w io.Writer, r *whoReport) {
 					ps = append(ps, strconv.Itoa(p))
 				}
 				proc = strings.Join(ps, ",") + "(" + s.Command + ")"
-			} else if s.NoPID != "" {
-				proc = "? " + s.NoPID
+			} else if s.noPID != "" {
+				proc = s.noPID
 			}
 			if s.Group > 0 {
 				group = "g" + strconv.Itoa(s.Group)
@@ -327,7 +330,8 @@ func printWho(w io.Writer, r *whoReport) {
 			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", s.Proto, s.Local, remote, state, queue, owner, proc, group)
 		}
 		tw.Flush()
-		fmt.Fprintln(w, "QUEUE: a listener's accept queue/backlog, a UDP socket's bytes queued and drops. GROUP: sockets of one address, user and state, a reuseport group (inferred).")
+		fmt.Fprintln(w, "QUEUE: accept queue/backlog of a listener; bytes queued and drops of a UDP socket.")
+		fmt.Fprintln(w, "GROUP: sockets of one address, user and state: a reuseport group (inferred). -json says why a PROCESS is unknown.")
 	}
 	for _, h := range r.Handovers {
 		fmt.Fprintf(w, "handover of %s %s (uid %d): ", h.Network, h.Address, h.UID)
@@ -339,7 +343,7 @@ func printWho(w io.Writer, r *whoReport) {
 		if len(h.PIDs) > 0 {
 			fmt.Fprintf(w, " held by pid %v (%s)", h.PIDs, h.Command)
 		} else {
-			fmt.Fprintf(w, " held by a process unknown (%s)", h.NoPID)
+			fmt.Fprintf(w, " held by a process unknown: %s", h.NoPID)
 		}
 		if h.Slot == "" {
 			fmt.Fprint(w, ": a handover is under way")
