@@ -40,7 +40,7 @@ func OnPort(port int) ([]Socket, error) {
 	for _, fam := range []uint8{unix.AF_INET, unix.AF_INET6} {
 		// MPTCP's sockets are listed again as TCP (a listener's subflow
 		// listener, with the same inode): read them first to mark those.
-		err := dump(fam, ipprotoMPTCP, 1<<Listen, port, func(s Socket) {
+		err := Dump(fam, ipprotoMPTCP, 1<<Listen, port, func(s Socket) {
 			if s.Inode != 0 {
 				mptcp[s.Inode] = true
 			}
@@ -49,7 +49,7 @@ func OnPort(port int) ([]Socket, error) {
 			return nil, err // no MPTCP here is no error; anything else is
 		}
 		for _, proto := range []int{unix.IPPROTO_TCP, unix.IPPROTO_UDP} {
-			err := Dump(fam, proto, port, func(s Socket) {
+			err := Dump(fam, proto, ^uint32(0), port, func(s Socket) {
 				if s.State == SynRecv || s.State == NewSynRecv {
 					return
 				}
@@ -67,16 +67,12 @@ func OnPort(port int) ([]Socket, error) {
 }
 
 // Dump calls each for every socket of family (AF_INET or AF_INET6) and
-// protocol (IPPROTO_TCP, IPPROTO_UDP or 262, MPTCP) whose local port is
-// port, in any state, from one NETLINK_SOCK_DIAG dump filtered by port in
-// the kernel.
-func Dump(family uint8, proto, port int, each func(Socket)) error {
-	return dump(family, proto, ^uint32(0), port, each)
-}
-
-// dump is Dump of the sockets in states, a mask of 1<<State: the kernel
-// walks its table of connections only for states other than Listen.
-func dump(family uint8, proto int, states uint32, port int, each func(Socket)) error {
+// protocol (IPPROTO_TCP, IPPROTO_UDP or 262, MPTCP) in states (a mask of
+// 1<<State) whose local port is port, in the order of the kernel's hash
+// chains, from one NETLINK_SOCK_DIAG dump filtered by port in the kernel.
+// The kernel walks its table of connections only for states other than
+// Listen: a dump of listeners alone is the cheaper.
+func Dump(family uint8, proto int, states uint32, port int, each func(Socket)) error {
 	fd, err := unix.Socket(unix.AF_NETLINK, unix.SOCK_DGRAM|unix.SOCK_CLOEXEC, unix.NETLINK_SOCK_DIAG)
 	if err != nil {
 		return os.NewSyscallError("socket AF_NETLINK", err)
