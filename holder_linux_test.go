@@ -27,6 +27,7 @@ import (
 func init() {
 	sockettest.Register("hold", holdWorker)
 	sockettest.Register("try-listen", tryListenWorker)
+	sockettest.Register("hold-udp", holdUDPWorker)
 }
 
 // holdWorker holds sockets on address args[2] of network args[1], made as
@@ -486,7 +487,8 @@ func TestInUseErrorTimeWait(t *testing.T) {
 // BenchmarkRefusedListen is the cost of a Listen refused with EADDRINUSE:
 // net's (no lookup) beside the package's (which looks up the holder and
 // its process), with no other sockets, and with 10,000 other UDP sockets
-// open in this process, whose descriptors the look through /proc reads.
+// open in another process or in this one, whose descriptors the look
+// through /proc reads (this process's, the holder's, are read in full).
 func BenchmarkRefusedListen(b *testing.B) {
 	held, err := net.Listen("tcp4", "127.0.0.1:0")
 	if err != nil {
@@ -494,28 +496,15 @@ func BenchmarkRefusedListen(b *testing.B) {
 	}
 	defer held.Close()
 	addr := held.Addr().String()
-	var others []net.PacketConn
-	defer func() {
-		for _, o := range others {
-			o.Close()
-		}
-	}()
-	for _, n := range []int{0, 10000} {
-		for len(others) < n {
-			pc, err := net.ListenPacket("udp4", "127.0.0.1:0")
-			if err != nil {
-				b.Skipf("cannot open %d sockets: %v", n, err)
-			}
-			others = append(others, pc)
-		}
-		b.Run(fmt.Sprintf("others=%d/impl=net", n), func(b *testing.B) {
+	run := func(b *testing.B, others string) {
+		b.Run(others+"/impl=net", func(b *testing.B) {
 			for i := 0; i < b.N; i++ {
 				if _, err := net.Listen("tcp4", addr); err == nil {
 					b.Fatal("bound")
 				}
 			}
 		})
-		b.Run(fmt.Sprintf("others=%d/impl=reuse", n), func(b *testing.B) {
+		b.Run(others+"/impl=reuse", func(b *testing.B) {
 			for i := 0; i < b.N; i++ {
 				_, err := reuse.Listen("tcp4", addr)
 				var ie *reuse.InUseError
@@ -525,4 +514,46 @@ func BenchmarkRefusedListen(b *testing.B) {
 			}
 		})
 	}
+	run(b, "others=0")
+	w := sockettest.StartWorker(b, "hold-udp", []string{"10000"})
+	w.Expect("holding", time.Minute)
+	run(b, "others=10000-elsewhere")
+	_ = w.Wait()
+	var others []net.PacketConn
+	defer func() {
+		for _, o := range others {
+			o.Close()
+		}
+	}()
+	for len(others) < 10000 {
+		pc, err := net.ListenPacket("udp4", "127.0.0.1:0")
+		if err != nil {
+			b.Skipf("cannot open 10,000 sockets: %v", err)
+		}
+		others = append(others, pc)
+	}
+	run(b, "others=10000-here")
+}
+
+// holdUDPWorker opens args[0] UDP sockets on loopback ports, prints
+// "holding", and holds them until its standard input closes.
+func holdUDPWorker(args []string) error {
+	n, err := strconv.Atoi(args[0])
+	if err != nil {
+		return err
+	}
+	var pcs []net.PacketConn
+	for i := 0; i < n; i++ {
+		pc, err := net.ListenPacket("udp4", "127.0.0.1:0")
+		if err != nil {
+			return err
+		}
+		pcs = append(pcs, pc)
+	}
+	fmt.Println("holding")
+	_, _ = io.Copy(io.Discard, os.Stdin)
+	for _, pc := range pcs {
+		pc.Close()
+	}
+	return nil
 }
