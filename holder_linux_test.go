@@ -21,6 +21,7 @@ import (
 
 	"github.com/sockreuse/reuse"
 	"github.com/sockreuse/reuse/internal/netns"
+	"github.com/sockreuse/reuse/internal/sockdiag"
 	"github.com/sockreuse/reuse/internal/sockettest"
 )
 
@@ -207,9 +208,20 @@ func inUse(t *testing.T, err error) *reuse.InUseError {
 	}
 	var ie *reuse.InUseError
 	if !errors.As(err, &ie) {
+		requireSockDiag(t)
 		t.Fatalf("no *reuse.InUseError in %T: %v", err, err)
 	}
 	return ie
+}
+
+// requireSockDiag skips a test under an emulator that answers no
+// NETLINK_SOCK_DIAG dump (qemu-user), without which the package cannot
+// name a port's holders.
+func requireSockDiag(t testing.TB) {
+	t.Helper()
+	if _, err := sockdiag.OnPort(9); err != nil && sockettest.Emulator() != "" {
+		t.Skipf("%s answers no NETLINK_SOCK_DIAG dump: %v", sockettest.Emulator(), err)
+	}
 }
 
 // checkHolders compares the holders of ie with want, and each rule with
@@ -490,6 +502,7 @@ func TestInUseErrorTimeWait(t *testing.T) {
 // open in another process or in this one, whose descriptors the look
 // through /proc reads (this process's, the holder's, are read in full).
 func BenchmarkRefusedListen(b *testing.B) {
+	requireSockDiag(b)
 	held, err := net.Listen("tcp4", "127.0.0.1:0")
 	if err != nil {
 		b.Fatal(err)
