@@ -273,6 +273,30 @@ func TestInUseErrorSameUser(t *testing.T) {
 	}
 }
 
+// TestInUseErrorGroup: ListenGroup and ListenPacketGroup refused by a
+// socket that does not share name it, as Listen does.
+func TestInUseErrorGroup(t *testing.T) {
+	me := os.Geteuid()
+	for _, network := range []string{"tcp4", "udp6"} {
+		t.Run(network, func(t *testing.T) {
+			addr := "127.0.0.1:0"
+			if network == "udp6" {
+				addr = "[::1]:0"
+			}
+			w, held := holding(t, "plain", network, addr)
+			var err error
+			if network == "udp6" {
+				_, err = reuse.ListenPacketGroup(network, held.String(), 4)
+			} else {
+				_, err = reuse.ListenGroup(network, held.String(), 4)
+			}
+			state := map[bool]string{true: "bound", false: "listening"}[network == "udp6"]
+			checkHolders(t, inUse(t, err), []shown{{network[:3], held.String(), "", state, me, userName(t, me), w.Pid(), false}},
+				"bound without SO_REUSEPORT")
+		})
+	}
+}
+
 // TestInUseErrorOtherUser: sockets of uid 65534, with SO_REUSEPORT and
 // without, one and a group of 4, refuse root's Listen by the same-user
 // rule, and root sees their process; the other way round, uid 65534 is
@@ -475,6 +499,13 @@ func TestInUseErrorTimeWait(t *testing.T) {
 		if left := ie.Holders[0].TimeLeft; left <= 0 || left > time.Minute {
 			t.Errorf("TIME_WAIT has %v left, want some of its 60 s", left)
 		}
+	})
+	t.Run("dial from a listener's port", func(t *testing.T) {
+		w, held := holding(t, "exclusive", "tcp4", "127.0.0.1:0")
+		_, err := reuse.Dial("tcp4", held.String(), srv.Addr().String())
+		me := os.Geteuid()
+		checkHolders(t, inUse(t, err), []shown{{"tcp", held.String(), "", "listening", me, userName(t, me), w.Pid(), false}},
+			"bound without SO_REUSEPORT (inferred")
 	})
 	t.Run("dial", func(t *testing.T) {
 		free, err := net.Listen("tcp4", "127.0.0.1:0")
