@@ -392,7 +392,7 @@ func (e *bindFailuresError) Unwrap() []error {
 type bindError struct {
 	mode Mode
 	opts []sockOpt
-	err  *os.SyscallError
+	err  error // bind's *os.SyscallError, or an error wrapping it
 }
 
 func (e *bindError) Error() string {
@@ -427,6 +427,6 @@ func explainBind(m Mode, opts []sockOpt, err error) error {
 		return err
 	}
 	e := *oe
-	e.Err = explainInUse(oe, &bindError{m, opts, se}, opts)
+	e.Err = &bindError{m, opts, explainInUse(oe, se, opts)}
 	return &e
 }

@@ -306,7 +306,7 @@ func explainTupleInUse(err error) error {
 		return err
 	}
 	e := *oe
-	e.Err = explainInUse(oe, &tupleInUseError{oe.Err}, nil)
+	e.Err = &tupleInUseError{explainInUse(oe, oe.Err, nil)}
 	return &e
 }
 
