@@ -26,7 +26,7 @@ type InUseError struct {
 // Holder is a socket in the way of a refused bind or connect, and the rule
 // by which the kernel refused the call.
 type Holder struct {
-	Network string         // "tcp", "mptcp" or "udp"
+	Network string         // "tcp" (an MPTCP listener's too, which shares TCP's ports) or "udp"
 	Local   netip.AddrPort // as the kernel has it: an IPv6 socket's address stays IPv6
 	Remote  netip.AddrPort // the zero AddrPort unless it is connected
 	// State is "listening", "bound", "connected", "TIME_WAIT", or the

@@ -186,6 +186,10 @@ func show(hs []reuse.Holder) []shown {
 	return s
 }
 
+// protoOf is the protocol a Holder names for a listener or UDP socket of
+// network: "tcp" for TCP and MPTCP listeners alike.
+func protoOf(network string) string { return network[:3] }
+
 // userName is the name of uid on this machine, as the error gives it.
 func userName(t *testing.T, uid int) string {
 	t.Helper()
@@ -258,10 +262,10 @@ func TestInUseErrorSameUser(t *testing.T) {
 		{"plain", "udp6", "[::1]:0", "udp"},
 		{"exclusive", "tcp4", "127.0.0.1:0", "tcp"},
 		{"exclusive", "udp6", "[::1]:0", "udp"},
-		{"mptcp", "tcp4", "127.0.0.1:0", "mptcp"},
+		{"mptcp", "tcp4", "127.0.0.1:0", "tcp"},
 	} {
 		t.Run(c.how+"/"+c.network, func(t *testing.T) {
-			if c.proto == "mptcp" && !mptcpEnabled() {
+			if c.how == "mptcp" && !mptcpEnabled() {
 				t.Skip("MPTCP is not enabled in this network namespace (net.mptcp.enabled)")
 			}
 			w, held := holding(t, c.how, c.network, c.addr)
@@ -291,7 +295,7 @@ func TestInUseErrorGroup(t *testing.T) {
 				_, err = reuse.ListenGroup(network, held.String(), 4)
 			}
 			state := map[bool]string{true: "bound", false: "listening"}[network == "udp6"]
-			checkHolders(t, inUse(t, err), []shown{{network[:3], held.String(), "", state, me, userName(t, me), w.Pid(), false}},
+			checkHolders(t, inUse(t, err), []shown{{protoOf(network), held.String(), "", state, me, userName(t, me), w.Pid(), false}},
 				"bound without SO_REUSEPORT")
 		})
 	}
@@ -324,7 +328,7 @@ func TestInUseErrorOtherUser(t *testing.T) {
 			}
 			var want []shown
 			for i := 0; i < c.n; i++ {
-				want = append(want, shown{c.network[:3], held.String(), "", state, 65534, userName(t, 65534), w.Pid(), false})
+				want = append(want, shown{protoOf(c.network), held.String(), "", state, 65534, userName(t, 65534), w.Pid(), false})
 			}
 			checkHolders(t, ie, want, "another user's (uid 65534)", "SO_REUSEPORT shares a port only among sockets of one user")
 			if c.n > 1 && !strings.Contains(ie.Error(), fmt.Sprintf("%d × ", c.n)) {
@@ -401,7 +405,7 @@ func TestInUseErrorAddresses(t *testing.T) {
 				state = "bound"
 			}
 			held := netip.AddrPortFrom(netip.MustParseAddr(c.held), port).String()
-			checkHolders(t, ie, []shown{{c.net[:3], held, "", state, me, userName(t, me), os.Getpid(), false}}, c.rule)
+			checkHolders(t, ie, []shown{{protoOf(c.net), held, "", state, me, userName(t, me), os.Getpid(), false}}, c.rule)
 		})
 	}
 	t.Run("multicast", func(t *testing.T) {

@@ -21,7 +21,7 @@ import (
 
 // whoSocket is one socket of who's report.
 type whoSocket struct {
-	Proto    string `json:"proto"` // tcp, mptcp, udp
+	Proto    string `json:"proto"` // tcp (MPTCP listeners included), udp
 	Local    string `json:"local"`
 	Remote   string `json:"remote,omitempty"`
 	V6Only   bool   `json:"v6only,omitempty"`
@@ -244,11 +244,7 @@ func groupKey(s sockdiag.Socket) string {
 	if s.Remote.IsValid() || (s.State != sockdiag.Listen && s.State != sockdiag.Close) {
 		return ""
 	}
-	proto := "tcp" // MPTCP and TCP listeners join one group
-	if s.Proto == "udp" {
-		proto = "udp"
-	}
-	return fmt.Sprint(proto, s.Local, s.V6Only, s.UID, s.State)
+	return fmt.Sprint(s.Proto, s.Local, s.V6Only, s.UID, s.State)
 }
 
 // stateWord names s's state as the package's errors do.

@@ -93,11 +93,7 @@ func TestWho(t *testing.T) {
 		if len(s.PIDs) > 0 {
 			p = s.PIDs[0]
 		}
-		proto := s.Proto
-		if proto == "mptcp" {
-			proto = "tcp" // the command's listeners are MPTCP where the kernel has it
-		}
-		got = append(got, row{proto, s.Local, s.State, s.UID, p, s.Group})
+		got = append(got, row{s.Proto, s.Local, s.State, s.UID, p, s.Group})
 		if s.Queue != nil {
 			queued += *s.Queue
 		}

@@ -14,7 +14,7 @@ import (
 
 // Socket is one socket on a port, as the kernel lists it.
 type Socket struct {
-	Proto  string         // "tcp", "mptcp" or "udp"
+	Proto  string         // "tcp" (MPTCP listeners included) or "udp"
 	Local  netip.AddrPort // an IPv6 socket's address stays IPv6 (::ffff:a.b.c.d for a mapped one)
 	Remote netip.AddrPort // the zero AddrPort unless connected
 	V6Only bool           // an IPv6 socket that takes no IPv4 traffic

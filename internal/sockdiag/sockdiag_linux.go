@@ -17,46 +17,34 @@ import (
 // From linux/inet_diag.h and linux/sock_diag.h, which x/sys does not export.
 const (
 	reqBytecode         = 1  // INET_DIAG_REQ_BYTECODE: a filter program
-	reqProtocol         = 3  // INET_DIAG_REQ_PROTOCOL: a protocol past 255 (MPTCP)
 	bcSGE               = 2  // INET_DIAG_BC_S_GE: local port >=
 	bcSLE               = 3  // INET_DIAG_BC_S_LE: local port <=
 	attrSkMemInfo       = 7  // INET_DIAG_SKMEMINFO: sk_meminfo, u32 each
 	attrV6Only          = 11 // INET_DIAG_SKV6ONLY
 	skMemInfoDrops      = 8  // SK_MEMINFO_DROPS
-	ipprotoMPTCP        = 262
 	sizeofInetDiagReqV2 = 56
 	sizeofInetDiagMsg   = 72
 )
 
 // OnPort returns every socket of this network namespace whose local port is
-// port: TCP (MPTCP listeners marked so), UDP, IPv4 and IPv6, in every state
-// but the handshakes in flight (request sockets belong to their listener).
+// port: TCP and UDP, IPv4 and IPv6, in every state but the handshakes in
+// flight (request sockets belong to their listener). An MPTCP listener is
+// listed as TCP: the kernel keeps its listening subflow, with the MPTCP
+// socket's inode, in TCP's table, where it shares ports and groups with
+// TCP listeners. (The kernel's own MPTCP listing of listeners cannot tell
+// them apart here: on Linux 6.18 it skipped some listeners of a port, 1 of
+// a group of 4 and 267 of 300, measured.)
 func OnPort(port int) ([]Socket, error) {
 	if port <= 0 || port > 0xffff {
 		return nil, fmt.Errorf("port %d out of range 1-65535", port)
 	}
 	var all []Socket
-	mptcp := map[uint64]bool{}
 	for _, fam := range []uint8{unix.AF_INET, unix.AF_INET6} {
-		// MPTCP's sockets are listed again as TCP (a listener's subflow
-		// listener, with the same inode): read them first to mark those.
-		err := Dump(fam, ipprotoMPTCP, 1<<Listen, port, func(s Socket) {
-			if s.Inode != 0 {
-				mptcp[s.Inode] = true
-			}
-		})
-		if err != nil && !errors.Is(err, unix.ENOENT) && !errors.Is(err, unix.EINVAL) {
-			return nil, err // no MPTCP here is no error; anything else is
-		}
 		for _, proto := range []int{unix.IPPROTO_TCP, unix.IPPROTO_UDP} {
 			err := Dump(fam, proto, ^uint32(0), port, func(s Socket) {
-				if s.State == SynRecv || s.State == NewSynRecv {
-					return
+				if s.State != SynRecv && s.State != NewSynRecv {
+					all = append(all, s)
 				}
-				if s.Proto == "tcp" && mptcp[s.Inode] && s.Inode != 0 {
-					s.Proto = "mptcp"
-				}
-				all = append(all, s)
 			})
 			if err != nil {
 				return nil, err
@@ -67,7 +55,7 @@ func OnPort(port int) ([]Socket, error) {
 }
 
 // Dump calls each for every socket of family (AF_INET or AF_INET6) and
-// protocol (IPPROTO_TCP, IPPROTO_UDP or 262, MPTCP) in states (a mask of
+// protocol (IPPROTO_TCP or IPPROTO_UDP) in states (a mask of
 // 1<<State) whose local port is port, in the order of the kernel's hash
 // chains, from one NETLINK_SOCK_DIAG dump filtered by port in the kernel.
 // The kernel walks its table of connections only for states other than
@@ -82,11 +70,8 @@ func Dump(family uint8, proto int, states uint32, port int, each func(Socket)) e
 		return os.NewSyscallError("sendto NETLINK_SOCK_DIAG", err)
 	}
 	name := "tcp"
-	switch proto {
-	case unix.IPPROTO_UDP:
+	if proto == unix.IPPROTO_UDP {
 		name = "udp"
-	case ipprotoMPTCP:
-		name = "mptcp"
 	}
 	ne := binary.NativeEndian
 	buf := make([]byte, 32<<10)
@@ -136,13 +121,6 @@ func request(family uint8, proto int, states uint32, port int) []byte {
 	ne.PutUint16(bytecode[6:], uint16(port))
 	ne.PutUint16(bytecode[14:], uint16(port))
 	attrs := attr(reqBytecode, bytecode)
-	sdiagProto := uint8(proto)
-	if proto > 0xff {
-		sdiagProto = 0
-		var p [4]byte
-		ne.PutUint32(p[:], uint32(proto))
-		attrs = append(attrs, attr(reqProtocol, p[:])...)
-	}
 	req := make([]byte, unix.SizeofNlMsghdr+sizeofInetDiagReqV2, unix.SizeofNlMsghdr+sizeofInetDiagReqV2+len(attrs))
 	req = append(req, attrs...)
 	ne.PutUint32(req[0:], uint32(len(req)))
@@ -150,7 +128,7 @@ func request(family uint8, proto int, states uint32, port int) []byte {
 	ne.PutUint16(req[6:], unix.NLM_F_REQUEST|unix.NLM_F_DUMP)
 	ne.PutUint32(req[8:], 1) // sequence number
 	r := req[unix.SizeofNlMsghdr:]
-	r[0], r[1] = family, sdiagProto
+	r[0], r[1] = family, uint8(proto)
 	r[2] = 1 << (attrSkMemInfo - 1) // idiag_ext
 	ne.PutUint32(r[4:], states)     // idiag_states
 	return req

@@ -6,23 +6,22 @@ import (
 	"net/netip"
 	"os"
 	"strconv"
+	"syscall"
 	"testing"
 	"time"
+
+	"golang.org/x/sys/unix"
 
 	"github.com/sockreuse/reuse/internal/sockettest"
 )
 
 // TestOnPort lists a port's sockets: an IPv4 listener (MPTCP where the
-// kernel has it) with a connection waiting in its accept queue, an IPv6
+// kernel has it, listed as TCP) with a connection waiting in its accept queue, an IPv6
 // only listener, and a UDP socket whose small buffer dropped datagrams;
 // FindOwners finds this process for each socket that has one.
 func TestOnPort(t *testing.T) {
 	var lc net.ListenConfig
-	mptcp := false
-	if b, err := os.ReadFile("/proc/sys/net/mptcp/enabled"); err == nil && len(b) > 0 && b[0] == '1' {
-		lc.SetMultipathTCP(true)
-		mptcp = true
-	}
+	lc.SetMultipathTCP(true) // where the kernel has MPTCP; listed as TCP
 	ln, err := lc.Listen(context.Background(), "tcp4", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -71,8 +70,8 @@ func TestOnPort(t *testing.T) {
 		switch {
 		case s.Proto != "udp" && s.State == Listen && s.Local.Addr().Is4():
 			listeners++
-			if want := map[bool]string{true: "mptcp", false: "tcp"}[mptcp]; s.Proto != want {
-				t.Errorf("listener's protocol %s, want %s", s.Proto, want)
+			if s.Proto != "tcp" {
+				t.Errorf("listener's protocol %s, want tcp", s.Proto)
 			}
 			if s.RecvQ != 1 {
 				t.Errorf("accept queue %d, want 1", s.RecvQ)
@@ -116,6 +115,66 @@ func TestOnPortRange(t *testing.T) {
 	for _, p := range []int{0, -1, 65536} {
 		if _, err := OnPort(p); err == nil {
 			t.Errorf("OnPort(%d) = nil error", p)
+		}
+	}
+}
+
+// TestOnPortMPTCP: a group of 4 MPTCP listeners is listed whole, as TCP,
+// each with the inode of its own socket (the MPTCP socket's).
+func TestOnPortMPTCP(t *testing.T) {
+	if b, err := os.ReadFile("/proc/sys/net/mptcp/enabled"); err != nil || len(b) == 0 || b[0] != '1' {
+		t.Skip("MPTCP is not enabled in this network namespace (net.mptcp.enabled)")
+	}
+	lc := net.ListenConfig{Control: func(_, _ string, rc syscall.RawConn) error {
+		var err error
+		rc.Control(func(fd uintptr) { err = unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_REUSEPORT, 1) })
+		return err
+	}}
+	lc.SetMultipathTCP(true)
+	want := map[uint64]bool{}
+	addr := "127.0.0.1:0"
+	for i := 0; i < 4; i++ {
+		ln, err := lc.Listen(context.Background(), "tcp4", addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer ln.Close()
+		addr = ln.Addr().String()
+		f, err := ln.(*net.TCPListener).File()
+		if err != nil {
+			t.Fatal(err)
+		}
+		var st unix.Stat_t
+		if err := unix.Fstat(int(f.Fd()), &st); err != nil {
+			t.Fatal(err)
+		}
+		proto, err := unix.GetsockoptInt(int(f.Fd()), unix.SOL_SOCKET, unix.SO_PROTOCOL)
+		f.Close()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if proto != unix.IPPROTO_MPTCP {
+			t.Skipf("listener %d is not MPTCP (protocol %d): the kernel fell back to TCP", i, proto)
+		}
+		want[st.Ino] = true
+	}
+	port := netip.MustParseAddrPort(addr).Port()
+	socks, err := OnPort(int(port))
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := map[uint64]bool{}
+	for _, s := range socks {
+		if s.State == Listen && s.Proto == "tcp" {
+			got[s.Inode] = true
+		}
+	}
+	if len(got) != 4 || len(want) != 4 {
+		t.Fatalf("listed %v, want the 4 listeners %v", got, want)
+	}
+	for ino := range want {
+		if !got[ino] {
+			t.Errorf("listener inode %d not listed; listed %v", ino, got)
 		}
 	}
 }
