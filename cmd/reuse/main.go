@@ -42,7 +42,7 @@
 // up what each way lost per shape.
 //
 // who (Linux) lists every socket on ADDRESS's port (host:port, :port or a
-// port), TCP, MPTCP and UDP, IPv4 and IPv6: state, owner, process, accept
+// port), TCP (MPTCP listeners too) and UDP, IPv4 and IPv6: state, owner, process, accept
 // or receive queue, drops, the reuseport groups it can infer, and the
 // processes of a Handover on the port. Elsewhere it says it cannot look.
 //
