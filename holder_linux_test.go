@@ -475,19 +475,6 @@ func TestInUseErrorTimeWait(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer srv.Close()
-	// closeFirst dials srv from local, closes the connection first and
-	// waits for the server's FIN, so that local waits in TIME_WAIT.
-	closeFirst := func(c net.Conn) {
-		t.Helper()
-		a, err := srv.Accept()
-		if err != nil {
-			t.Fatal(err)
-		}
-		c.Close()
-		_, _ = a.Read(make([]byte, 1)) // EOF: the client's FIN
-		a.Close()
-		time.Sleep(50 * time.Millisecond) // the server's FIN reaches the client
-	}
 	t.Run("listen", func(t *testing.T) {
 		d := net.Dialer{LocalAddr: &net.TCPAddr{IP: net.IPv4(127, 0, 0, 1)}}
 		c, err := d.Dial("tcp4", srv.Addr().String())
@@ -495,7 +482,7 @@ func TestInUseErrorTimeWait(t *testing.T) {
 			t.Fatal(err)
 		}
 		local := c.LocalAddr().String()
-		closeFirst(c)
+		closeFirst(t, srv, c)
 		_, err = reuse.Listen("tcp4", local)
 		ie := inUse(t, err)
 		checkHolders(t, ie, []shown{{"tcp", local, srv.Addr().String(), "TIME_WAIT", -1, "", 0, true}},
@@ -529,6 +516,64 @@ func TestInUseErrorTimeWait(t *testing.T) {
 			"the same connection (local and remote address and port) exists already")
 		c.Close()
 	})
+}
+
+// closeFirst closes c, a connection to srv, before srv's side does, and
+// waits for srv's FIN, so that c's local port waits in TIME_WAIT.
+func closeFirst(t *testing.T, srv net.Listener, c net.Conn) {
+	t.Helper()
+	a, err := srv.Accept()
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.Close()
+	_, _ = a.Read(make([]byte, 1)) // EOF: the client's FIN
+	a.Close()
+	time.Sleep(50 * time.Millisecond) // the server's FIN reaches the client
+}
+
+// TestInUseErrorTupleTimeWait, in a private network namespace: with TCP
+// timestamps (the default), a connect from a bound port takes over the
+// 4-tuple of a connection in TIME_WAIT at once (tcp_twsk_unique); without
+// them it is refused (EADDRNOTAVAIL), and the error names the connection in
+// TIME_WAIT as the same connection.
+func TestInUseErrorTupleTimeWait(t *testing.T) {
+	if !sockettest.RunInNetNS(t) {
+		return
+	}
+	for _, timestamps := range []string{"1", "0"} {
+		if err := os.WriteFile("/proc/sys/net/ipv4/tcp_timestamps", []byte(timestamps), 0); err != nil {
+			t.Fatalf("setting net.ipv4.tcp_timestamps in the private namespace: %v", err)
+		}
+		srv, err := net.Listen("tcp4", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer srv.Close()
+		free, err := net.Listen("tcp4", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		local := free.Addr().String()
+		free.Close()
+		c, err := reuse.Dial("tcp4", local, srv.Addr().String())
+		if err != nil {
+			t.Fatal(err)
+		}
+		closeFirst(t, srv, c)
+		c, err = reuse.Dial("tcp4", local, srv.Addr().String())
+		if timestamps == "1" {
+			if err != nil {
+				t.Errorf("with TCP timestamps, the 4-tuple in TIME_WAIT was refused: %v", err)
+			} else {
+				c.Close()
+			}
+			continue
+		}
+		ie := inUse(t, err)
+		checkHolders(t, ie, []shown{{"tcp", local, srv.Addr().String(), "TIME_WAIT", -1, "", 0, true}},
+			"the same connection (local and remote address and port) exists already, closed and waiting in TIME_WAIT")
+	}
 }
 
 // BenchmarkRefusedListen is the cost of a Listen refused with EADDRINUSE:
