@@ -118,27 +118,65 @@ func parseWhoAddress(s string) ([]netip.Addr, int, error) {
 }
 
 // who reads the sockets on port whose address is one of hosts (all if
-// none) or a wildcard that covers it.
+// none) or a wildcard that covers it, their processes and groups, and the
+// port's handovers.
 func who(hosts []netip.Addr, port int) (*whoReport, error) {
 	socks, err := sockdiag.OnPort(port)
 	if err != nil {
 		return nil, err
 	}
 	r := &whoReport{Port: port}
+	var names []string
 	for _, h := range hosts {
-		r.Host += h.String() + " "
+		names = append(names, h.String())
 	}
-	r.Host = strings.TrimSpace(r.Host)
+	r.Host = strings.Join(names, " ")
 	var kept []sockdiag.Socket
+	var inodes []uint64
 	for _, s := range socks {
 		if covers(s, hosts) {
 			kept = append(kept, s)
+			inodes = append(inodes, s.Inode)
 		}
 	}
-	// TCP before UDP, by address, listeners first: the kernel lists each
-	// table in the order of its hash chains.
-	sort.SliceStable(kept, func(i, j int) bool {
-		a, b := kept[i], kept[j]
+	sortSockets(kept)
+	handovers, hoInodes := readHandovers(port)
+	o := newOwnerInfo(append(inodes, hoInodes...))
+	groups, counts := map[string]int{}, map[string]int{}
+	for _, s := range kept {
+		counts[groupKey(s)]++
+	}
+	for _, s := range kept {
+		w := o.describe(s)
+		if k := groupKey(s); k != "" && counts[k] > 1 {
+			if groups[k] == 0 {
+				groups[k] = len(groups) + 1
+			}
+			w.Group = groups[k]
+		}
+		r.Sockets = append(r.Sockets, w)
+	}
+	for i := range handovers {
+		h := &handovers[i]
+		for _, ino := range h.inodes {
+			for _, p := range o.owners.ByInode[ino] {
+				h.PIDs = append(h.PIDs, p.PID)
+				h.Command = p.Command
+			}
+		}
+		if len(h.PIDs) == 0 {
+			h.NoPID, _ = o.noPID(sockdiag.Socket{UID: h.UID, Inode: h.inodes[0]})
+		}
+	}
+	r.Handovers = handovers
+	return r, nil
+}
+
+// sortSockets orders socks TCP before UDP, by address, listeners first:
+// the kernel lists each table in the order of its hash chains.
+func sortSockets(socks []sockdiag.Socket) {
+	sort.SliceStable(socks, func(i, j int) bool {
+		a, b := socks[i], socks[j]
 		if (a.Proto == "udp") != (b.Proto == "udp") {
 			return b.Proto == "udp"
 		}
@@ -147,72 +185,55 @@ func who(hosts []netip.Addr, port int) (*whoReport, error) {
 		}
 		return a.State == sockdiag.Listen && b.State != sockdiag.Listen
 	})
-	var inodes []uint64
-	for _, s := range kept {
-		inodes = append(inodes, s.Inode)
+}
+
+// ownerInfo is what who knows of the sockets' owners: their processes, as
+// far as this user may look, and the users' names.
+type ownerInfo struct {
+	owners sockdiag.Owners
+	err    error // reading /proc
+	me     int
+	names  map[int]string
+}
+
+func newOwnerInfo(inodes []uint64) *ownerInfo {
+	owners, err := sockdiag.FindOwners(inodes)
+	return &ownerInfo{owners: owners, err: err, me: os.Geteuid(), names: map[int]string{}}
+}
+
+// describe is s as who reports it, but for its group.
+func (o *ownerInfo) describe(s sockdiag.Socket) whoSocket {
+	w := whoSocket{Proto: s.Proto, Local: s.Local.String(), V6Only: s.V6Only, State: stateWord(s), UID: s.UID}
+	if s.Remote.IsValid() {
+		w.Remote = s.Remote.String()
 	}
-	handovers, hoInodes := readHandovers(port)
-	owners, ownersErr := sockdiag.FindOwners(append(inodes, hoInodes...))
-	names := map[int]string{}
-	me := os.Geteuid()
-	groups := map[string]int{}
-	counts := map[string]int{}
-	for _, s := range kept {
-		counts[groupKey(s)]++
+	if s.TimeWait() {
+		w.TimeLeft = s.Expires.Round(time.Second).String()
 	}
-	for _, s := range kept {
-		w := whoSocket{Proto: s.Proto, Local: s.Local.String(), V6Only: s.V6Only, State: stateWord(s), UID: s.UID}
-		if s.Remote.IsValid() {
-			w.Remote = s.Remote.String()
-		}
-		if s.TimeWait() {
-			w.TimeLeft = s.Expires.Round(time.Second).String()
-		}
-		if s.UID >= 0 {
-			if _, ok := names[s.UID]; !ok {
-				if u, err := user.LookupId(strconv.Itoa(s.UID)); err == nil {
-					names[s.UID] = u.Username
-				}
-			}
-			w.User = names[s.UID]
-		}
-		for _, p := range owners.ByInode[s.Inode] {
-			w.PIDs = append(w.PIDs, p.PID)
-			w.Command = p.Command
-		}
-		if len(w.PIDs) == 0 {
-			w.NoPID, w.noPID = noPID(s, me, owners, ownersErr)
-		}
-		if k := groupKey(s); k != "" && counts[k] > 1 {
-			if groups[k] == 0 {
-				groups[k] = len(groups) + 1
-			}
-			w.Group = groups[k]
-		}
-		switch {
-		case s.State == sockdiag.Listen:
-			q, b := s.RecvQ, s.SendQ // sk_ack_backlog, sk_max_ack_backlog
-			w.Queue, w.Backlog = &q, &b
-		case s.Proto == "udp":
-			q, d := s.RecvQ, s.Drops
-			w.RecvBytes, w.Drops = &q, &d
-		}
-		r.Sockets = append(r.Sockets, w)
-	}
-	for i := range handovers {
-		h := &handovers[i]
-		for _, ino := range h.inodes {
-			for _, p := range owners.ByInode[ino] {
-				h.PIDs = append(h.PIDs, p.PID)
-				h.Command = p.Command
+	if s.UID >= 0 {
+		if _, ok := o.names[s.UID]; !ok {
+			if u, err := user.LookupId(strconv.Itoa(s.UID)); err == nil {
+				o.names[s.UID] = u.Username
 			}
 		}
-		if len(h.PIDs) == 0 {
-			h.NoPID, _ = noPID(sockdiag.Socket{UID: h.UID, Inode: 1}, me, owners, ownersErr)
-		}
+		w.User = o.names[s.UID]
 	}
-	r.Handovers = handovers
-	return r, nil
+	for _, p := range o.owners.ByInode[s.Inode] {
+		w.PIDs = append(w.PIDs, p.PID)
+		w.Command = p.Command
+	}
+	if len(w.PIDs) == 0 {
+		w.NoPID, w.noPID = o.noPID(s)
+	}
+	switch {
+	case s.State == sockdiag.Listen:
+		q, b := s.RecvQ, s.SendQ // sk_ack_backlog, sk_max_ack_backlog
+		w.Queue, w.Backlog = &q, &b
+	case s.Proto == "udp":
+		q, d := s.RecvQ, s.Drops
+		w.RecvBytes, w.Drops = &q, &d
+	}
+	return w
 }
 
 // covers reports whether s is on one of hosts, or on a wildcard address
@@ -261,18 +282,18 @@ func stateWord(s sockdiag.Socket) string {
 }
 
 // noPID says why no process of s was found, at length and in a few words.
-func noPID(s sockdiag.Socket, me int, o sockdiag.Owners, err error) (string, string) {
+func (o *ownerInfo) noPID(s sockdiag.Socket) (string, string) {
 	switch {
 	case s.NoProcess() != "" && s.TimeWait():
 		return s.NoProcess(), "none: the kernel's"
 	case s.NoProcess() != "":
 		return s.NoProcess(), "none: not accepted or closed"
-	case err != nil:
-		return "cannot read /proc: " + err.Error(), "? /proc unreadable"
-	case s.UID != me && me != 0 && o.Hidden > 0:
+	case o.err != nil:
+		return "cannot read /proc: " + o.err.Error(), "? /proc unreadable"
+	case s.UID != o.me && o.me != 0 && o.owners.Hidden > 0:
 		return "another user's process, which only root (CAP_SYS_PTRACE) may look up", "? another user's"
-	case o.Hidden > 0:
-		return fmt.Sprintf("in no process that this one may look at (%d hidden)", o.Hidden), "? hidden"
+	case o.owners.Hidden > 0:
+		return fmt.Sprintf("in no process that this one may look at (%d hidden)", o.owners.Hidden), "? hidden"
 	}
 	return "in no process that can be seen here (another PID namespace?)", "? not seen"
 }
