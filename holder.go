@@ -45,6 +45,9 @@ type Holder struct {
 // the rest is counted, so that hundreds of holders fit on one screen.
 const maxHolderLines = 8
 
+// Error is the refusal's message, then the holders, one line for each
+// kind (sockets alike but for their process or remote address share one),
+// at most maxHolderLines of them.
 func (e *InUseError) Error() string {
 	var b strings.Builder
 	b.WriteString(e.Err.Error())
@@ -100,6 +103,7 @@ func (e *InUseError) Error() string {
 	return b.String()
 }
 
+// Unwrap returns Err, so that errors.Is sees the OS's errno.
 func (e *InUseError) Unwrap() error { return e.Err }
 
 // writeHolder writes one line of an InUseError: n sockets like h, held by
