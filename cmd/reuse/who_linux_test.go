@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"net"
 	"os"
+	"os/exec"
 	"strconv"
 	"strings"
 	"syscall"
@@ -179,5 +180,79 @@ func TestWhoBadInput(t *testing.T) {
 		if code := run(c.args, &out, &errb); code != 2 || !strings.Contains(errb.String(), c.say) || out.Len() != 0 {
 			t.Errorf("%q: exit %d, stderr %q, stdout %q; want 2 and %q", c.args, code, errb.String(), out.String(), c.say)
 		}
+	}
+}
+
+// envWhoChild asks the test binary, run again as another user, to print
+// who -json of the port it names (TestWhoChild).
+const envWhoChild = "REUSE_TEST_WHO_PORT"
+
+// TestWhoChild prints who -json of the port in envWhoChild: TestWhoAsNobody's
+// child. It does nothing in a normal run.
+func TestWhoChild(t *testing.T) {
+	port := os.Getenv(envWhoChild)
+	if port == "" {
+		return
+	}
+	if code := run([]string{"who", "-json", port}, os.Stdout, os.Stderr); code != 0 {
+		t.Fatalf("exit %d", code)
+	}
+}
+
+// TestWhoAsNobody: uid 65534 runs who on a port where root holds a group of
+// 2 and a UDP socket; it is told the processes cannot be known, and why,
+// and no pid is guessed.
+func TestWhoAsNobody(t *testing.T) {
+	requireSelfExec(t)
+	if os.Geteuid() != 0 {
+		t.Skipf("needs root to run who as uid 65534; running as uid %d", os.Geteuid())
+	}
+	lns, pcs := tcpAndUDPGroups(t, 2, 1)
+	defer func() {
+		for _, ln := range lns {
+			ln.Close()
+		}
+		pcs[0].Close()
+	}()
+	_, port, _ := net.SplitHostPort(lns[0].Addr().String())
+	dir, err := os.MkdirTemp("", "who")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer os.RemoveAll(dir)
+	bin, err := os.ReadFile(os.Args[0])
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Chmod(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(dir+"/test.bin", bin, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command(dir+"/test.bin", "-test.run=^TestWhoChild$", "-test.count=1")
+	cmd.Dir = dir
+	cmd.Env = append(os.Environ(), envWhoChild+"="+port)
+	cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: 65534, Gid: 65534}}
+	out, err := cmd.Output()
+	if err != nil {
+		t.Fatalf("who as uid 65534: %v\n%s", err, out)
+	}
+	var r whoReport
+	if err := json.Unmarshal(out[:bytes.LastIndexByte(out, '}')+1], &r); err != nil {
+		t.Fatalf("%v\n%s", err, out)
+	}
+	n := 0
+	for _, s := range r.Sockets {
+		if s.Remote != "" || s.UID != 0 {
+			continue
+		}
+		n++
+		if len(s.PIDs) != 0 || s.NoPID != "another user's process, which only root (CAP_SYS_PTRACE) may look up" {
+			t.Errorf("root's socket %s %s seen by uid 65534: pids %v, why none %q", s.Proto, s.Local, s.PIDs, s.NoPID)
+		}
+	}
+	if n != 3 {
+		t.Errorf("uid 65534 saw %d of root's 3 sockets:\n%s", n, out)
 	}
 }
