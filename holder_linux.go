@@ -228,20 +228,10 @@ func findOwners(hs []Holder, socks []sockdiag.Socket) {
 			}
 			h.User = name
 		}
-		ps := owners.ByInode[inodes[i]]
-		switch {
-		case len(ps) > 0:
+		if ps := owners.ByInode[inodes[i]]; len(ps) > 0 {
 			h.PID, h.Command = ps[0].PID, ps[0].Command
-		case socks[i].NoProcess() != "":
-			h.NoPID = socks[i].NoProcess()
-		case err != nil:
-			h.NoPID = "cannot read /proc: " + err.Error()
-		case h.UID != me && me != 0 && owners.Hidden > 0:
-			h.NoPID = "another user's process, which only root (CAP_SYS_PTRACE) may look up"
-		case owners.Hidden > 0:
-			h.NoPID = "in no process that this one may look at (" + strconv.Itoa(owners.Hidden) + " hidden)"
-		default:
-			h.NoPID = "in no process that can be seen here (another PID namespace?)"
+		} else {
+			h.NoPID = owners.Why(socks[i], me, err)
 		}
 	}
 }

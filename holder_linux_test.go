@@ -347,7 +347,7 @@ func TestInUseErrorOtherUser(t *testing.T) {
 		if diff := cmp.Diff(want, show(r.Holders)); diff != "" {
 			t.Errorf("holders (-want +got):\n%s\n%s", diff, r.Message)
 		}
-		if !strings.Contains(r.Message, "pid unknown (another user's process, which only root (CAP_SYS_PTRACE) may look up)") {
+		if !strings.Contains(r.Message, "pid unknown (another user's process, which only root, with CAP_SYS_PTRACE, may look up)") {
 			t.Errorf("the message does not say why the pid is unknown: %s", r.Message)
 		}
 		if strings.Contains(r.Message, strconv.Itoa(w.Pid())) {

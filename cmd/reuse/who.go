@@ -283,19 +283,20 @@ func stateWord(s sockdiag.Socket) string {
 
 // noPID says why no process of s was found, at length and in a few words.
 func (o *ownerInfo) noPID(s sockdiag.Socket) (string, string) {
+	why := o.owners.Why(s, o.me, o.err)
 	switch {
-	case s.NoProcess() != "" && s.TimeWait():
-		return s.NoProcess(), "none: the kernel's"
+	case s.TimeWait():
+		return why, "none: the kernel's"
 	case s.NoProcess() != "":
-		return s.NoProcess(), "none: not accepted or closed"
+		return why, "none: not accepted or closed"
 	case o.err != nil:
-		return "cannot read /proc: " + o.err.Error(), "? /proc unreadable"
+		return why, "? /proc unreadable"
 	case s.UID != o.me && o.me != 0 && o.owners.Hidden > 0:
-		return "another user's process, which only root (CAP_SYS_PTRACE) may look up", "? another user's"
+		return why, "? another user's"
 	case o.owners.Hidden > 0:
-		return fmt.Sprintf("in no process that this one may look at (%d hidden)", o.owners.Hidden), "? hidden"
+		return why, "? hidden"
 	}
-	return "in no process that can be seen here (another PID namespace?)", "? not seen"
+	return why, "? not seen"
 }
 
 // printWho prints r as a table, then the handovers.
@@ -333,11 +334,7 @@ func printWho(w io.Writer, r *whoReport) {
 				}
 			}
 			if len(s.PIDs) > 0 {
-				var ps []string
-				for _, p := range s.PIDs {
-					ps = append(ps, strconv.Itoa(p))
-				}
-				proc = strings.Join(ps, ",") + "(" + s.Command + ")"
+				proc = joinInts(s.PIDs) + "(" + s.Command + ")"
 			} else if s.noPID != "" {
 				proc = s.noPID
 			}
@@ -358,7 +355,7 @@ func printWho(w io.Writer, r *whoReport) {
 			fmt.Fprint(w, "steering lock")
 		}
 		if len(h.PIDs) > 0 {
-			fmt.Fprintf(w, " held by pid %v (%s)", h.PIDs, h.Command)
+			fmt.Fprintf(w, " held by pid %s (%s)", joinInts(h.PIDs), h.Command)
 		} else {
 			fmt.Fprintf(w, " held by a process unknown: %s", h.NoPID)
 		}
@@ -367,4 +364,13 @@ func printWho(w io.Writer, r *whoReport) {
 		}
 		fmt.Fprintln(w)
 	}
+}
+
+// joinInts writes ns separated by commas.
+func joinInts(ns []int) string {
+	s := make([]string, len(ns))
+	for i, n := range ns {
+		s[i] = strconv.Itoa(n)
+	}
+	return strings.Join(s, ",")
 }

@@ -248,7 +248,7 @@ func TestWhoAsNobody(t *testing.T) {
 			continue
 		}
 		n++
-		if len(s.PIDs) != 0 || s.NoPID != "another user's process, which only root (CAP_SYS_PTRACE) may look up" {
+		if len(s.PIDs) != 0 || s.NoPID != "another user's process, which only root, with CAP_SYS_PTRACE, may look up" {
 			t.Errorf("root's socket %s %s seen by uid 65534: pids %v, why none %q", s.Proto, s.Local, s.PIDs, s.NoPID)
 		}
 	}

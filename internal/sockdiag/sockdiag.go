@@ -94,3 +94,19 @@ type Owners struct {
 	// read: another user's, without CAP_SYS_PTRACE.
 	Hidden int
 }
+
+// Why says why FindOwners, which returned o and err to a process of user
+// me, found no process holding s.
+func (o Owners) Why(s Socket, me int, err error) string {
+	switch {
+	case s.NoProcess() != "":
+		return s.NoProcess()
+	case err != nil:
+		return "cannot read /proc: " + err.Error()
+	case s.UID != me && me != 0 && o.Hidden > 0:
+		return "another user's process, which only root, with CAP_SYS_PTRACE, may look up"
+	case o.Hidden > 0:
+		return "in no process that this one may look at (" + strconv.Itoa(o.Hidden) + " hidden)"
+	}
+	return "in no process that can be seen here (another PID namespace?)"
+}
