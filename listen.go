@@ -400,10 +400,10 @@ func explainBind(m Mode, opts []sockOpt, err error) error {
 		return err
 	}
 	se, ok := oe.Err.(*os.SyscallError)
-	if !ok || se.Syscall != "bind" {
+	if !ok || se.Syscall != "bind" && se.Syscall != "listen" {
 		return err
 	}
 	e := *oe
-	e.Err = &bindError{m, opts, se}
+	e.Err = &bindError{m, opts, explainInUse(oe, se, opts)}
 	return &e
 }

@@ -384,7 +384,7 @@ func explainTupleInUse(err error) error {
 		return err
 	}
 	e := *oe
-	e.Err = &tupleInUseError{oe.Err}
+	e.Err = &tupleInUseError{explainInUse(oe, oe.Err, nil)}
 	return &e
 }
 

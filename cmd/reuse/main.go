@@ -15,6 +15,7 @@
 //
 //	reuse demo [-workers N] [-conns M] [-addr host:port]
 //	reuse probe [-json | -markdown]
+//	reuse who [-json] ADDRESS
 //	reuse restart [-handovers N] [-listeners K,...] [-workers N] [-mptcp=false] [-udp=false] [-naive=false]
 //	reuse help
 //
@@ -39,6 +40,11 @@
 // sockets close as soon as the new ones are bound), then counts the
 // connections served, refused and reset, and the datagrams lost, and sums
 // up what each way lost per shape.
+//
+// who (Linux) lists every socket on ADDRESS's port (host:port, :port or a
+// port), TCP (MPTCP listeners too) and UDP, IPv4 and IPv6: state, owner, process, accept
+// or receive queue, drops, the reuseport groups it can infer, and the
+// processes of a Handover on the port. Elsewhere it says it cannot look.
 //
 // Each subcommand prints its flags with -h. A wrong flag or argument exits
 // with status 2, a failure with 1. Steps that take more than a second
@@ -70,6 +76,7 @@ type subcommand struct {
 var subcommands = map[string]subcommand{
 	"demo":    {"N worker processes share one loopback port; M connections show how the kernel spreads them", runDemo},
 	"probe":   {"bind real sockets and print this machine's port-sharing rules (-json, -markdown)", runProbe},
+	"who":     {"list the sockets on a port, their owners, groups and queues, and its handovers (Linux; -json)", runWho},
 	"restart": {"restart servers (one listener, a group, N workers; TCP and UDP) under load with reuse.Handover and naively; count losses", runRestart},
 }
 
