@@ -35,7 +35,8 @@
 //   - [Share] (the zero value): sockets of the same user may bind the same
 //     address and port. Where the OS balances, it spreads connections and
 //     datagrams across them, so that several processes, or one accept loop
-//     per core, serve one port.
+//     per core, serve one port. No OS keeps out another process of the same
+//     user: a server that must not share with one uses Exclusive.
 //   - [Exclusive]: no other socket may bind the address and port, where the
 //     OS can enforce it; a restarted server still binds while its old
 //     connections sit in TIME_WAIT.
