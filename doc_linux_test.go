@@ -2,7 +2,12 @@ package reuse
 
 import (
 	"fmt"
+	"go/ast"
+	"go/doc"
+	"go/parser"
+	"go/token"
 	"os"
+	"path/filepath"
 	"regexp"
 	"sort"
 	"strings"
@@ -71,6 +76,72 @@ func TestDocBalancingEveryOS(t *testing.T) {
 	for _, g := range everyGOOS {
 		if diff := cmp.Diff(balanceFor(g, true), doc[g]); diff != "" {
 			t.Errorf("%s: doc.go's table of what Share gives differs from the code (-code +doc.go):\n%s", g, diff)
+		}
+	}
+}
+
+// TestEveryIdentifierDocumented: every exported function, type, method,
+// constant and variable has a doc comment, and every exported function and
+// type an example (a method may share its type's).
+func TestEveryIdentifierDocumented(t *testing.T) {
+	fset := token.NewFileSet()
+	var files, tests []*ast.File
+	names, err := filepath.Glob("*.go")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, name := range names {
+		f, err := parser.ParseFile(fset, name, nil, parser.ParseComments)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if strings.HasSuffix(name, "_test.go") {
+			tests = append(tests, f)
+		} else if f.Name.Name == "reuse" {
+			files = append(files, f)
+		}
+	}
+	p, err := doc.NewFromFiles(fset, append(files, tests...), "github.com/sockreuse/reuse")
+	if err != nil {
+		t.Fatal(err)
+	}
+	undocumented := func(what, name, text string) {
+		if strings.TrimSpace(text) == "" {
+			t.Errorf("%s %s has no doc comment", what, name)
+		}
+	}
+	// A group of constants or variables is documented as a whole or
+	// each of its names.
+	values := func(vs []*doc.Value) {
+		for _, v := range vs {
+			if strings.TrimSpace(v.Doc) != "" {
+				continue
+			}
+			for _, spec := range v.Decl.Specs {
+				s := spec.(*ast.ValueSpec)
+				if s.Names[0].IsExported() && s.Doc == nil && s.Comment == nil {
+					t.Errorf("%s has no doc comment", s.Names[0])
+				}
+			}
+		}
+	}
+	values(append(p.Consts, p.Vars...))
+	funcs := p.Funcs
+	for _, typ := range p.Types {
+		undocumented("type", typ.Name, typ.Doc)
+		if len(typ.Examples) == 0 {
+			t.Errorf("type %s has no example", typ.Name)
+		}
+		values(append(typ.Consts, typ.Vars...))
+		funcs = append(funcs, typ.Funcs...)
+		for _, m := range typ.Methods {
+			undocumented("method", typ.Name+"."+m.Name, m.Doc)
+		}
+	}
+	for _, f := range funcs {
+		undocumented("function", f.Name, f.Doc)
+		if len(f.Examples) == 0 {
+			t.Errorf("function %s has no example", f.Name)
 		}
 	}
 }
