@@ -35,8 +35,8 @@
 //   - [Share] (the zero value): sockets of the same user may bind the same
 //     address and port. Where the OS balances, it spreads connections and
 //     datagrams across them, so that several processes, or one accept loop
-//     per core, serve one port. No OS keeps out another process of the same
-//     user: a server that must not share with one uses Exclusive.
+//     per core, serve one port. Nothing keeps out another process of the
+//     same user: a server that must not share with one uses Exclusive.
 //   - [Exclusive]: no other socket may bind the address and port, where the
 //     OS can enforce it; a restarted server still binds while its old
 //     connections sit in TIME_WAIT.
@@ -139,28 +139,29 @@
 //
 // js wasip1 plan9: every row unsupported (no socket options).
 //
-// Linux and Android: the members of a group need SO_REUSEPORT before bind
-// (Linux 3.9+), the same effective UID, family and IPV6_V6ONLY, so that
-// another user's bind is refused. A socket bound to a specific address
+// Linux and Android: the members of a group need SO_REUSEPORT (Linux 3.9+),
+// the same effective UID, family and IPV6_V6ONLY: another user's bind is
+// refused, and a socket without it closes the port to the others. A socket bound to a specific address
 // takes that address's traffic from a wildcard group on its port. Closing a
 // member of a TCP group resets the connections in its accept queue, unless
 // net.ipv4.tcp_migrate_req is 1 (Linux 5.14+). Share datagram sockets clear
 // SO_REUSEADDR, which would let any user take their traffic; multicast
 // receivers need it, and with it another user can take their unicast
-// datagrams: use Exclusive where that matters. Since Go 1.24 listeners are
-// MPTCP where the kernel allows it; they join one group with plain TCP
-// listeners, and Control may run twice on one socket.
+// datagrams: use Exclusive where that matters. In modules whose go line is
+// 1.24 or later, listeners are MPTCP where the kernel allows it; they join
+// one group with plain TCP listeners, and Control may run twice on one
+// socket.
 //
 // FreeBSD 12+ balances only listening and bound datagram sockets, at most
 // 256 a group, with SO_REUSEPORT_LB. FreeBSD and OpenBSD refuse another
 // user unless privileged. On the BSDs and macOS, Exclusive cannot stop a
 // socket with SO_REUSEADDR from binding a more specific address on its port.
 //
-// Windows: under Share any socket, of any user and with no privilege, can
-// bind the port over an existing one. Exclusive's SO_EXCLUSIVEADDRUSE
-// forbids every other bind of the address, refused with WSAEACCES (which
-// [RetryPolicy] does not retry): use it for a server that must not be
-// hijacked.
+// Windows: under Share, any socket that sets SO_REUSEADDR, of any user and
+// with no privilege, can bind the port over an existing one. Exclusive's
+// SO_EXCLUSIVEADDRUSE forbids every other bind of the address (WSAEACCES
+// for a socket with SO_REUSEADDR, which [RetryPolicy] does not retry;
+// WSAEADDRINUSE otherwise): use it for a server that must not be hijacked.
 //
 // Solaris and illumos cannot share a unicast port (illumos has no
 // SO_REUSEPORT; golang.org/x/sys lacks Solaris 11.4's); a multicast port
