@@ -60,13 +60,15 @@ func TestREADMEGoSnippets(t *testing.T) {
 	}
 	for i, b := range blocks {
 		code := b[1]
-		src := code
-		if !strings.HasPrefix(code, "package main\n") {
-			src = snippetProgram(t, code)
-		}
-		if errs := compileSnippet(t, src); len(errs) > 0 {
-			t.Errorf("README snippet %d does not compile as copied:\n\t%s\n--- snippet\n%s---\n--- compiled as\n%s", i+1, strings.Join(errs, "\n\t"), code, src)
-		}
+		t.Run(strconv.Itoa(i+1), func(t *testing.T) {
+			src := code
+			if !strings.HasPrefix(code, "package main\n") {
+				src = snippetProgram(t, code)
+			}
+			if errs := compileSnippet(t, src); len(errs) > 0 {
+				t.Errorf("README snippet %d does not compile as copied:\n\t%s\n--- snippet\n%s---\n--- compiled as\n%s", i+1, strings.Join(errs, "\n\t"), code, src)
+			}
+		})
 	}
 }
 
