@@ -33,7 +33,7 @@ func docOptions() (map[string]map[string]string, error) {
 	in := false
 	for _, line := range strings.Split(string(src), "\n") {
 		switch {
-		case line == "// # Options set, per OS":
+		case line == "// # Per OS":
 			in = true
 		case in && strings.HasPrefix(line, "// # "):
 			in = false
@@ -184,99 +184,4 @@ func DocTable(goos string) (map[string][]map[string]int, error) {
 		}
 	}
 	return rows, nil
-}
-
-// readmeOS maps the OS column of the README's option table to GOOS values.
-var readmeOS = map[string][]string{
-	"Linux, Android": {"linux", "android"},
-	"FreeBSD":        {"freebsd"},
-	"macOS, iOS, DragonFly, NetBSD, OpenBSD, AIX": {"darwin", "ios", "dragonfly", "netbsd", "openbsd", "aix"},
-	"Windows":                {"windows"},
-	"Solaris, illumos":       {"solaris", "illumos"},
-	"js/wasm, wasip1, plan9": {"js", "wasip1", "plan9"},
-}
-
-// TestREADMEOptionsEveryOS: the README's wide option table, kept for
-// readers on GitHub, says what the code sets, row by row, for every GOOS.
-func TestREADMEOptionsEveryOS(t *testing.T) {
-	src, err := os.ReadFile("README.md")
-	if err != nil {
-		t.Fatal(err)
-	}
-	got := map[string]map[string]string{} // GOOS → "Share listener" → options
-	in := false
-	for _, line := range strings.Split(string(src), "\n") {
-		switch {
-		case strings.HasPrefix(line, "| OS | Mode | stream listener"):
-			in = true
-			continue
-		case !in || strings.HasPrefix(line, "|---"):
-			continue
-		case !strings.HasPrefix(line, "|"):
-			in = false
-			continue
-		}
-		cells := strings.Split(strings.Trim(line, "|"), "|")
-		for i := range cells {
-			cells[i] = strings.TrimSpace(cells[i])
-		}
-		if len(cells) != 2+len(kindNames) {
-			t.Fatalf("README row %q: want %d cells", line, 2+len(kindNames))
-		}
-		goos, ok := readmeOS[cells[0]]
-		if !ok {
-			t.Fatalf("README row %q: unknown OS column", line)
-		}
-		modes := []string{cells[1]}
-		if cells[1] == "both" {
-			modes = []string{"Share", "Exclusive"}
-		}
-		for _, g := range goos {
-			if got[g] == nil {
-				got[g] = map[string]string{}
-			}
-			for _, m := range modes {
-				for k, name := range kindNames {
-					got[g][m+" "+name] = readmeCell(cells[2+k])
-				}
-			}
-		}
-	}
-	for _, g := range everyGOOS {
-		table := tableFor(g)
-		want := map[string]string{}
-		for _, m := range []Mode{Share, Exclusive} {
-			for k, name := range kindNames {
-				want[m.String()+" "+name] = sortedOptions(format(table.opts[m][k]))
-			}
-		}
-		if diff := cmp.Diff(want, got[g]); diff != "" {
-			t.Errorf("%s: the README's option table differs from the code (-code +README):\n%s", g, diff)
-		}
-	}
-}
-
-// readmeCell turns a README cell ("SO_REUSEPORT, -SO_REUSEADDR") into
-// format's form, sorted: "SO_REUSEADDR=0 SO_REUSEPORT=1".
-func readmeCell(cell string) string {
-	if cell == "unsupported" {
-		return cell
-	}
-	var f []string
-	for _, o := range strings.Split(cell, ",") {
-		o = strings.TrimSpace(o)
-		if name, off := strings.CutPrefix(o, "-"); off {
-			f = append(f, name+"=0")
-		} else {
-			f = append(f, o+"=1")
-		}
-	}
-	return sortedOptions(strings.Join(f, " "))
-}
-
-// sortedOptions sorts the options of format's form by name.
-func sortedOptions(s string) string {
-	f := strings.Fields(s)
-	sort.Strings(f)
-	return strings.Join(f, " ")
 }

@@ -20,15 +20,19 @@ import (
 // runDemo starts worker processes that share one loopback port, opens
 // connections to it, and prints how many each worker accepted.
 func runDemo(args []string, stdout io.Writer) error {
+	maxWorkers, maxConns := demoLimits()
 	fs := flag.NewFlagSet("demo", flag.ContinueOnError)
-	nWorkers := fs.Int("workers", 4, "worker processes sharing the port")
-	nConns := fs.Int("conns", 1000, "connections to open")
+	nWorkers := fs.Int("workers", 4, fmt.Sprintf("worker processes sharing the port, at most %d here", maxWorkers.max))
+	nConns := fs.Int("conns", 1000, fmt.Sprintf("connections to open, at most %d here", maxConns.max))
 	addr := fs.String("addr", "127.0.0.1:0", "loopback address to share (port 0: any free port)")
 	if err := parseArgs(fs, args); err != nil {
 		return err
 	}
-	if *nWorkers < 1 || *nConns < 1 {
-		return badFlag(fs, "-workers and -conns must be at least 1")
+	if err := checkRange(fs, "workers", *nWorkers, maxWorkers); err != nil {
+		return err
+	}
+	if err := checkRange(fs, "conns", *nConns, maxConns); err != nil {
+		return err
 	}
 	var ws []*worker
 	defer func() {
@@ -37,6 +41,7 @@ func runDemo(args []string, stdout io.Writer) error {
 		}
 	}()
 	shared := *addr
+	started := newProgress("demo: workers listening", *nWorkers)
 	for i := 0; i < *nWorkers; i++ {
 		w, err := startWorker("demo", []string{shared})
 		if err != nil {
@@ -48,7 +53,9 @@ func runDemo(args []string, stdout io.Writer) error {
 			return fmt.Errorf("worker %d did not start listening: %v", i+1, err)
 		}
 		shared = line // the first worker fixes port 0
+		started.add(1)
 	}
+	started.end()
 	fmt.Fprintf(stdout, "%d worker processes listen on %s with reuse.Listen (Share)\n", len(ws), shared)
 
 	counts := map[int]int{}
@@ -102,6 +109,18 @@ func runDemo(args []string, stdout io.Writer) error {
 		fmt.Fprintf(stdout, "\nThe kernel picks a worker by a hash of each connection's addresses and ports.\n")
 	} else {
 		fmt.Fprintf(stdout, "\n%s shares the port without balancing; a worker is picked by: %s.\n", runtime.GOOS, b.By)
+	}
+	return nil
+}
+
+// checkRange returns a *usageError unless flag name's value n is from 1 to
+// l.max, saying why the machine allows no more.
+func checkRange(fs *flag.FlagSet, name string, n int, l limit) error {
+	switch {
+	case n < 1:
+		return badFlag(fs, "-%s %d: want at least 1", name, n)
+	case n > l.max:
+		return badFlag(fs, "-%s %d: this machine allows at most %d: %s", name, n, l.max, l.why)
 	}
 	return nil
 }

@@ -55,7 +55,7 @@ func TestCommandLine(t *testing.T) {
 		{args: nil, code: 2, stderrHas: "usage: reuse <subcommand> [flags]", stdoutNone: true},
 		{args: []string{"nosuch"}, code: 2, stderrHas: `unknown subcommand "nosuch"`, stdoutNone: true},
 		{args: []string{"demo", "-workers", "many"}, code: 2, stderrHas: "usage: reuse demo [flags]", stdoutNone: true},
-		{args: []string{"demo", "-workers", "0"}, code: 2, stderrHas: "-workers and -conns must be at least 1", stdoutNone: true},
+		{args: []string{"demo", "-workers", "0"}, code: 2, stderrHas: "-workers 0: want at least 1", stdoutNone: true},
 		{args: []string{"demo", "extra"}, code: 2, stderrHas: `unexpected argument "extra"`, stdoutNone: true},
 		{args: []string{"probe", "-json", "-markdown"}, code: 2, stderrHas: "exclude each other", stdoutNone: true},
 		{args: []string{"probe", "-nosuch"}, code: 2, stderrHas: "flag provided but not defined: -nosuch", stdoutNone: true},
