@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"log"
 	"net"
+	"os"
 
 	"github.com/sockreuse/reuse"
 )
@@ -28,4 +29,25 @@ func ExampleInUseError() {
 	}
 	// The message says it all, on one screen however many hold the port.
 	fmt.Println(err)
+}
+
+// A Holder is one socket in the way: here a UDP socket of this process,
+// bound without sharing, refuses a shared socket on the same port.
+func ExampleHolder() {
+	held, err := net.ListenPacket("udp4", "127.0.0.1:0")
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer held.Close()
+
+	_, err = reuse.ListenPacket("udp4", held.LocalAddr().String())
+	var inUse *reuse.InUseError
+	if !errors.As(err, &inUse) {
+		return // not Linux: the error is the OS's alone
+	}
+	for _, h := range inUse.Holders {
+		if h.PID == os.Getpid() {
+			fmt.Printf("held by this process (%s), %s: %s\n", h.Command, h.State, h.Rule)
+		}
+	}
 }
