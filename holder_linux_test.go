@@ -650,3 +650,44 @@ func holdUDPWorker(args []string) error {
 	}
 	return nil
 }
+
+// TestInUseErrorAfterRetries: a Listen retried while the port is held
+// names the holder once it gives up, whether its attempts ran out or its
+// context ended during a wait (the tries before the last look up nothing).
+func TestInUseErrorAfterRetries(t *testing.T) {
+	requireSockDiag(t)
+	held, err := net.Listen("tcp4", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer held.Close()
+	addr := held.Addr().String()
+	retry := reuse.RetryPolicy{Attempts: 1000, Initial: 5 * time.Millisecond, Max: 10 * time.Millisecond}
+	for _, tc := range []struct {
+		name   string
+		policy reuse.RetryPolicy
+		ctx    func() (context.Context, context.CancelFunc)
+	}{
+		{"attempts spent", reuse.RetryPolicy{Attempts: 3, Initial: time.Millisecond}, func() (context.Context, context.CancelFunc) {
+			return context.WithCancel(context.Background())
+		}},
+		{"context ended", retry, func() (context.Context, context.CancelFunc) {
+			return context.WithTimeout(context.Background(), 50*time.Millisecond)
+		}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			ctx, cancel := tc.ctx()
+			defer cancel()
+			c := reuse.Config{Retry: tc.policy}
+			ln, err := c.Listen(ctx, "tcp4", addr)
+			if err == nil {
+				ln.Close()
+				t.Fatalf("Listen(%s) on a port held throughout succeeded", addr)
+			}
+			ie := inUse(t, err)
+			if len(ie.Holders) != 1 || ie.Holders[0].PID != os.Getpid() || ie.Holders[0].State != "listening" {
+				t.Errorf("holders %+v: want this process's listener, once", ie.Holders)
+			}
+		})
+	}
+}

@@ -26,6 +26,10 @@ type plan struct {
 	// it reserves a port first (reserveAndBind). A Control of the caller's
 	// is promised every option before it runs, so it takes the reservation.
 	afterBind bool
+
+	// retrying: a refused bind will be tried again, so its error does not
+	// look up who holds the port (explainInUse); only the last one does.
+	retrying bool
 }
 
 // planListen decides the plan of a listen call for a stream (Listen) or
@@ -127,6 +131,7 @@ func bindAny[T socket](ctx context.Context, p *plan, address string, fallback []
 func bindRetrying[T socket](ctx context.Context, p *plan, r RetryPolicy, address string) (T, int, error) {
 	wait := r.initial()
 	for try := 1; ; try++ {
+		p.retrying = try < r.attempts()
 		conn, err := bind[T](ctx, p, address)
 		if err == nil || !isAddrInUse(err) || try >= r.attempts() {
 			return conn, try, err
@@ -135,7 +140,7 @@ func bindRetrying[T socket](ctx context.Context, p *plan, r RetryPolicy, address
 		select {
 		case <-ctx.Done():
 			timer.Stop()
-			return conn, try, err
+			return conn, try, lookUpHolders(err)
 		case <-timer.C:
 		}
 		wait = min(2*wait, r.max())
@@ -197,7 +202,7 @@ func bindWith[T socket](ctx context.Context, p *plan, address string, opts []soc
 	lc.Control = listenControl(ctx, opts, lc.Control)
 	conn, err := open[T](&lc, ctx, p.network, address)
 	if err != nil {
-		return conn, explainBind(p.mode, p.opts, err)
+		return conn, explainBind(p.mode, p.opts, p.retrying, err)
 	}
 	return conn, nil
 }
@@ -263,7 +268,7 @@ func reserveAndBind[T socket](ctx context.Context, p *plan, address string) (T, 
 	for try := 1; ; try++ {
 		r, err := open[T](&lc, ctx, p.network, address)
 		if err != nil {
-			return zero, explainBind(p.mode, p.opts, err)
+			return zero, explainBind(p.mode, p.opts, p.retrying, err)
 		}
 		port := localPort(localAddr(r))
 		if err := r.Close(); err != nil {
@@ -394,7 +399,7 @@ func (e *bindError) Unwrap() error { return e.err }
 
 // explainBind adds the mode and options to the error of a refused bind, so
 // that the message names the option as well as the network and address.
-func explainBind(m Mode, opts []sockOpt, err error) error {
+func explainBind(m Mode, opts []sockOpt, retrying bool, err error) error {
 	oe, ok := err.(*net.OpError)
 	if !ok {
 		return err
@@ -404,6 +409,20 @@ func explainBind(m Mode, opts []sockOpt, err error) error {
 		return err
 	}
 	e := *oe
-	e.Err = &bindError{m, opts, explainInUse(oe, se, opts)}
+	e.Err = &bindError{m, opts, se}
+	if !retrying {
+		return lookUpHolders(&e)
+	}
 	return &e
+}
+
+// lookUpHolders adds to a refused bind's error, made by explainBind, who
+// holds the port and why it refused (explainInUse).
+func lookUpHolders(err error) error {
+	if oe, ok := err.(*net.OpError); ok {
+		if be, ok := oe.Err.(*bindError); ok {
+			be.err = explainInUse(oe, be.err, be.opts)
+		}
+	}
+	return err
 }

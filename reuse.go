@@ -277,9 +277,11 @@ func (c *Config) ListenPacket(ctx context.Context, network, address string) (net
 // option is set: the kernel's ephemeral port is left alone.
 //
 // A second connection between the same laddr and raddr would repeat a
-// 5-tuple, while the first is open or in TIME_WAIT; connect refuses it, and
-// the error says so and matches both the OS's errno (EADDRNOTAVAIL on Linux)
-// and EADDRINUSE with errors.Is.
+// 5-tuple: connect refuses it while the first is open, and while it waits in
+// TIME_WAIT unless the OS may reuse that (on Linux, with TCP timestamps and
+// net.ipv4.tcp_tw_reuse: both by default, the latter for loopback only). The
+// error says so and matches both the OS's errno (EADDRNOTAVAIL on Linux) and
+// EADDRINUSE with errors.Is.
 //
 // A fixed local port also meets TIME_WAIT at bind: under Share (with
 // SO_REUSEADDR) a dialer binds a local port that a closed connection holds
@@ -330,7 +332,7 @@ func (c *Config) dial(ctx context.Context, network, laddr, raddr string) (net.Co
 	d.ControlContext, d.Control = withOptions(opts, d.Control, d.ControlContext), nil
 	conn, err := d.DialContext(ctx, network, raddr)
 	if err != nil {
-		return nil, explainBind(c.Mode, opts, explainTupleInUse(err))
+		return nil, explainBind(c.Mode, opts, false, explainTupleInUse(err))
 	}
 	return conn, nil
 }
@@ -367,7 +369,7 @@ func localPort(a net.Addr) int {
 type tupleInUseError struct{ err error }
 
 func (e *tupleInUseError) Error() string {
-	return "the local and remote address pair is already in use by another connection, open or in TIME_WAIT (up to 60 s on Linux): " + e.err.Error()
+	return "the local and remote address pair is already in use by another connection, open or in TIME_WAIT: " + e.err.Error()
 }
 
 func (e *tupleInUseError) Unwrap() error { return e.err }
