@@ -729,7 +729,7 @@ func TestPortZeroNeverShared(t *testing.T) {
 		t.Errorf("no collision in %d hand-made SO_REUSEPORT binds: the kernel no longer shows the problem this guards against; revisit Config.Listen's and Config.Control's docs on port 0", n)
 	}
 	// Control runs before bind: with port 0 it cannot keep the promise,
-	// and under Share it sets SO_REUSEPORT as by hand (doc.go, Control).
+	// and under Share it sets SO_REUSEPORT as by hand (Control's doc).
 	withControl := net.ListenConfig{Control: reuse.Control}
 	ctl := hold(t, "udp4", func() (io.Closer, net.Addr, error) {
 		pc, err := withControl.ListenPacket(ctx, "udp4", "127.0.0.1:0")
@@ -740,7 +740,7 @@ func TestPortZeroNeverShared(t *testing.T) {
 	})
 	t.Logf("UDP, reuse.Control in a ListenConfig: %d of %d binds to port 0 got a port already held", ctl, n)
 	if ctl == 0 {
-		t.Errorf("no collision in %d binds with reuse.Control: doc.go says Control cannot protect port 0; revisit it", n)
+		t.Errorf("no collision in %d binds with reuse.Control: Control's doc says it cannot protect port 0; revisit it", n)
 	}
 	// Every way of writing port 0 is protected: "" (every address), "host:",
 	// "host:0", a Fallback entry and a group's address. With a Control of
