@@ -31,14 +31,17 @@ func init() {
 // handoverWorker is one generation of a server. Its arguments: the address
 // (port 0: any), the number of listeners k, "mptcp" or "tcp", the quiet
 // period, then "stay" to keep serving once replaced until told "close",
-// and "slot=NAME" for the Handover's Slot.
+// "slot=NAME" for the Handover's Slot, and "readme" to do as the README's
+// server does when TakeOver fails: print "takeover failed: ERR" and serve
+// on (beside the old process), ready for another "takeover".
 // It listens, prints "addr A" and "proto P", and serves each connection:
 // it writes "ok\n" and waits for the client to close first. Commands on
 // stdin:
 //
-//	takeover  TakeOver; prints "took over", then, once replaced, "replaced",
-//	          and (unless stay) closes, prints "closed N" (N connections
-//	          served) and exits
+//	takeover  TakeOver, in the background; prints "took over", then, once
+//	          replaced, "replaced", and (unless stay) closes, prints
+//	          "closed N" (N connections served) and exits
+//	cancel    cancels the context of the TakeOver under way
 //	close     close at once; prints "closed N"
 //	stop      stop accepting, close once a connection waits in an accept
 //	          queue (which the close resets, or migrates where
@@ -53,10 +56,12 @@ func handoverWorker(args []string) error {
 	if err != nil {
 		return err
 	}
-	stay, slot := false, ""
+	stay, slot, readme := false, "", false
 	for _, a := range args[4:] {
 		if a == "stay" {
 			stay = true
+		} else if a == "readme" {
+			readme = true
 		} else if name, ok := strings.CutPrefix(a, "slot="); ok {
 			slot = name
 		}
@@ -97,7 +102,9 @@ func handoverWorker(args []string) error {
 		loops.Wait()
 		fmt.Println("closed", served.Load())
 	}
-	ho := reuse.Handover{Slot: slot, Quiet: quiet}
+	ho := &reuse.Handover{Slot: slot, Quiet: quiet}
+	took := make(chan error, 1)
+	cancelTakeOver := func() {}
 	cmds := make(chan string)
 	go func() {
 		sc := bufio.NewScanner(os.Stdin)
@@ -115,16 +122,14 @@ func handoverWorker(args []string) error {
 			switch cmd {
 			case "takeover":
 				ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+				cancelTakeOver = cancel
 				socks := make([]any, len(lns))
 				for i, ln := range lns {
 					socks[i] = ln
 				}
-				err := ho.TakeOver(ctx, socks...)
-				cancel()
-				if err != nil {
-					return err
-				}
-				fmt.Println("took over")
+				go func(ho *reuse.Handover) { took <- ho.TakeOver(ctx, socks...) }(ho)
+			case "cancel":
+				cancelTakeOver()
 			case "close":
 				closeAll()
 				return ho.Close()
@@ -142,6 +147,17 @@ func handoverWorker(args []string) error {
 				fmt.Println("served", served.Load())
 			default:
 				return fmt.Errorf("unknown command %q", cmd)
+			}
+		case err := <-took:
+			cancelTakeOver()
+			switch {
+			case err == nil:
+				fmt.Println("took over")
+			case readme:
+				fmt.Println("takeover failed:", err)
+				ho = &reuse.Handover{Slot: slot, Quiet: quiet}
+			default:
+				return err
 			}
 		case <-ho.Replaced():
 			fmt.Println("replaced")

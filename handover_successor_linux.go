@@ -242,8 +242,14 @@ func (st *handoverState) agree(ctx context.Context, conn *net.UnixConn, old oldS
 	if err := ctx.Err(); err != nil {
 		return err
 	}
+	if testHookGo != nil {
+		testHookGo()
+	}
 	return sendMessage(conn, msgGo)
 }
+
+// testHookGo, if set, runs before this process says "go".
+var testHookGo func()
 
 // oldGone reports whether the old process is gone, or going: none of its
 // sockets is left in the group, or it hung up on conn and its sockets leave
