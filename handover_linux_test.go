@@ -24,7 +24,6 @@ import (
 
 func init() {
 	sockettest.Register("handover", handoverWorker)
-	sockettest.Register("squat", squatWorker)
 	sockettest.Register("udp-handover", udpHandoverWorker)
 }
 
@@ -199,18 +198,6 @@ func waitAcceptQueue(lns []net.Listener) error {
 		}
 	}
 	return errors.New("no connection waited in an accept queue in 10 s")
-}
-
-// squatWorker binds the abstract Unix socket name args[0] and waits.
-func squatWorker(args []string) error {
-	ln, err := net.ListenUnix("unixpacket", &net.UnixAddr{Name: args[0], Net: "unixpacket"})
-	if err != nil {
-		return err
-	}
-	defer ln.Close()
-	fmt.Println("ready")
-	_, err = io.Copy(io.Discard, os.Stdin)
-	return err
 }
 
 func protoName(ln net.Listener) string {
@@ -889,43 +876,6 @@ func TestTakeOverErrors(t *testing.T) {
 	}
 	if got := runtime.NumGoroutine(); got > goroutines {
 		t.Errorf("goroutines: %d after the errors, %d before", got, goroutines)
-	}
-}
-
-// TestTakeOverStranger has a process of another user squat the name where
-// a handover's processes meet: TakeOver fails, naming that user, with EPERM,
-// and the port stays served.
-func TestTakeOverStranger(t *testing.T) {
-	sockettest.RequireRoot(t, "run a process as uid 65534")
-	ln, err := reuse.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	// The name is the package's: "@reuse/UID/NETWORK/ADDRESS/slot/SLOT".
-	name := fmt.Sprintf("@reuse/%d/tcp/%s/slot/", os.Geteuid(), ln.Addr())
-	squatter := sockettest.StartWorker(t, "squat", []string{name}, sockettest.AsUser(65534, 65534))
-	squatter.Expect("ready", 10*time.Second)
-	var ho reuse.Handover
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	err = ho.TakeOver(ctx, ln)
-	if !errors.Is(err, syscall.EPERM) || !strings.Contains(err.Error(), "uid 65534") {
-		t.Errorf("TakeOver with the rendezvous squatted by uid 65534: %v, want EPERM naming the uid", err)
-	}
-	go func() {
-		c, err := ln.Accept()
-		if err == nil {
-			c.Close()
-		}
-	}()
-	c, err := net.Dial("tcp", ln.Addr().String())
-	if err != nil {
-		t.Fatalf("the port is no longer served: %v", err)
-	}
-	c.Close()
-	if err := squatter.Wait(); err != nil {
-		t.Fatal(err)
 	}
 }
 

@@ -268,6 +268,17 @@ func (w *Worker) ExpectOneOf(timeout time.Duration, prefixes ...string) (prefix,
 	}
 }
 
+// Exited reports whether the worker's process ended, and its output was
+// read to the end.
+func (w *Worker) Exited() bool {
+	select {
+	case <-w.done:
+		return true
+	default:
+		return false
+	}
+}
+
 // Rest returns the lines the worker printed and nobody read yet, once it
 // exited (killed, or ended); it fails the test if it runs on past timeout.
 func (w *Worker) Rest(timeout time.Duration) []string {
