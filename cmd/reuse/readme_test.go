@@ -73,6 +73,9 @@ func TestREADMEGoSnippets(t *testing.T) {
 			}
 		}
 		src := readmePrelude + strings.Join(decls, "\n\n") + "\n\nfunc snippet() {\n" + strings.Join(body, "\n\n") + "\n}\n"
+		if strings.HasPrefix(code, "package ") { // a whole program, checked as copied
+			src = code
+		}
 		fset := token.NewFileSet()
 		f, err := parser.ParseFile(fset, "README.md", src, 0)
 		if err != nil {
