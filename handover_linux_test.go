@@ -240,7 +240,13 @@ var replacements = map[bool]int{false: 20, true: 5}[raceEnabled]
 // load opens connections to addr from loadClients goroutines as fast as
 // they can until stop is called, which returns the counts.
 func load(t *testing.T, addr string) (stop func() *loadCounts) {
-	counts := new(loadCounts)
+	_, stop = liveLoad(t, addr)
+	return stop
+}
+
+// liveLoad is load, with the counts as they go.
+func liveLoad(t *testing.T, addr string) (counts *loadCounts, stop func() *loadCounts) {
+	counts = new(loadCounts)
 	done := make(chan struct{})
 	deadline := time.Now().Add(loadMaxTime)
 	var wg sync.WaitGroup
@@ -262,7 +268,7 @@ func load(t *testing.T, addr string) (stop func() *loadCounts) {
 			}
 		}()
 	}
-	return func() *loadCounts {
+	return counts, func() *loadCounts {
 		close(done)
 		wg.Wait()
 		if counts.attempted.Load() >= loadMaxConns || time.Now().After(deadline) {

@@ -1,0 +1,147 @@
+package reuse_test
+
+import (
+	"fmt"
+	"math/rand"
+	"os"
+	"strconv"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/sockreuse/reuse/internal/sockettest"
+)
+
+// crashHandovers is how many handovers TestHandoverCrashInjection runs per
+// tcp_migrate_req setting: REUSE_CRASH_HANDOVERS, or 6 (bench/crash.sh
+// runs more).
+func crashHandovers() int {
+	if n, err := strconv.Atoi(os.Getenv("REUSE_CRASH_HANDOVERS")); err == nil {
+		return n
+	}
+	return 6
+}
+
+// crashTally counts a crash injection's handovers and their failed and
+// refused connections, by what was done to which process.
+type crashTally struct {
+	rounds, failed, refused map[string]int64
+}
+
+func (c crashTally) String() string {
+	s := ""
+	for _, k := range []string{"none", "old kill", "old stop", "new kill", "new stop", "new kill past go"} {
+		if c.rounds[k] > 0 {
+			s += fmt.Sprintf("\n\t%-16s %3d handovers: %d failed, %d refused", k, c.rounds[k], c.failed[k], c.refused[k])
+		}
+	}
+	return s
+}
+
+// TestHandoverCrashInjection replaces a server again and again under
+// continuous load, in a private network namespace for each
+// tcp_migrate_req setting, and at a random moment of each handover (the
+// successor's search, its steering, the old process's drain) kills, or
+// stops for 50 to 550 ms, the old or the new process, or neither. A
+// successor whose TakeOver fails does as the README's server does: it
+// serves on, and tries again. It reports, by what was done to which
+// process, the connections that failed (a killed process's accepted
+// connections die with it, and with tcp_migrate_req=0 its accept queue)
+// and those refused (a moment the port was unserved). Killing the new
+// process after it said "go" kills the only server: it is reported apart.
+// Test: none refused and none failed but where a process was killed.
+func TestHandoverCrashInjection(t *testing.T) {
+	requireSteering(t)
+	eachMigrateReq(t, func(t *testing.T, migrate string) {
+		os.Setenv("REUSE_TEST_SAY_GO", "1") // this process is the namespace's own (eachMigrateReq)
+		const quiet = 20 * time.Millisecond
+		s := shape{1, false}
+		gen, addr := startGeneration(t, s, "127.0.0.1:0", quiet, "readme")
+		gen.Send("takeover")
+		gen.Expect("took over", 10*time.Second)
+		tally := crashTally{map[string]int64{}, map[string]int64{}, map[string]int64{}}
+		live, stop := liveLoad(t, addr)
+		counts := func() *loadCounts { return live }
+		for i := 0; i < crashHandovers(); i++ {
+			failed, refused := counts().reset.Load()+counts().other.Load(), counts().refused.Load()
+			next, _ := startGeneration(t, s, addr, quiet, "readme")
+			next.Send("takeover")
+			time.Sleep(time.Duration(rand.Int63n(int64(4 * quiet))))
+			victim := []string{"old", "new", "none"}[rand.Intn(3)]
+			action := []string{"kill", "stop"}[rand.Intn(2)]
+			w := gen
+			if victim == "new" {
+				w = next
+			}
+			what := victim + " " + action
+			switch {
+			case victim == "none":
+				what = "none"
+			case action == "kill":
+				_ = syscall.Kill(w.Pid(), syscall.SIGKILL)
+			default:
+				_ = syscall.Kill(w.Pid(), syscall.SIGSTOP)
+				time.Sleep(50*time.Millisecond + time.Duration(rand.Int63n(int64(500*time.Millisecond))))
+				_ = syscall.Kill(w.Pid(), syscall.SIGCONT)
+			}
+			if what == "new kill" {
+				saidGo := false
+				for _, l := range next.Rest(10 * time.Second) {
+					saidGo = saidGo || l == "saying go"
+				}
+				for start := time.Now(); saidGo && !gen.Exited() && time.Since(start) < 3*time.Second; {
+					time.Sleep(10 * time.Millisecond)
+				}
+				if saidGo && gen.Exited() {
+					// Past the point of no return the old process goes:
+					// the only server was killed. Start one afresh.
+					what = "new kill past go"
+					_ = gen.Wait()
+					gen, _ = startGeneration(t, s, addr, quiet, "readme")
+					gen.Send("takeover")
+					gen.Expect("took over", 10*time.Second)
+				}
+			} else {
+				if what == "old kill" {
+					_ = gen.Wait()
+				}
+				takeOverRetrying(t, next)
+				if what != "old kill" {
+					gen.Expect("closed ", 15*time.Second)
+					_ = gen.Wait()
+				}
+				gen = next
+			}
+			tally.rounds[what]++
+			tally.failed[what] += counts().reset.Load() + counts().other.Load() - failed
+			tally.refused[what] += counts().refused.Load() - refused
+		}
+		c := stop()
+		t.Logf("tcp_migrate_req=%s, %d handovers under load: %v%v", migrate, crashHandovers(), c, tally)
+		for what, n := range tally.refused {
+			if n != 0 && what != "new kill past go" {
+				t.Errorf("%s: the port was unserved (%d connections refused)", what, n)
+			}
+		}
+		for what, n := range tally.failed {
+			if n != 0 && what != "old kill" && what != "new kill" && what != "new kill past go" {
+				t.Errorf("%s: %d connections failed where no process was killed", what, n)
+			}
+		}
+		gen.Send("close")
+		gen.Expect("closed ", 10*time.Second)
+	})
+}
+
+// takeOverRetrying waits until w took over, sending "takeover" again each
+// time its TakeOver failed, as the README's server tries again.
+func takeOverRetrying(t *testing.T, w *sockettest.Worker) {
+	t.Helper()
+	for try := 0; try < 5; try++ {
+		if p, _ := w.ExpectOneOf(30*time.Second, "took over", "takeover failed: "); p == "took over" {
+			return
+		}
+		w.Send("takeover")
+	}
+	t.Fatal("5 TakeOvers failed in a row")
+}
