@@ -112,6 +112,7 @@ func TestHandoverCrashInjection(t *testing.T) {
 				}
 				gen = next
 			}
+			time.Sleep(50 * time.Millisecond) // connects begun in this handover end in it
 			tally.rounds[what]++
 			tally.failed[what] += counts().reset.Load() + counts().other.Load() - failed
 			tally.refused[what] += counts().refused.Load() - refused

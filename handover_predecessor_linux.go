@@ -166,14 +166,19 @@ func (st *handoverState) sendSockets(conn *net.UnixConn) error {
 	for _, s := range st.socks {
 		msg += " " + strconv.FormatUint(s.ino, 10)
 	}
-	f, err := st.rv.File()
+	// The descriptor itself, not a File's duplicate: File may leave the
+	// socket, shared with the successor, in blocking mode, where Close
+	// would not end this process's Accept.
+	rc, err := st.rv.SyscallConn()
 	if err != nil {
 		return err
 	}
-	defer f.Close()
 	_ = conn.SetWriteDeadline(time.Now().Add(answerTimeout))
-	_, _, err = conn.WriteMsgUnix([]byte(msg), unix.UnixRights(int(f.Fd())), nil)
-	return err
+	var werr error
+	if err := rc.Control(func(fd uintptr) { _, _, werr = conn.WriteMsgUnix([]byte(msg), unix.UnixRights(int(fd)), nil) }); err != nil {
+		return err
+	}
+	return werr
 }
 
 // checkSteered checks the successor's "steered INODE...": its sockets, in
