@@ -29,7 +29,7 @@ for pkg in $pkgs; do
 	dir=$tmp/src/${pkg#github.com/sockreuse/reuse}
 	start=$SECONDS
 	if out=$(cd "$dir" && setpriv --reuid=65534 --regid=65534 --clear-groups --inh-caps=-all --bounding-set=-all \
-		env HOME="$tmp/home" GOCACHE="$tmp/home/cache" GOFLAGS=-mod=vendor GOTOOLCHAIN=local "$bin" -test.count=1 2>&1); then
+		env HOME="$tmp/home" GOCACHE="$tmp/home/cache" GOFLAGS=-mod=vendor GOTOOLCHAIN=local "$bin" -test.count=1 -test.timeout=15m 2>&1); then
 		if [ "$out" != PASS ]; then
 			printf 'stray output from %s:\n%s\n' "$pkg" "$out"
 			failed=1
