@@ -1270,7 +1270,8 @@ func udpHandoverWorker(args []string) error {
 	}
 	_ = pc.(*net.UDPConn).SetReadBuffer(udpBuffer)
 	fmt.Println("addr", pc.LocalAddr())
-	var seqs []int
+	var mu sync.Mutex
+	var seqs []int // read, not printed yet
 	read := make(chan struct{})
 	go func() {
 		defer close(read)
@@ -1281,17 +1282,19 @@ func udpHandoverWorker(args []string) error {
 				return
 			}
 			if seq, err := strconv.Atoi(string(buf[:n])); err == nil {
+				mu.Lock()
 				seqs = append(seqs, seq)
+				mu.Unlock()
 			}
 		}
 	}()
-	finish := func(ho *reuse.Handover) error {
-		drops, err := udpDrops(pc)
-		if err != nil {
-			return err
-		}
-		pc.Close()
-		<-read
+	// What was read is printed every 20 ms once the process took over (a
+	// test then reads every line), so that a process killed loses only
+	// what it read since.
+	var tookOver atomic.Bool
+	printSeqs := func() {
+		mu.Lock()
+		defer mu.Unlock()
 		for i := 0; i < len(seqs); i += 1000 {
 			var b strings.Builder
 			for j, seq := range seqs[i:min(i+1000, len(seqs))] {
@@ -1302,6 +1305,33 @@ func udpHandoverWorker(args []string) error {
 			}
 			fmt.Println("seqs", b.String())
 		}
+		seqs = seqs[:0]
+	}
+	stopPrinting := make(chan struct{})
+	printed := make(chan struct{})
+	go func() {
+		defer close(printed)
+		for {
+			select {
+			case <-stopPrinting:
+				return
+			case <-time.After(20 * time.Millisecond):
+				if tookOver.Load() {
+					printSeqs()
+				}
+			}
+		}
+	}()
+	finish := func(ho *reuse.Handover) error {
+		drops, err := udpDrops(pc)
+		if err != nil {
+			return err
+		}
+		pc.Close()
+		<-read
+		close(stopPrinting)
+		<-printed
+		printSeqs()
 		fmt.Println("seqs-end", drops)
 		return ho.Close()
 	}
@@ -1326,6 +1356,7 @@ func udpHandoverWorker(args []string) error {
 					return err
 				}
 				fmt.Println("took over")
+				tookOver.Store(true)
 			default:
 				return finish(ho)
 			}
