@@ -251,18 +251,29 @@ func (st *handoverState) agree(ctx context.Context, conn *net.UnixConn, old oldS
 // testHookGo, if set, runs before this process says "go".
 var testHookGo func()
 
-// oldGone reports whether the old process is gone, or going: none of its
-// sockets is left in the group, or it hung up on conn and its sockets leave
-// within exitTime (it exited; one that only hung up, refusing this process,
-// keeps them).
+// oldGone reports whether the old process is gone, or going: within
+// exitTime, none of its sockets is left in the group, or it hung up on conn
+// and its sockets leave (it exited; one that only hung up, refusing this
+// process, keeps them). A step that failed because the old process began
+// to exit (its /proc/PID/fd closes to other users before its descriptors
+// do) is told from a real failure so.
 func (st *handoverState) oldGone(conn *net.UnixConn, old []uint64) bool {
-	if hungUp(conn) {
-		ctx, cancel := context.WithTimeout(context.Background(), exitTime)
-		defer cancel()
-		return st.waitGone(ctx, old) == nil
+	ctx, cancel := context.WithTimeout(context.Background(), exitTime)
+	defer cancel()
+	for {
+		if hungUp(conn) {
+			return st.waitGone(ctx, old) == nil
+		}
+		members, err := st.stableMembers()
+		if err == nil && st.listsOwn(members) && !containsAny(members, old) {
+			return true
+		}
+		select {
+		case <-ctx.Done():
+			return false
+		case <-time.After(pollInterval):
+		}
 	}
-	members, err := st.stableMembers()
-	return err == nil && st.listsOwn(members) && !containsAny(members, old)
 }
 
 // exitTime bounds how long the sockets of a process that exited take to
