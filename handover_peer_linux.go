@@ -25,7 +25,7 @@ var answerTimeout = 10 * time.Second
 var errSilent = errors.New(errPrefix + "the other process of the handover sent nothing in time")
 
 // readMessage reads the peer's next message, waiting answerTimeout at most,
-// or until ctx, if not nil, ends.
+// or until ctx ends (its AfterFunc sets conn's deadline).
 func readMessage(ctx context.Context, conn *net.UnixConn) (string, error) {
 	return readMessageWithin(ctx, conn, answerTimeout)
 }
@@ -47,14 +47,11 @@ func readMessageWithin(ctx context.Context, conn *net.UnixConn, d time.Duration)
 }
 
 // readDeadline sets conn's read deadline d from now, and returns ctx's
-// error if ctx (not nil) ended: its AfterFunc, which set the deadline to
-// now, may have run before.
+// error if ctx ended: its AfterFunc, which set the deadline to now, may
+// have run before.
 func readDeadline(ctx context.Context, conn *net.UnixConn, d time.Duration) error {
 	_ = conn.SetReadDeadline(time.Now().Add(d))
-	if ctx != nil {
-		return ctx.Err()
-	}
-	return nil
+	return ctx.Err()
 }
 
 // sendMessage sends the peer a message, waiting answerTimeout at most (a

@@ -56,7 +56,7 @@ func (st *handoverState) serve(replaced, closing chan struct{}) {
 // when the successor went away or broke the protocol first and the process
 // serves on.
 func (st *handoverState) handOver(conn *net.UnixConn, replaced, closing chan struct{}) (done bool) {
-	if m, err := readMessage(nil, conn); err != nil || m != msgTakeOver {
+	if m, err := readMessage(context.Background(), conn); err != nil || m != msgTakeOver {
 		return false
 	}
 	if st.sendSockets(conn) != nil {

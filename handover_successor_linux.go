@@ -284,7 +284,7 @@ const exitTime = time.Second
 // "closed", or exits, and its sockets leave the group.
 func (st *handoverState) awaitRelease(conn *net.UnixConn, old []uint64) error {
 	for {
-		m, err := readMessage(nil, conn)
+		m, err := readMessage(context.Background(), conn)
 		if errors.Is(err, errSilent) {
 			continue // it drains: as long as it takes
 		}

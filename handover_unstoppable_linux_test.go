@@ -2,6 +2,7 @@ package reuse_test
 
 import (
 	"bufio"
+	crand "crypto/rand"
 	"encoding/hex"
 	"fmt"
 	"io"
@@ -53,7 +54,7 @@ func strangerWorker(args []string) error {
 	for _, prefix := range []string{base + "/slot//", base + "/steering/"} {
 		for i := 0; i < 64; i++ {
 			var b [16]byte
-			_, _ = rand.Read(b[:])
+			_, _ = crand.Read(b[:])
 			ln, err := net.ListenUnix("unixpacket", &net.UnixAddr{Name: "@" + prefix + hex.EncodeToString(b[:]), Net: "unixpacket"})
 			if err != nil {
 				return err
