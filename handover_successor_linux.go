@@ -26,6 +26,13 @@ func takeOver(ctx context.Context, g *sockGroup, slot string, quiet time.Duratio
 		return nil, err
 	}
 	st.quiet, st.slot, st.steering = quiet, slot, steering
+	if !st.canSteer() {
+		// MPTCP listeners are steered through a helper: fail before
+		// meeting anyone where the kernel cannot make one.
+		if err := st.checkHelper(); err != nil {
+			return nil, err
+		}
+	}
 	// The slot in hexadecimal: no slot's prefix starts another's.
 	prefix := st.namePrefix("slot/" + hex.EncodeToString([]byte(slot)))
 	for {
@@ -388,4 +395,22 @@ func parseSockets(msg string) (oldSockets, error) {
 	}
 	old.pid, old.quiet = pid, time.Duration(quiet)
 	return old, nil
+}
+
+// checkHelper checks, on a socket that joins nothing, that the kernel lets
+// a plain-TCP helper drop every SYN (see openHelper).
+func (st *handoverState) checkHelper() error {
+	family := unix.AF_INET
+	if _, ok := st.sa.(*unix.SockaddrInet6); ok {
+		family = unix.AF_INET6
+	}
+	fd, err := unix.Socket(family, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
+	if err != nil {
+		return os.NewSyscallError("socket", err)
+	}
+	defer unix.Close(fd)
+	if err := dropAll(fd, unix.SOCK_STREAM, family); err != nil {
+		return fmt.Errorf("%s%w", errPrefix, err)
+	}
+	return nil
 }

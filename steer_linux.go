@@ -179,11 +179,11 @@ func dropAll(fd, sockType, family int) error {
 		return os.NewSyscallError("setsockopt SO_ATTACH_FILTER", unix.SetsockoptSockFprog(fd, unix.SOL_SOCKET, unix.SO_ATTACH_FILTER, &unix.SockFprog{Len: 1, Filter: &drop[0]}))
 	}
 	if err := unix.SetsockoptInt(fd, unix.IPPROTO_IP, unix.IP_MINTTL, 255); err != nil {
-		return fmt.Errorf("%sa helper listener that drops every SYN (IP_MINTTL) for steering a group of MPTCP listeners: %w", errPrefix, os.NewSyscallError("setsockopt IP_MINTTL", err))
+		return fmt.Errorf("steering a group of MPTCP listeners needs a plain-TCP helper that drops every SYN (IP_MINTTL), which this kernel refuses (listen with plain TCP, ListenConfig.SetMultipathTCP(false), to hand over without it): %w", os.NewSyscallError("setsockopt IP_MINTTL", err))
 	}
 	if family == unix.AF_INET6 {
 		if err := unix.SetsockoptInt(fd, unix.IPPROTO_IPV6, unix.IPV6_MINHOPCOUNT, 255); err != nil {
-			return fmt.Errorf("%sa helper listener that drops every SYN (IPV6_MINHOPCOUNT) for steering a group of MPTCP listeners: %w", errPrefix, os.NewSyscallError("setsockopt IPV6_MINHOPCOUNT", err))
+			return fmt.Errorf("steering a group of MPTCP listeners needs a plain-TCP helper that drops every SYN (IPV6_MINHOPCOUNT), which this kernel refuses (listen with plain TCP, ListenConfig.SetMultipathTCP(false), to hand over without it): %w", os.NewSyscallError("setsockopt IPV6_MINHOPCOUNT", err))
 		}
 	}
 	return nil
