@@ -47,6 +47,15 @@ func init() {
 //	          tcp_migrate_req=1); prints "closed N"
 //	count     prints "served N"
 func handoverWorker(args []string) error {
+	if os.Getenv("REUSE_TEST_PRIVATE_TMP") != "" {
+		// A /tmp of this process's mount namespace (TestHandoverOwnMountNamespace).
+		if err := unix.Mount("", "/", "", unix.MS_PRIVATE|unix.MS_REC, ""); err != nil {
+			return err
+		}
+		if err := unix.Mount("tmpfs", "/tmp", "tmpfs", 0, ""); err != nil {
+			return err
+		}
+	}
 	k, err := strconv.Atoi(args[1])
 	if err != nil {
 		return err

@@ -9,6 +9,7 @@ import (
 	"math/rand"
 	"net"
 	"os"
+	"os/exec"
 	"strconv"
 	"strings"
 	"syscall"
@@ -511,4 +512,42 @@ func sendNumbered(t *testing.T, addr string, n int) {
 		}
 	}
 	time.Sleep(100 * time.Millisecond)
+}
+
+// TestHandoverOwnMountNamespace runs each generation in a mount namespace
+// of its own, with a /tmp of its own (as systemd's PrivateTmp does): they
+// share only the network namespace and the user, and meet.
+func TestHandoverOwnMountNamespace(t *testing.T) {
+	requireSteering(t)
+	sockettest.RequireRoot(t, "make mount namespaces")
+	privateTmp := func(cmd *exec.Cmd) error {
+		if cmd.SysProcAttr == nil {
+			cmd.SysProcAttr = &syscall.SysProcAttr{}
+		}
+		cmd.SysProcAttr.Unshareflags |= syscall.CLONE_NEWNS
+		// The worker mounts its own /tmp before it serves.
+		cmd.Env = append(cmd.Env, "REUSE_TEST_PRIVATE_TMP=1")
+		return nil
+	}
+	s := shape{1, true}
+	start := func(addr string) (*sockettest.Worker, string) {
+		w := sockettest.StartWorker(t, "handover", s.args(addr, 20*time.Millisecond), privateTmp)
+		addr = w.Expect("addr ", 10*time.Second)
+		w.Expect("proto ", 10*time.Second)
+		return w, addr
+	}
+	old, addr := start("127.0.0.1:0")
+	old.Send("takeover")
+	old.Expect("took over", 10*time.Second)
+	stop := load(t, addr)
+	next, _ := start(addr)
+	next.Send("takeover")
+	next.Expect("took over", 15*time.Second)
+	old.Expect("closed ", 15*time.Second)
+	counts := stop()
+	if counts.lost() != 0 || counts.served.Load() == 0 {
+		t.Errorf("a handover between mount namespaces: %v", counts)
+	}
+	next.Send("close")
+	next.Expect("closed ", 10*time.Second)
 }
