@@ -49,7 +49,7 @@ md=$tmp/RESTARTS.md
 {
 	echo "# Restarts under load"
 	echo
-	echo "Produced by \`bash bench/restart.sh\` (RESTARTS=$RESTARTS), which runs"
+	echo "Produced by \`bash bench/restart.sh\` (RESTARTS=$RESTARTS${RUN_AS:+, RUN_AS=$RUN_AS: every process as uid $RUN_AS without capabilities}), which runs"
 	echo "\`go run ./cmd/restartload -restarts $RESTARTS\` (in bench/) with hey $HEY_VERSION; every figure below"
 	echo "comes from that one run, which took $((SECONDS - start)) s."
 	echo
