@@ -173,7 +173,8 @@ func TestUDPHandoverCrashInjection(t *testing.T) {
 	}
 	gen, addr := start("127.0.0.1:0")
 	gen.Expect("took over", 10*time.Second)
-	stream := startCountedStream(t, addr, 200)
+	const sources = 200
+	stream := startCountedStream(t, addr, sources)
 	seen := make(map[int]int)
 	type round struct {
 		what       string
@@ -231,7 +232,13 @@ func TestUDPHandoverCrashInjection(t *testing.T) {
 			_ = gen.Wait()
 			gen = next
 		}
-		time.Sleep(50 * time.Millisecond) // datagrams sent in this handover arrive in it
+		// Datagrams sent in this handover arrive in it, and a refusal (an
+		// ICMP error, which its source socket reports at its next send)
+		// counts in it: every source sends twice more.
+		time.Sleep(50 * time.Millisecond)
+		for target, start := stream.sent.Load()+2*sources, time.Now(); stream.sent.Load() < target && time.Since(start) < 5*time.Second; {
+			time.Sleep(time.Millisecond)
+		}
 		rounds = append(rounds, round{what, first, int(stream.sent.Load())})
 		refused[what] += stream.refused.Load() - refusedBefore
 	}
