@@ -21,7 +21,9 @@ run() {
 		grep -E '^\s+(handover_crash_linux_test.go:[0-9]+: |(none|old|new) )|^(--- |ok|FAIL|PASS)' |
 		sed -E 's/^\s+handover_crash_linux_test.go:[0-9]+: //; s/^\s+/\t/'
 }
+failed=0
 echo "== as root ($HANDOVERS handovers a case)"
-run
+run || failed=1
 echo "== as uid 65534, no capabilities ($HANDOVERS handovers a case)"
-run setpriv --reuid=65534 --regid=65534 --clear-groups --inh-caps=-all --bounding-set=-all
+run setpriv --reuid=65534 --regid=65534 --clear-groups --inh-caps=-all --bounding-set=-all || failed=1
+exit $failed
