@@ -89,7 +89,7 @@ func listenRendezvous(prefix string) (*net.UnixListener, error) {
 	return ln, nil
 }
 
-// lockName takes the steering lock of st's address, so that two handovers
+// lock takes the steering lock of st's address, so that two handovers
 // never steer its group at once: a socket bound to a fresh name under the
 // lock's prefix, alone there. The kernel releases it if this process dies.
 func (st *handoverState) lock(ctx context.Context) (*os.File, error) {

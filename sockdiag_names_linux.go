@@ -2,6 +2,7 @@ package reuse
 
 import (
 	"bytes"
+	"errors"
 	"encoding/binary"
 	"fmt"
 	"os"
@@ -18,7 +19,6 @@ const (
 	sizeofUnixDiagReq  = 24
 	sizeofUnixDiagMsg  = 16
 	unixDiagAllStates  = 0xffffffff
-	errNoUnixDiagOwner = "the kernel's unix_diag names no socket's owner (UNIX_DIAG_UID needs Linux 5.3+)"
 )
 
 // abstractNames returns the abstract Unix socket names of the network
@@ -84,7 +84,7 @@ func abstractNames(prefix string) ([]string, error) {
 					continue
 				}
 				if !hasOwner {
-					return nil, fmt.Errorf("%s%s", errPrefix, errNoUnixDiagOwner)
+					return nil, errors.New(errPrefix + "the kernel's unix_diag names no socket's owner (UNIX_DIAG_UID needs Linux 5.3+)")
 				}
 				if owner == uid {
 					names = append(names, string(name[1:]))
