@@ -2,8 +2,8 @@ package reuse
 
 import (
 	"bytes"
-	"errors"
 	"encoding/binary"
+	"errors"
 	"fmt"
 	"os"
 
@@ -12,13 +12,13 @@ import (
 
 // From linux/unix_diag.h, which x/sys does not export.
 const (
-	udiagShowName      = 0x01 // UDIAG_SHOW_NAME
-	udiagShowUID       = 0x40 // UDIAG_SHOW_UID (Linux 5.3+)
-	unixDiagName       = 0    // UNIX_DIAG_NAME: the bound name
-	unixDiagUID        = 7    // UNIX_DIAG_UID: the socket's owner
-	sizeofUnixDiagReq  = 24
-	sizeofUnixDiagMsg  = 16
-	unixDiagAllStates  = 0xffffffff
+	udiagShowName     = 0x01 // UDIAG_SHOW_NAME
+	udiagShowUID      = 0x40 // UDIAG_SHOW_UID (Linux 5.3+)
+	unixDiagName      = 0    // UNIX_DIAG_NAME: the bound name
+	unixDiagUID       = 7    // UNIX_DIAG_UID: the socket's owner
+	sizeofUnixDiagReq = 24
+	sizeofUnixDiagMsg = 16
+	unixDiagAllStates = 0xffffffff
 )
 
 // abstractNames returns the abstract Unix socket names of the network
