@@ -113,8 +113,10 @@ const defaultQuiet = 250 * time.Millisecond
 // which would drop what their queues hold. It serves on, and may try again
 // with a new Handover.
 //
-// Steering needs Linux 4.6+ (a classic BPF program attached with
-// SO_ATTACH_REUSEPORT_CBPF, no privilege needed; MPTCP listeners, Go's
+// A handover needs Linux 5.3+ with unix_diag (CONFIG_UNIX_DIAG, for the
+// meeting place above; TakeOver says so where it is missing), and steers
+// the group with a classic BPF program attached with
+// SO_ATTACH_REUSEPORT_CBPF (no privilege needed; MPTCP listeners, Go's
 // default since 1.24, are steered through a short-lived plain-TCP member of
 // their group, which drops every SYN it is given by IP_MINTTL, also
 // without privilege). Elsewhere TakeOver returns an error wrapping
