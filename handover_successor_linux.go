@@ -173,8 +173,11 @@ func (st *handoverState) takeOverFrom(ctx context.Context, conn *net.UnixConn) (
 	if st.steering != nil {
 		if err := st.steerGenerations(conn, old.inos, old.gen, old.pid, ask); err != nil {
 			if st.oldGone(conn, old.inos) {
+				if err := st.steerAlone(); err != nil {
+					return fail(err)
+				}
 				st.rv = old.rv
-				return false, st.steerAlone()
+				return false, nil
 			}
 			return fail(err)
 		}
@@ -189,10 +192,13 @@ func (st *handoverState) takeOverFrom(ctx context.Context, conn *net.UnixConn) (
 	sg, err := st.steer(old.inos, old.pid, ask)
 	if err != nil {
 		if st.oldGone(conn, old.inos) {
-			st.rv = old.rv
 			wctx, cancel := context.WithTimeout(context.Background(), answerTimeout)
 			defer cancel()
-			return false, st.waitGone(wctx, old.inos)
+			if err := st.waitGone(wctx, old.inos); err != nil {
+				return fail(err)
+			}
+			st.rv = old.rv
+			return false, nil
 		}
 		return fail(err)
 	}
