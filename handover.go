@@ -126,7 +126,8 @@ const defaultQuiet = 250 * time.Millisecond
 // without steering, net.ipv4.tcp_migrate_req=1 hands a closing listener's
 // queue to the other members instead).
 //
-// Errors are *[net.OpError] with Op "takeover".
+// A nil ctx is an error, as in every function of the package that takes
+// one. Errors are *[net.OpError] with Op "takeover".
 func (h *Handover) TakeOver(ctx context.Context, socks ...any) error {
 	switch {
 	case h == nil:
