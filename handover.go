@@ -87,18 +87,39 @@ const defaultQuiet = 250 * time.Millisecond
 // costs another member a probe, a connection that resets at once or an
 // empty datagram.
 //
-// The two processes meet at a name derived from the user, the address and
-// Slot (on Linux, an abstract Unix socket of the network namespace); each
-// checks that the other runs as the same user. Only one successor at a time
-// takes over from a process: a second one waits its turn, then takes over
-// from the first. If the old process dies during the handover, TakeOver
-// returns once its sockets are gone; if the new one dies, the old one goes
-// on serving as before.
+// The two processes meet in the network namespace they share, whatever
+// else each sees privately (its /tmp, a mount namespace): on Linux, at an
+// abstract Unix socket name that nobody can predict, found by listing the
+// namespace's sockets with their owners (unix_diag, Linux 5.3+); each
+// trusts only sockets and peers (SO_PEERCRED) of its own user, so that
+// another user can neither take the meeting place first nor hold or flood
+// it. Only one successor at a time takes over from a process: a second one
+// waits its turn, then takes over from the first.
 //
-// Steering needs Linux 4.6+ (a classic BPF program attached with
-// SO_ATTACH_REUSEPORT_CBPF, no privilege needed; MPTCP listeners, Go's
+// Each step of the exchange waits 10 s at most for the other process: a
+// successor that goes silent or breaks the protocol is dropped and the old
+// process serves on, by the kernel's hash again. If the old process dies
+// during the handover, TakeOver returns nil once its sockets are gone; if
+// the new one dies, the old one serves on as before.
+//
+// The point of no return is the new process's answer to the old one's
+// word that its queues stayed empty for its Quiet: the old process is then
+// told it was replaced (Replaced). If ctx ends before, TakeOver gives the
+// takeover up and returns ctx's error; after, TakeOver returns nil, and
+// the rest (waiting for the old sockets to go) goes on in the background.
+//
+// When TakeOver fails, socks already serve beside the old process's (the
+// kernel spreads new connections over both): the process must not exit,
+// which would drop what their queues hold. It serves on, and may try again
+// with a new Handover.
+//
+// A handover needs Linux 5.3+ with unix_diag (CONFIG_UNIX_DIAG, for the
+// meeting place above; TakeOver says so where it is missing), and steers
+// the group with a classic BPF program attached with
+// SO_ATTACH_REUSEPORT_CBPF (no privilege needed; MPTCP listeners, Go's
 // default since 1.24, are steered through a short-lived plain-TCP member of
-// their group). Elsewhere TakeOver returns an error wrapping
+// their group, which drops every SYN it is given by IP_MINTTL, also
+// without privilege). Elsewhere TakeOver returns an error wrapping
 // [errors.ErrUnsupported]; the fallback there is to start the new process,
 // then stop the old one, which loses what its queues held (on Linux 5.14+
 // without steering, net.ipv4.tcp_migrate_req=1 hands a closing listener's

@@ -3,12 +3,9 @@ package reuse
 import (
 	"bufio"
 	"context"
-	"crypto/sha256"
 	"encoding/binary"
-	"encoding/hex"
 	"errors"
 	"fmt"
-	"io"
 	"net"
 	"os"
 	"slices"
@@ -36,14 +33,15 @@ const (
 	msgClosed   = "closed"   // old → new: the old process let go of its sockets
 	msgProbe    = "probe"    // new → old: "probe PORT": drop the datagrams from PORT
 	msgReady    = "ready"    // old → new: done
+	msgQuiet    = "quiet"    // old → new: my queues stayed empty: may I go?
+	msgGo       = "go"       // new → old: go (the point of no return)
 )
 
-// Bounds of the rendezvous: how long a party may take to answer a message it
-// must answer at once, and how often a waiter polls the kernel.
+// How often a waiter polls the kernel, and how many times a read of the
+// group that keeps changing is tried.
 const (
-	answerTimeout = 10 * time.Second
-	pollInterval  = 2 * time.Millisecond
-	steerTries    = 5
+	pollInterval = 2 * time.Millisecond
+	steerTries   = 5
 )
 
 // sockInfo is what the handover needs to know of one socket.
@@ -135,303 +133,6 @@ func inspect(g *sockGroup) (*handoverState, error) {
 	}
 	st.base = fmt.Sprintf("reuse/%d/%s/%s", os.Geteuid(), g.network, g.address)
 	return st, nil
-}
-
-// rendezvousName is the abstract Unix socket name at which the process
-// serving slot waits for its successor. Abstract names belong to the
-// network namespace, as the address does; the longest are hashed.
-func (st *handoverState) rendezvousName(slot string) string {
-	name := "@" + st.base + "/slot/" + slot
-	if len(name) > 100 {
-		sum := sha256.Sum256([]byte(name))
-		name = "@" + st.base + "/slot#" + hex.EncodeToString(sum[:12])
-	}
-	return name
-}
-
-// lockName is the abstract name that the process steering the address's
-// group holds meanwhile, so that two handovers never steer it at once.
-func (st *handoverState) lockName() string { return "@" + st.base + "/steering" }
-
-func takeOver(ctx context.Context, g *sockGroup, slot string, quiet time.Duration, steering *Steering) (*handoverState, error) {
-	st, err := inspect(g)
-	if err != nil {
-		return nil, err
-	}
-	st.quiet, st.slot, st.steering = quiet, slot, steering
-	name := st.rendezvousName(slot)
-	for {
-		if err := ctx.Err(); err != nil {
-			return nil, err
-		}
-		conn, err := dialPeer(ctx, name)
-		if errors.Is(err, unix.ECONNREFUSED) || errors.Is(err, unix.ENOENT) {
-			// Nobody serves the slot: this process is the first.
-			ln, err := net.ListenUnix("unixpacket", &net.UnixAddr{Name: name, Net: "unixpacket"})
-			if isAddrInUse(err) {
-				continue // another new process was first by a hair: take over from it
-			}
-			if err != nil {
-				return nil, fmt.Errorf("%swaiting for a successor: %w", errPrefix, err)
-			}
-			if err := st.steerAlone(); err != nil {
-				ln.Close()
-				return nil, err
-			}
-			st.rv = ln
-			return st, nil
-		}
-		if err != nil {
-			return nil, err
-		}
-		again, err := st.takeOverFrom(ctx, conn)
-		if st.follow == nil {
-			conn.Close()
-		}
-		if again {
-			continue // the old process went away meanwhile
-		}
-		if err != nil {
-			return nil, err
-		}
-		return st, nil
-	}
-}
-
-// dialPeer connects to the process waiting at name and checks that it runs
-// as this user.
-func dialPeer(ctx context.Context, name string) (*net.UnixConn, error) {
-	var d net.Dialer
-	c, err := d.DialContext(ctx, "unixpacket", name)
-	if err != nil {
-		return nil, err
-	}
-	conn := c.(*net.UnixConn)
-	if err := checkPeer(conn); err != nil {
-		conn.Close()
-		return nil, err
-	}
-	return conn, nil
-}
-
-// checkPeer refuses a peer that runs as another user: only the address's
-// owner may take it over.
-func checkPeer(conn *net.UnixConn) error {
-	rc, err := conn.SyscallConn()
-	if err != nil {
-		return err
-	}
-	var cred *unix.Ucred
-	var serr error
-	if err := rc.Control(func(fd uintptr) { cred, serr = unix.GetsockoptUcred(int(fd), unix.SOL_SOCKET, unix.SO_PEERCRED) }); err != nil {
-		return err
-	}
-	if serr != nil {
-		return fmt.Errorf("%s%w", errPrefix, os.NewSyscallError("getsockopt SO_PEERCRED", serr))
-	}
-	if int(cred.Uid) != os.Geteuid() {
-		return fmt.Errorf("%sthe handover's rendezvous %q is held by process %d of uid %d, not by this user (uid %d): %w",
-			errPrefix, conn.RemoteAddr(), cred.Pid, cred.Uid, os.Geteuid(), unix.EPERM)
-	}
-	return nil
-}
-
-// takeOverFrom runs the new process's side of a handover with the process at
-// the other end of conn. again reports that that process went away before
-// it answered: the caller starts over.
-func (st *handoverState) takeOverFrom(ctx context.Context, conn *net.UnixConn) (again bool, err error) {
-	stopCancel := context.AfterFunc(ctx, func() { conn.SetDeadline(time.Now()) })
-	defer stopCancel()
-	if _, err := conn.Write([]byte(msgTakeOver)); err != nil {
-		return isGone(err), ctxErr(ctx, err)
-	}
-	msg, rv, err := readSockets(conn)
-	if err != nil {
-		return isGone(err), ctxErr(ctx, err)
-	}
-	oldPid, oldGen, oldInos, err := parseSockets(msg)
-	if err != nil {
-		rv.Close()
-		return false, err
-	}
-	st.gen = (oldGen + 1) % maxMembers
-	// From here the rendezvous socket is shared: a successor racing this one
-	// waits in its queue until one of the two processes accepts it.
-	fail := func(err error) (bool, error) {
-		rv.Close()
-		return false, ctxErr(ctx, err)
-	}
-	lock, err := st.lock(ctx)
-	if err != nil {
-		return fail(err)
-	}
-	defer lock.Close()
-	ask := func(msg string) (string, error) {
-		if _, err := conn.Write([]byte(msg)); err != nil {
-			return "", err
-		}
-		buf := make([]byte, 512)
-		n, err := conn.Read(buf)
-		if err == nil && strings.HasPrefix(string(buf[:n]), "error ") {
-			err = fmt.Errorf("%sthe old process: %s", errPrefix, buf[len("error "):n])
-		}
-		return string(buf[:n]), err
-	}
-	if st.steering != nil {
-		if err := st.steerGenerations(conn, oldInos, oldGen, oldPid, ask); err != nil {
-			return fail(err)
-		}
-		st.rv = rv
-		return false, nil
-	}
-	sg, err := st.steer(oldInos, oldPid, ask)
-	if err != nil {
-		return fail(err)
-	}
-	if sg != nil {
-		err := st.awaitRelease(ctx, conn, oldInos)
-		if rerr := sg.release(); err == nil {
-			err = rerr
-		}
-		if err != nil {
-			return fail(err)
-		}
-	}
-	st.rv = rv
-	return false, nil
-}
-
-// awaitRelease tells the old process that the group is steered and waits
-// until it let go of its sockets: it says so, or exits.
-func (st *handoverState) awaitRelease(ctx context.Context, conn *net.UnixConn, old []uint64) error {
-	if _, err := conn.Write([]byte(msgSteered)); err != nil && !isGone(err) {
-		return err
-	}
-	buf := make([]byte, 64)
-	n, err := conn.Read(buf)
-	if err != nil && !isGone(err) {
-		return err
-	}
-	if err == nil && string(buf[:n]) != msgClosed {
-		return fmt.Errorf("%sthe old process said %q, want %q", errPrefix, buf[:n], msgClosed)
-	}
-	// Closed or exited, its sockets may still be leaving the group.
-	return st.waitGone(ctx, old)
-}
-
-// ctxErr returns ctx's error in place of err when ctx ended.
-func ctxErr(ctx context.Context, err error) error {
-	if ctx.Err() != nil {
-		return ctx.Err()
-	}
-	return err
-}
-
-// isGone reports an error that means the peer closed the connection.
-func isGone(err error) bool {
-	return errors.Is(err, io.EOF) || errors.Is(err, unix.ECONNRESET) || errors.Is(err, unix.EPIPE)
-}
-
-// readSockets reads the old process's answer: its sockets' inodes, and the
-// rendezvous socket.
-func readSockets(conn *net.UnixConn) (string, *net.UnixListener, error) {
-	buf := make([]byte, 64<<10)
-	oob := make([]byte, unix.CmsgSpace(4))
-	_ = conn.SetReadDeadline(time.Now().Add(answerTimeout))
-	n, oobn, _, _, err := conn.ReadMsgUnix(buf, oob)
-	_ = conn.SetReadDeadline(time.Time{})
-	if err == nil && n == 0 {
-		err = io.EOF
-	}
-	if err != nil {
-		return "", nil, err
-	}
-	msgs, err := unix.ParseSocketControlMessage(oob[:oobn])
-	if err != nil || len(msgs) != 1 {
-		return "", nil, fmt.Errorf("%sthe old process sent no rendezvous socket (%d control messages): %v", errPrefix, len(msgs), err)
-	}
-	fds, err := unix.ParseUnixRights(&msgs[0])
-	if err != nil || len(fds) != 1 {
-		for _, fd := range fds {
-			unix.Close(fd)
-		}
-		return "", nil, fmt.Errorf("%sthe old process sent %d descriptors: %v", errPrefix, len(fds), err)
-	}
-	f := os.NewFile(uintptr(fds[0]), "rendezvous")
-	ln, err := net.FileListener(f)
-	f.Close()
-	if err != nil {
-		return "", nil, err
-	}
-	ul, ok := ln.(*net.UnixListener)
-	if !ok {
-		ln.Close()
-		return "", nil, fmt.Errorf("%sthe old process sent a %T, not a Unix listener", errPrefix, ln)
-	}
-	return string(buf[:n]), ul, nil
-}
-
-// parseSockets reads the old process's id, generation and sockets' inodes.
-// (The rendezvous socket's SO_PEERCRED names the process that first
-// listened on it, which may have handed it on since.)
-func parseSockets(msg string) (pid, gen int, inos []uint64, err error) {
-	fields := strings.Fields(msg)
-	if len(fields) < 4 || fields[0] != msgSockets {
-		return 0, 0, nil, fmt.Errorf("%sthe old process said %q, want %q, its id, generation and sockets", errPrefix, msg, msgSockets)
-	}
-	pid, err = strconv.Atoi(fields[1])
-	if err == nil {
-		gen, err = strconv.Atoi(fields[2])
-	}
-	if err == nil && (gen < 0 || gen >= maxMembers) {
-		err = fmt.Errorf("generation %d out of range", gen)
-	}
-	for _, f := range fields[3:] {
-		if err != nil {
-			break
-		}
-		var ino uint64
-		ino, err = strconv.ParseUint(f, 10, 64)
-		inos = append(inos, ino)
-	}
-	if err != nil {
-		return 0, 0, nil, fmt.Errorf("%sthe old process said %q: %w", errPrefix, msg, err)
-	}
-	return pid, gen, inos, nil
-}
-
-// lock takes the address's steering lock: an abstract name, released by the
-// kernel if this process dies.
-func (st *handoverState) lock(ctx context.Context) (*net.UnixListener, error) {
-	name := st.lockName()
-	for checked := false; ; {
-		ln, err := net.ListenUnix("unixpacket", &net.UnixAddr{Name: name, Net: "unixpacket"})
-		if err == nil {
-			return ln, nil
-		}
-		if !isAddrInUse(err) {
-			return nil, err
-		}
-		if !checked {
-			// Held: by a process of this user, or squatted by a stranger,
-			// which would block every handover of the address.
-			checked = true
-			dctx, cancel := context.WithTimeout(ctx, 100*time.Millisecond)
-			c, err := dialPeer(dctx, name)
-			cancel()
-			if errors.Is(err, unix.EPERM) {
-				return nil, err
-			}
-			if err == nil {
-				c.Close()
-			}
-		}
-		select {
-		case <-ctx.Done():
-			return nil, ctx.Err()
-		case <-time.After(pollInterval):
-		}
-	}
 }
 
 // steering is a program attached to the group by steer.
@@ -700,6 +401,11 @@ func boolInt(b bool) int {
 	return 0
 }
 
+// containsAny reports whether members holds one of inos.
+func containsAny(members, inos []uint64) bool {
+	return slices.ContainsFunc(members, func(ino uint64) bool { return slices.Contains(inos, ino) })
+}
+
 // waitGone waits until none of the sockets old is a member of the group.
 func (st *handoverState) waitGone(ctx context.Context, old []uint64) error {
 	for {
@@ -709,7 +415,7 @@ func (st *handoverState) waitGone(ctx context.Context, old []uint64) error {
 		if err != nil {
 			return err
 		}
-		if st.listsOwn(members) && !slices.ContainsFunc(members, func(ino uint64) bool { return slices.Contains(old, ino) }) {
+		if st.listsOwn(members) && !containsAny(members, old) {
 			return nil
 		}
 		select {
@@ -863,178 +569,6 @@ func (st *handoverState) queued() (int, error) {
 		total += n
 	}
 	return total, nil
-}
-
-// serve waits for successors at the rendezvous and hands the address over
-// to one, until Close.
-func (st *handoverState) serve(replaced, closing chan struct{}) {
-	stop := make(chan struct{})
-	defer close(stop)
-	if st.follow != nil {
-		// A successor waits until this generation alone serves.
-		st.follow(closing)
-	}
-	go func() {
-		select {
-		case <-closing:
-		case <-stop:
-		}
-		st.rv.Close()
-	}()
-	for {
-		conn, err := st.rv.AcceptUnix()
-		if err != nil {
-			select {
-			case <-closing:
-				return
-			default:
-			}
-			if errors.Is(err, net.ErrClosed) {
-				return
-			}
-			time.Sleep(pollInterval) // EMFILE and the like: try again
-			continue
-		}
-		if checkPeer(conn) != nil {
-			conn.Close()
-			continue
-		}
-		done := st.handOver(conn, replaced, closing)
-		conn.Close()
-		if done {
-			return
-		}
-	}
-}
-
-// handOver runs the old process's side of a handover to the process at the
-// other end of conn. It returns true when this process let go (Close), false
-// when the successor went away first and the process serves on.
-func (st *handoverState) handOver(conn *net.UnixConn, replaced, closing chan struct{}) (done bool) {
-	buf := make([]byte, 64)
-	_ = conn.SetReadDeadline(time.Now().Add(answerTimeout))
-	n, err := conn.Read(buf)
-	_ = conn.SetReadDeadline(time.Time{})
-	if err != nil || string(buf[:n]) != msgTakeOver {
-		return false
-	}
-	msg := msgSockets + " " + strconv.Itoa(os.Getpid()) + " " + strconv.Itoa(st.gen)
-	for _, s := range st.socks {
-		msg += " " + strconv.FormatUint(s.ino, 10)
-	}
-	f, err := st.rv.File()
-	if err != nil {
-		return false
-	}
-	_, _, err = conn.WriteMsgUnix([]byte(msg), unix.UnixRights(int(f.Fd())), nil)
-	f.Close()
-	if err != nil {
-		return false
-	}
-	msgs := make(chan string) // "" when the successor went away
-	stopReading := make(chan struct{})
-	defer close(stopReading)
-	go func() {
-		b := make([]byte, 64)
-		for {
-			n, err := conn.Read(b)
-			m := string(b[:n])
-			if err != nil {
-				m = ""
-			}
-			select {
-			case msgs <- m:
-			case <-stopReading:
-				return
-			}
-			if err != nil {
-				return
-			}
-		}
-	}()
-	say := func(m string) { _, _ = conn.Write([]byte(m)) }
-	defer st.unfilter()
-	for steered := false; !steered; {
-		select {
-		case m := <-msgs:
-			port, isProbe := strings.CutPrefix(m, msgProbe+" ")
-			switch {
-			case m == msgSteered:
-				// No more probes: a client that got the probes' port
-				// since must not be dropped.
-				steered = true
-				st.unfilter()
-			case isProbe:
-				// The successor looks for this process's slots in the
-				// group (see findSlots).
-				if err := st.filterProbes(port); err != nil {
-					say("error " + err.Error())
-					continue
-				}
-				say(msgReady)
-			default:
-				st.recover()
-				return false
-			}
-		case <-closing:
-			say(msgClosed)
-			return true
-		}
-	}
-	// Steered: serve what the queues hold until they stay empty; with a
-	// Steering, no new handshake reaches this process any more, and its
-	// connections' datagrams go on reaching it.
-	tick := time.NewTicker(min(max(st.quiet/20, 100*time.Microsecond), 10*time.Millisecond))
-	defer tick.Stop()
-	emptySince := time.Now()
-	for st.steering == nil {
-		select {
-		case <-msgs:
-			// The successor died before this process was replaced.
-			st.recover()
-			return false
-		case <-closing:
-			say(msgClosed)
-			return true
-		case now := <-tick.C:
-			q, err := st.queued()
-			if err != nil || q > 0 {
-				emptySince = now
-				continue
-			}
-			if now.Sub(emptySince) < st.quiet {
-				continue
-			}
-		}
-		break
-	}
-	close(replaced)
-	select {
-	case <-msgs:
-		// The successor died after this process was replaced; it serves
-		// until Close, by the kernel's hash again.
-		st.recover()
-		<-closing
-	case <-closing:
-		say(msgClosed)
-	}
-	return true
-}
-
-// recover detaches the program that a successor which died may have left.
-func (st *handoverState) recover() {
-	ctx, cancel := context.WithTimeout(context.Background(), answerTimeout)
-	defer cancel()
-	lock, err := st.lock(ctx)
-	if err != nil {
-		return
-	}
-	defer lock.Close()
-	if st.steering != nil {
-		_ = st.steerAlone()
-		return
-	}
-	_ = st.unsteer()
 }
 
 // errNotShared is the error for a socket opened without SO_REUSEPORT, which

@@ -24,27 +24,38 @@ import (
 
 func init() {
 	sockettest.Register("handover", handoverWorker)
-	sockettest.Register("squat", squatWorker)
 	sockettest.Register("udp-handover", udpHandoverWorker)
 }
 
 // handoverWorker is one generation of a server. Its arguments: the address
 // (port 0: any), the number of listeners k, "mptcp" or "tcp", the quiet
 // period, then "stay" to keep serving once replaced until told "close",
-// and "slot=NAME" for the Handover's Slot.
+// "slot=NAME" for the Handover's Slot, and "readme" to do as the README's
+// server does when TakeOver fails: print "takeover failed: ERR" and serve
+// on (beside the old process), ready for another "takeover".
 // It listens, prints "addr A" and "proto P", and serves each connection:
 // it writes "ok\n" and waits for the client to close first. Commands on
 // stdin:
 //
-//	takeover  TakeOver; prints "took over", then, once replaced, "replaced",
-//	          and (unless stay) closes, prints "closed N" (N connections
-//	          served) and exits
+//	takeover  TakeOver, in the background; prints "took over", then, once
+//	          replaced, "replaced", and (unless stay) closes, prints
+//	          "closed N" (N connections served) and exits
+//	cancel    cancels the context of the TakeOver under way
 //	close     close at once; prints "closed N"
 //	stop      stop accepting, close once a connection waits in an accept
 //	          queue (which the close resets, or migrates where
 //	          tcp_migrate_req=1); prints "closed N"
 //	count     prints "served N"
 func handoverWorker(args []string) error {
+	if os.Getenv("REUSE_TEST_PRIVATE_TMP") != "" {
+		// A /tmp of this process's mount namespace (TestHandoverOwnMountNamespace).
+		if err := unix.Mount("", "/", "", unix.MS_PRIVATE|unix.MS_REC, ""); err != nil {
+			return err
+		}
+		if err := unix.Mount("tmpfs", "/tmp", "tmpfs", 0, ""); err != nil {
+			return err
+		}
+	}
 	k, err := strconv.Atoi(args[1])
 	if err != nil {
 		return err
@@ -53,10 +64,12 @@ func handoverWorker(args []string) error {
 	if err != nil {
 		return err
 	}
-	stay, slot := false, ""
+	stay, slot, readme := false, "", false
 	for _, a := range args[4:] {
 		if a == "stay" {
 			stay = true
+		} else if a == "readme" {
+			readme = true
 		} else if name, ok := strings.CutPrefix(a, "slot="); ok {
 			slot = name
 		}
@@ -97,7 +110,9 @@ func handoverWorker(args []string) error {
 		loops.Wait()
 		fmt.Println("closed", served.Load())
 	}
-	ho := reuse.Handover{Slot: slot, Quiet: quiet}
+	ho := &reuse.Handover{Slot: slot, Quiet: quiet}
+	took := make(chan error, 1)
+	cancelTakeOver := func() {}
 	cmds := make(chan string)
 	go func() {
 		sc := bufio.NewScanner(os.Stdin)
@@ -115,16 +130,14 @@ func handoverWorker(args []string) error {
 			switch cmd {
 			case "takeover":
 				ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+				cancelTakeOver = cancel
 				socks := make([]any, len(lns))
 				for i, ln := range lns {
 					socks[i] = ln
 				}
-				err := ho.TakeOver(ctx, socks...)
-				cancel()
-				if err != nil {
-					return err
-				}
-				fmt.Println("took over")
+				go func(ho *reuse.Handover) { took <- ho.TakeOver(ctx, socks...) }(ho)
+			case "cancel":
+				cancelTakeOver()
 			case "close":
 				closeAll()
 				return ho.Close()
@@ -142,6 +155,17 @@ func handoverWorker(args []string) error {
 				fmt.Println("served", served.Load())
 			default:
 				return fmt.Errorf("unknown command %q", cmd)
+			}
+		case err := <-took:
+			cancelTakeOver()
+			switch {
+			case err == nil:
+				fmt.Println("took over")
+			case readme:
+				fmt.Println("takeover failed:", err)
+				ho = &reuse.Handover{Slot: slot, Quiet: quiet}
+			default:
+				return err
 			}
 		case <-ho.Replaced():
 			fmt.Println("replaced")
@@ -185,18 +209,6 @@ func waitAcceptQueue(lns []net.Listener) error {
 	return errors.New("no connection waited in an accept queue in 10 s")
 }
 
-// squatWorker binds the abstract Unix socket name args[0] and waits.
-func squatWorker(args []string) error {
-	ln, err := net.ListenUnix("unixpacket", &net.UnixAddr{Name: args[0], Net: "unixpacket"})
-	if err != nil {
-		return err
-	}
-	defer ln.Close()
-	fmt.Println("ready")
-	_, err = io.Copy(io.Discard, os.Stdin)
-	return err
-}
-
 func protoName(ln net.Listener) string {
 	rc, err := ln.(*net.TCPListener).SyscallConn()
 	if err != nil {
@@ -237,7 +249,13 @@ var replacements = map[bool]int{false: 20, true: 5}[raceEnabled]
 // load opens connections to addr from loadClients goroutines as fast as
 // they can until stop is called, which returns the counts.
 func load(t *testing.T, addr string) (stop func() *loadCounts) {
-	counts := new(loadCounts)
+	_, stop = liveLoad(t, addr)
+	return stop
+}
+
+// liveLoad is load, with the counts as they go.
+func liveLoad(t *testing.T, addr string) (counts *loadCounts, stop func() *loadCounts) {
+	counts = new(loadCounts)
 	done := make(chan struct{})
 	deadline := time.Now().Add(loadMaxTime)
 	var wg sync.WaitGroup
@@ -259,7 +277,7 @@ func load(t *testing.T, addr string) (stop func() *loadCounts) {
 			}
 		}()
 	}
-	return func() *loadCounts {
+	return counts, func() *loadCounts {
 		close(done)
 		wg.Wait()
 		if counts.attempted.Load() >= loadMaxConns || time.Now().After(deadline) {
@@ -876,43 +894,6 @@ func TestTakeOverErrors(t *testing.T) {
 	}
 }
 
-// TestTakeOverStranger has a process of another user squat the name where
-// a handover's processes meet: TakeOver fails, naming that user, with EPERM,
-// and the port stays served.
-func TestTakeOverStranger(t *testing.T) {
-	sockettest.RequireRoot(t, "run a process as uid 65534")
-	ln, err := reuse.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	// The name is the package's: "@reuse/UID/NETWORK/ADDRESS/slot/SLOT".
-	name := fmt.Sprintf("@reuse/%d/tcp/%s/slot/", os.Geteuid(), ln.Addr())
-	squatter := sockettest.StartWorker(t, "squat", []string{name}, sockettest.AsUser(65534, 65534))
-	squatter.Expect("ready", 10*time.Second)
-	var ho reuse.Handover
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	err = ho.TakeOver(ctx, ln)
-	if !errors.Is(err, syscall.EPERM) || !strings.Contains(err.Error(), "uid 65534") {
-		t.Errorf("TakeOver with the rendezvous squatted by uid 65534: %v, want EPERM naming the uid", err)
-	}
-	go func() {
-		c, err := ln.Accept()
-		if err == nil {
-			c.Close()
-		}
-	}()
-	c, err := net.Dial("tcp", ln.Addr().String())
-	if err != nil {
-		t.Fatalf("the port is no longer served: %v", err)
-	}
-	c.Close()
-	if err := squatter.Wait(); err != nil {
-		t.Fatal(err)
-	}
-}
-
 // udpStream sends numbered datagrams to addr from sources sockets of their
 // own (each its own source port), round robin, until stop is called, which
 // returns how many were sent.
@@ -1298,7 +1279,8 @@ func udpHandoverWorker(args []string) error {
 	}
 	_ = pc.(*net.UDPConn).SetReadBuffer(udpBuffer)
 	fmt.Println("addr", pc.LocalAddr())
-	var seqs []int
+	var mu sync.Mutex
+	var seqs []int // read, not printed yet
 	read := make(chan struct{})
 	go func() {
 		defer close(read)
@@ -1309,17 +1291,19 @@ func udpHandoverWorker(args []string) error {
 				return
 			}
 			if seq, err := strconv.Atoi(string(buf[:n])); err == nil {
+				mu.Lock()
 				seqs = append(seqs, seq)
+				mu.Unlock()
 			}
 		}
 	}()
-	finish := func(ho *reuse.Handover) error {
-		drops, err := udpDrops(pc)
-		if err != nil {
-			return err
-		}
-		pc.Close()
-		<-read
+	// What was read is printed every 20 ms once the process took over (a
+	// test then reads every line), so that a process killed loses only
+	// what it read since.
+	var tookOver atomic.Bool
+	printSeqs := func() {
+		mu.Lock()
+		defer mu.Unlock()
 		for i := 0; i < len(seqs); i += 1000 {
 			var b strings.Builder
 			for j, seq := range seqs[i:min(i+1000, len(seqs))] {
@@ -1330,6 +1314,33 @@ func udpHandoverWorker(args []string) error {
 			}
 			fmt.Println("seqs", b.String())
 		}
+		seqs = seqs[:0]
+	}
+	stopPrinting := make(chan struct{})
+	printed := make(chan struct{})
+	go func() {
+		defer close(printed)
+		for {
+			select {
+			case <-stopPrinting:
+				return
+			case <-time.After(20 * time.Millisecond):
+				if tookOver.Load() {
+					printSeqs()
+				}
+			}
+		}
+	}()
+	finish := func(ho *reuse.Handover) error {
+		drops, err := udpDrops(pc)
+		if err != nil {
+			return err
+		}
+		pc.Close()
+		<-read
+		close(stopPrinting)
+		<-printed
+		printSeqs()
 		fmt.Println("seqs-end", drops)
 		return ho.Close()
 	}
@@ -1354,6 +1365,7 @@ func udpHandoverWorker(args []string) error {
 					return err
 				}
 				fmt.Println("took over")
+				tookOver.Store(true)
 			default:
 				return finish(ho)
 			}

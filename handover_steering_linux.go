@@ -23,8 +23,8 @@ func (st *handoverState) steerAlone() error {
 }
 
 // steerGenerations runs the new process's side of a handover under a
-// Steering: it attaches the program of generationsProgram and tells the old
-// process so. It leaves st.follow to follow the group while the old members
+// Steering: it attaches the program of generationsProgram (agree then tells
+// the old process so). It leaves st.follow to follow the group while the old members
 // leave, attaching the program again after each leave, until none is left;
 // then it steers the group by the Steering alone and hangs up on the old
 // process.
@@ -89,10 +89,6 @@ func (st *handoverState) steerGenerations(conn *net.UnixConn, old []uint64, oldG
 	}
 	if testHookSteered != nil {
 		testHookSteered()
-	}
-	if _, err := conn.Write([]byte(msgSteered)); err != nil && !isGone(err) {
-		st.recoverSteering()
-		return err
 	}
 	st.follow = func(stop <-chan struct{}) {
 		defer conn.Close()

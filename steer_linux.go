@@ -121,7 +121,7 @@ func joinHelperLike(fd int) (int, error) {
 // (a plain TCP listener for a stream group, MPTCP members included, since
 // the kernel refuses programs on MPTCP sockets), to attach or detach the
 // group's program through it. It drops whatever the kernel's hash gives it
-// (a socket filter), so that a client sends again instead of being reset.
+// (dropAll), so that a client sends again instead of being reset.
 // The caller closes it; it joined last, so its leaving moves no member.
 func joinHelper(sa unix.Sockaddr, sockType int, v6only bool, dev string) (int, error) {
 	family := unix.AF_INET
@@ -147,9 +147,8 @@ func joinHelper(sa unix.Sockaddr, sockType int, v6only bool, dev string) (int, e
 				return os.NewSyscallError("setsockopt IPV6_V6ONLY", err)
 			}
 		}
-		drop := []unix.SockFilter{{Code: unix.BPF_RET | unix.BPF_K, K: 0}}
-		if err := unix.SetsockoptSockFprog(fd, unix.SOL_SOCKET, unix.SO_ATTACH_FILTER, &unix.SockFprog{Len: 1, Filter: &drop[0]}); err != nil {
-			return os.NewSyscallError("setsockopt SO_ATTACH_FILTER", err)
+		if err := dropAll(fd, sockType, family); err != nil {
+			return err
 		}
 		if dev != "" {
 			if err := unix.SetsockoptString(fd, unix.SOL_SOCKET, unix.SO_BINDTODEVICE, dev); err != nil {
@@ -169,6 +168,29 @@ func joinHelper(sa unix.Sockaddr, sockType int, v6only bool, dev string) (int, e
 		return -1, err
 	}
 	return fd, nil
+}
+
+// dropAll makes the helper fd drop every packet, before it joins the group,
+// without privilege: a socket filter on a UDP socket; on a TCP listener,
+// where a socket filter needs CAP_NET_ADMIN (since Linux commit
+// 5d39580f68e6), IP_MINTTL and IPV6_MINHOPCOUNT of 255, which the kernel
+// checks after it picked the listener and before it answers the SYN. A
+// client whose packets arrive with 255 hops left (one that sets IP_TTL 255
+// on this host) would still reach it.
+func dropAll(fd, sockType, family int) error {
+	if sockType != unix.SOCK_STREAM {
+		drop := []unix.SockFilter{{Code: unix.BPF_RET | unix.BPF_K, K: 0}}
+		return os.NewSyscallError("setsockopt SO_ATTACH_FILTER", unix.SetsockoptSockFprog(fd, unix.SOL_SOCKET, unix.SO_ATTACH_FILTER, &unix.SockFprog{Len: 1, Filter: &drop[0]}))
+	}
+	if err := unix.SetsockoptInt(fd, unix.IPPROTO_IP, unix.IP_MINTTL, 255); err != nil {
+		return fmt.Errorf("steering a group of MPTCP listeners needs a plain-TCP helper that drops every SYN (IP_MINTTL), which this kernel refuses (listen with plain TCP, ListenConfig.SetMultipathTCP(false), to hand over without it): %w", os.NewSyscallError("setsockopt IP_MINTTL", err))
+	}
+	if family == unix.AF_INET6 {
+		if err := unix.SetsockoptInt(fd, unix.IPPROTO_IPV6, unix.IPV6_MINHOPCOUNT, 255); err != nil {
+			return fmt.Errorf("steering a group of MPTCP listeners needs a plain-TCP helper that drops every SYN (IPV6_MINHOPCOUNT), which this kernel refuses (listen with plain TCP, ListenConfig.SetMultipathTCP(false), to hand over without it): %w", os.NewSyscallError("setsockopt IPV6_MINHOPCOUNT", err))
+		}
+	}
+	return nil
 }
 
 // detachProgram removes the program of fd's group, if it has one; like

@@ -9,6 +9,8 @@
 #   QUICK=           1: the short run of CI (4 restarts, fewer cases), to stdout
 #   NOTE=            a sentence about the machine's state during the run
 #   OUT=RESTARTS.md, at the repository root
+#   RUN_AS=          a uid (65534): the driver, and so every server and client, runs
+#                    as that user without capabilities (needs root; built as root)
 set -euo pipefail
 cd "$(dirname "$0")"
 RESTARTS=${RESTARTS:-20}
@@ -23,7 +25,16 @@ echo "installing hey $HEY_VERSION and building the drivers" >&2
 GOBIN=$tmp go install "github.com/rakyll/hey@$HEY_VERSION"
 go build -o "$tmp/restartserver" ./cmd/restartserver
 go build -o "$tmp/restartload" ./cmd/restartload
-drive() { "$tmp/restartload" -server "$tmp/restartserver" -hey "$tmp/hey" "$@"; }
+RUN_AS=${RUN_AS:-}
+drive() {
+	if [ -z "$RUN_AS" ]; then
+		"$tmp/restartload" -server "$tmp/restartserver" -hey "$tmp/hey" "$@"
+		return
+	fi
+	chmod 755 "$tmp"
+	(cd "$tmp" && setpriv --reuid="$RUN_AS" --regid="$RUN_AS" --clear-groups --inh-caps=-all --bounding-set=-all \
+		env HOME="$tmp" "$tmp/restartload" -server "$tmp/restartserver" -hey "$tmp/hey" "$@")
+}
 
 if [ -n "$QUICK" ]; then
 	drive -quick -check
@@ -38,7 +49,7 @@ md=$tmp/RESTARTS.md
 {
 	echo "# Restarts under load"
 	echo
-	echo "Produced by \`bash bench/restart.sh\` (RESTARTS=$RESTARTS), which runs"
+	echo "Produced by \`bash bench/restart.sh\` (RESTARTS=$RESTARTS${RUN_AS:+, RUN_AS=$RUN_AS: every process as uid $RUN_AS without capabilities}), which runs"
 	echo "\`go run ./cmd/restartload -restarts $RESTARTS\` (in bench/) with hey $HEY_VERSION; every figure below"
 	echo "comes from that one run, which took $((SECONDS - start)) s."
 	echo

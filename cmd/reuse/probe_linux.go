@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -207,7 +208,36 @@ func measureSteering() []probeFact {
 		}
 		facts = append(facts, f)
 	}
-	return facts
+	return append(facts, measureSYNDrop())
+}
+
+// measureSYNDrop reports whether a TCP listener with IP_MINTTL 255 drops a
+// loopback client's SYN (sent with 64 hops left): what the handover's
+// plain-TCP helper in a group of MPTCP listeners relies on, without
+// privilege (a socket filter on a TCP socket needs CAP_NET_ADMIN).
+func measureSYNDrop() probeFact {
+	f := probeFact{Name: "a TCP listener drops every SYN by IP_MINTTL 255, as the MPTCP handover's helper does (tcp4)", Stable: true}
+	lc := net.ListenConfig{Control: func(_, _ string, rc syscall.RawConn) error {
+		var serr error
+		if err := rc.Control(func(fd uintptr) { serr = unix.SetsockoptInt(int(fd), unix.IPPROTO_IP, unix.IP_MINTTL, 255) }); err != nil {
+			return err
+		}
+		return serr
+	}}
+	ln, err := lc.Listen(context.Background(), "tcp4", "127.0.0.1:0")
+	if err != nil {
+		f.Value = "no: " + errnoName(err)
+		return f
+	}
+	defer ln.Close()
+	c, err := net.DialTimeout("tcp4", ln.Addr().String(), 300*time.Millisecond)
+	if err == nil {
+		c.Close()
+		f.Value = "no: a loopback client connected"
+		return f
+	}
+	f.Value = "yes"
+	return f
 }
 
 // otherUserFacts binds, as uid 65534, ports that root holds on loopback;

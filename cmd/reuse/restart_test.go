@@ -2,6 +2,8 @@ package main
 
 import (
 	"fmt"
+	"io"
+	"os"
 	"regexp"
 	"runtime"
 	"strconv"
@@ -53,6 +55,8 @@ func TestRestart(t *testing.T) {
 	if runtime.GOOS != "linux" {
 		t.Skipf("the handover (reuse.Handover) is Linux's; on %s it fails with errors.ErrUnsupported", runtime.GOOS)
 	}
+	progressOut = io.Discard // a slow run (-race, uid 65534) prints none
+	t.Cleanup(func() { progressOut = os.Stderr })
 	for _, mptcp := range []string{"true", "false"} {
 		// UDP sockets are the same either way: their shapes run once.
 		udp := mptcp

@@ -243,6 +243,63 @@ func (w *Worker) Expect(prefix string, timeout time.Duration) string {
 	}
 }
 
+// ExpectOneOf reads lines from the worker until one starts with one of
+// prefixes, and returns that prefix and the rest of the line, trimmed. It
+// fails the test as Expect does.
+func (w *Worker) ExpectOneOf(timeout time.Duration, prefixes ...string) (prefix, rest string) {
+	w.t.Helper()
+	deadline := time.NewTimer(timeout)
+	defer deadline.Stop()
+	for {
+		select {
+		case line, ok := <-w.lines:
+			if !ok {
+				<-w.done
+				w.t.Fatalf("worker %s ended (%v) before printing one of %q\n%s", w.name, w.err, prefixes, w.Stderr())
+			}
+			for _, p := range prefixes {
+				if rest, found := strings.CutPrefix(line, p); found {
+					return p, strings.TrimSpace(rest)
+				}
+			}
+		case <-deadline.C:
+			w.t.Fatalf("worker %s printed none of %q in %v\n%s", w.name, prefixes, timeout, w.Stderr())
+		}
+	}
+}
+
+// Exited reports whether the worker's process ended, and its output was
+// read to the end.
+func (w *Worker) Exited() bool {
+	select {
+	case <-w.done:
+		return true
+	default:
+		return false
+	}
+}
+
+// Rest returns the lines the worker printed and nobody read yet, once it
+// exited (killed, or ended); it fails the test if it runs on past timeout.
+func (w *Worker) Rest(timeout time.Duration) []string {
+	w.t.Helper()
+	deadline := time.NewTimer(timeout)
+	defer deadline.Stop()
+	var lines []string
+	for {
+		select {
+		case line, ok := <-w.lines:
+			if !ok {
+				<-w.done
+				return lines
+			}
+			lines = append(lines, line)
+		case <-deadline.C:
+			w.t.Fatalf("worker %s still runs after %v", w.name, timeout)
+		}
+	}
+}
+
 // Wait closes the worker's standard input and waits for it to exit.
 func (w *Worker) Wait() error {
 	_ = w.stdin.Close()
