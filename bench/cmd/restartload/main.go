@@ -390,7 +390,8 @@ func (g *group) start(i int) (*proc, error) {
 		proto = "udp"
 	}
 	cmd := exec.Command(*server, "-proto", proto, "-mode", g.mode, "-addr", g.addr, "-k", strconv.Itoa(g.k),
-		"-slot", g.slotName(i), "-mptcp="+strconv.FormatBool(g.mptcp), "-seqdir", g.dir, "-quiet", quiet.String())
+		"-slot", g.slotName(i), "-mptcp="+strconv.FormatBool(g.mptcp), "-quiet", quiet.String(),
+		"-seqfile", filepath.Join(g.dir, strconv.Itoa(len(g.all))+".seq"))
 	cmd.Stdout, cmd.Stderr = g.w, os.Stderr
 	cmd.SysProcAttr = orphanKill()
 	if err := cmd.Start(); err != nil {
