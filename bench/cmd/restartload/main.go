@@ -539,17 +539,6 @@ func (g *group) stopAll() error {
 	return nil
 }
 
-// served sums the requests of the exited servers by slot.
-func (g *group) served() map[string]int64 {
-	g.mu.Lock()
-	defer g.mu.Unlock()
-	m := map[string]int64{}
-	for _, e := range g.exits {
-		m[e.slot] += e.n
-	}
-	return m
-}
-
 // snapshot asks every live server for its count.
 func (g *group) snapshot() (map[string]int64, error) {
 	for _, p := range g.live {
