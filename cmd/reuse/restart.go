@@ -53,6 +53,8 @@ func startRestartWorker(c restartCase, addr, slot string) (w *worker, gotAddr, p
 	if c.naive {
 		mode = "naive"
 	}
+	// UDP: a receive buffer of 4 MiB (up to net.core.rmem_max), room for
+	// a reader descheduled on a loaded machine.
 	w, err = startWorker("restart", []string{"-proto", network, "-mode", mode, "-addr", addr, "-k", strconv.Itoa(c.listeners),
 		"-slot", slot, "-mptcp=" + strconv.FormatBool(c.mptcp), "-quiet", restartQuiet.String(), "-rcvbuf", strconv.Itoa(4 << 20)})
 	if err != nil {
@@ -86,8 +88,9 @@ func restartEvent(w *worker, kind string) (map[string]string, error) {
 }
 
 // retireRestartWorker waits for w's last line, telling it to stop first
-// if stop is set, and then for w to exit. It returns the datagrams that w
-// read and those that the kernel dropped on its sockets.
+// if stop is set, and then for w to exit. It returns what w served
+// (requests or datagrams) and the datagrams that the kernel dropped on its
+// sockets.
 func retireRestartWorker(w *worker, stop bool) (read, dropped int64, err error) {
 	if stop {
 		_ = w.stdin.Close()
