@@ -64,9 +64,9 @@ func (g *generation) next(t *testing.T, kind, field string) string {
 }
 
 // TestHandover replaces an HTTP server (MPTCP and plain listeners) and a
-// UDP receiver by a second
-// generation with reuse.Handover: the first exits by itself, once
-// replaced, with the count of what it served; the second serves.
+// UDP receiver by a second generation with reuse.Handover: the first exits
+// by itself, once replaced, with the count of what it served; the second
+// serves.
 func TestHandover(t *testing.T) {
 	if runtime.GOOS != "linux" {
 		t.Skipf("reuse.Handover is Linux's; on %s it fails with errors.ErrUnsupported", runtime.GOOS)
