@@ -97,18 +97,43 @@ func (s *Server) Served() int64 { return s.served.Load() }
 // once replaced (reuse modes) or once stop is closed (every mode), then
 // reports "exit".
 func (s *Server) Run(stop <-chan struct{}, events io.Writer) error {
-	if s.opts.Sockets < 1 {
-		return fmt.Errorf("-k %d: want at least 1 socket", s.opts.Sockets)
-	}
-	var dropped int
+	var svc *service
 	var err error
-	switch s.opts.Proto {
-	case "http":
-		err = s.runHTTP(stop, events)
-	case "udp":
-		dropped, err = s.runUDP(stop, events)
+	switch {
+	case s.opts.Sockets < 1:
+		err = fmt.Errorf("-k %d: want at least 1 socket", s.opts.Sockets)
+	case s.opts.Proto == "http" && (s.opts.Mode == "reuse" || s.opts.Mode == "reuse-plain" || s.opts.Mode == "naive"):
+		svc, err = s.serveHTTP()
+	case s.opts.Proto == "udp" && (s.opts.Mode == "reuse" || s.opts.Mode == "naive"):
+		svc, err = s.serveUDP()
 	default:
-		err = fmt.Errorf("-proto %q: want http or udp", s.opts.Proto)
+		err = fmt.Errorf("-proto %q -mode %q: want http with reuse, reuse-plain or naive, or udp with reuse or naive", s.opts.Proto, s.opts.Mode)
+	}
+	if err != nil {
+		return err
+	}
+	var replaced <-chan struct{}
+	h := reuse.Handover{Slot: s.opts.Slot, Quiet: s.opts.Quiet}
+	if s.opts.Mode != "naive" {
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		err := h.TakeOver(ctx, svc.socks...)
+		cancel()
+		if err != nil {
+			_, _ = svc.close(false)
+			return err
+		}
+		replaced = h.Replaced()
+	}
+	Event(events, "ready", s.opts.Slot, "addr="+svc.addr, "proto="+svc.proto)
+	select {
+	case <-replaced:
+	case <-stop:
+	}
+	dropped, err := svc.close(s.opts.Mode == "reuse")
+	if s.opts.Mode != "naive" {
+		if cerr := h.Close(); err == nil {
+			err = cerr
+		}
 	}
 	if err != nil {
 		return err
@@ -117,15 +142,13 @@ func (s *Server) Run(stop <-chan struct{}, events io.Writer) error {
 	return nil
 }
 
-// takeOver calls h.TakeOver for socks, for 30 s at most.
-func takeOver[T any](h *reuse.Handover, socks []T) error {
-	anys := make([]any, len(socks))
-	for i, s := range socks {
-		anys[i] = s
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	return h.TakeOver(ctx, anys...)
+// A service is the sockets of a generation, serving.
+type service struct {
+	socks       []any  // for Handover.TakeOver
+	addr, proto string // for the ready line
+	// close stops serving, at once or, with drain, once what was accepted
+	// was served; it returns the datagrams that the kernel dropped.
+	close func(drain bool) (dropped int, err error)
 }
 
 func (s *Server) config() *reuse.Config {
@@ -134,58 +157,43 @@ func (s *Server) config() *reuse.Config {
 	return &c
 }
 
-func (s *Server) runHTTP(stop <-chan struct{}, events io.Writer) error {
-	if s.opts.Mode != "reuse" && s.opts.Mode != "reuse-plain" && s.opts.Mode != "naive" {
-		return fmt.Errorf("-mode %q: want reuse, reuse-plain or naive", s.opts.Mode)
-	}
+// serveHTTP serves HTTP on the sockets. Serving starts before TakeOver:
+// connections that the kernel gives them meanwhile are served at once.
+func (s *Server) serveHTTP() (*service, error) {
 	lns, err := s.config().ListenGroup(context.Background(), "tcp", s.opts.Addr, s.opts.Sockets)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	srv := NewHTTP(s.opts.Slot, &s.served)
-	// Serving starts before TakeOver: connections that the kernel gives to
-	// lns meanwhile are served at once.
 	srv.Serve(lns)
-	var replaced <-chan struct{}
-	h := reuse.Handover{Slot: s.opts.Slot, Quiet: s.opts.Quiet}
-	if s.opts.Mode != "naive" {
-		if err := takeOver(&h, lns); err != nil {
+	svc := &service{addr: lns[0].Addr().String(), proto: protocol(lns[0])}
+	for _, ln := range lns {
+		svc.socks = append(svc.socks, ln)
+	}
+	svc.close = func(drain bool) (int, error) {
+		if drain {
+			srv.Drain(lns)
+		} else {
 			srv.Shutdown()
-			return err
 		}
-		replaced = h.Replaced()
+		return 0, nil
 	}
-	Event(events, "ready", s.opts.Slot, "addr="+lns[0].Addr().String(), "proto="+protocol(lns[0]))
-	select {
-	case <-replaced:
-	case <-stop:
-	}
-	if s.opts.Mode == "reuse" {
-		srv.Drain(lns)
-	} else {
-		srv.Shutdown()
-	}
-	if s.opts.Mode == "naive" {
-		return nil
-	}
-	return h.Close()
+	return svc, nil
 }
 
-// runUDP reads numbered datagrams (the first 8 bytes, little-endian) until
-// it is replaced (reuse) or stop closes, then closes its sockets at once
-// and writes the numbers it received to SeqFile. It returns the datagrams
-// that the kernel dropped on its sockets.
-func (s *Server) runUDP(stop <-chan struct{}, events io.Writer) (dropped int, err error) {
-	if s.opts.Mode != "reuse" && s.opts.Mode != "naive" {
-		return 0, fmt.Errorf("-proto udp -mode %q: want reuse or naive", s.opts.Mode)
-	}
+// serveUDP reads numbered datagrams (the first 8 bytes, little-endian) on
+// the sockets. Its close closes them at once and writes the numbers
+// received to SeqFile.
+func (s *Server) serveUDP() (*service, error) {
 	pcs, err := s.config().ListenPacketGroup(context.Background(), "udp", s.opts.Addr, s.opts.Sockets)
 	if err != nil {
-		return 0, err
+		return nil, err
 	}
+	svc := &service{addr: pcs[0].LocalAddr().String(), proto: "UDP"}
 	seqs := make([][]uint64, len(pcs))
 	var readers sync.WaitGroup
 	for i, pc := range pcs {
+		svc.socks = append(svc.socks, pc)
 		if s.opts.RcvBuf > 0 {
 			_ = pc.(*net.UDPConn).SetReadBuffer(s.opts.RcvBuf)
 		}
@@ -205,41 +213,22 @@ func (s *Server) runUDP(stop <-chan struct{}, events io.Writer) (dropped int, er
 			}
 		}(i, pc)
 	}
-	closeAll := func() {
+	svc.close = func(bool) (dropped int, err error) {
 		for _, pc := range pcs {
 			dropped += udpDrops(pc)
 			pc.Close()
 		}
 		readers.Wait()
-	}
-	var replaced <-chan struct{}
-	h := reuse.Handover{Slot: s.opts.Slot, Quiet: s.opts.Quiet}
-	if s.opts.Mode == "reuse" {
-		if err := takeOver(&h, pcs); err != nil {
-			closeAll()
-			return 0, err
+		if s.opts.SeqFile == "" {
+			return dropped, nil
 		}
-		replaced = h.Replaced()
-	}
-	Event(events, "ready", s.opts.Slot, "addr="+pcs[0].LocalAddr().String(), "proto=UDP")
-	select {
-	case <-replaced:
-	case <-stop:
-	}
-	closeAll()
-	if s.opts.Mode == "reuse" {
-		if err := h.Close(); err != nil {
-			return 0, err
+		var out []byte
+		for _, s := range seqs {
+			for _, v := range s {
+				out = binary.LittleEndian.AppendUint64(out, v)
+			}
 		}
+		return dropped, os.WriteFile(s.opts.SeqFile, out, 0o644)
 	}
-	if s.opts.SeqFile == "" {
-		return dropped, nil
-	}
-	var out []byte
-	for _, s := range seqs {
-		for _, v := range s {
-			out = binary.LittleEndian.AppendUint64(out, v)
-		}
-	}
-	return dropped, os.WriteFile(s.opts.SeqFile, out, 0o644)
+	return svc, nil
 }
