@@ -66,7 +66,8 @@ md=$tmp/RESTARTS.md
 	echo
 	echo "The driver runs in a private user and network namespace of its own, where it sets"
 	echo "\`net.ipv4.tcp_migrate_req\` for each case, and talks to 127.0.0.1 only. The server"
-	echo "(bench/cmd/restartserver) is a 1-process net/http server answering every request with its"
+	echo "(bench/cmd/restartserver; internal/restartserver, the server of \`reuse restart\` too, but"
+	echo "for tableflip's modes) is a 1-process net/http server answering every request with its"
 	echo "pid, or a UDP receiver that records the sequence number of every datagram. Each case"
 	echo "starts the server(s), puts them under load, restarts them $RESTARTS times (one"
 	echo "process at a time), and stops the load. Listeners are MPTCP (Go's default for modules"

@@ -2,7 +2,7 @@ package main
 
 import (
 	"bufio"
-	"context"
+	"encoding/binary"
 	"errors"
 	"flag"
 	"fmt"
@@ -16,7 +16,7 @@ import (
 	"text/tabwriter"
 	"time"
 
-	"github.com/sockreuse/reuse"
+	"github.com/sockreuse/reuse/internal/restartserver"
 )
 
 // restartQuiet is the Handover.Quiet of the restart workers: shorter than
@@ -24,33 +24,88 @@ import (
 // loopback clients answer within it.
 const restartQuiet = 20 * time.Millisecond
 
+// restartWorker is one generation of the server that restart replaces: the
+// one that bench/cmd/restartload replaces too (internal/restartserver; args
+// are its flags). It shuts down when replaced or when its stdin closes.
+func restartWorker(args []string) error {
+	var opts restartserver.Options
+	fs := flag.NewFlagSet("restart worker", flag.ContinueOnError)
+	opts.Flags(fs)
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	stop := make(chan struct{})
+	go func() {
+		_, _ = io.Copy(io.Discard, os.Stdin)
+		close(stop)
+	}()
+	return restartserver.New(opts).Run(stop, os.Stdout)
+}
+
 // startRestartWorker starts a server generation of case c on addr, in the
-// Handover slot slot. It returns the worker and its first line: "ADDR PROTO".
-func startRestartWorker(c restartCase, addr, slot string) (*worker, string, error) {
-	network := "tcp"
+// Handover slot slot, and returns once it serves (in the handover's mode:
+// once it took over), with its address and protocol.
+func startRestartWorker(c restartCase, addr, slot string) (w *worker, gotAddr, proto string, err error) {
+	network, mode := "http", "reuse"
 	if c.udp {
 		network = "udp"
 	}
-	w, err := startWorker("restart", []string{addr, strconv.Itoa(c.listeners), strconv.FormatBool(c.mptcp), slot, network})
-	if err != nil {
-		return nil, "", err
+	if c.naive {
+		mode = "naive"
 	}
-	line, err := askRestart(w, "")
+	// UDP: a receive buffer of 4 MiB (up to net.core.rmem_max), room for
+	// a reader descheduled on a loaded machine.
+	w, err = startWorker("restart", []string{"-proto", network, "-mode", mode, "-addr", addr, "-k", strconv.Itoa(c.listeners),
+		"-slot", slot, "-mptcp=" + strconv.FormatBool(c.mptcp), "-quiet", restartQuiet.String(), "-rcvbuf", strconv.Itoa(4 << 20)})
+	if err != nil {
+		return nil, "", "", err
+	}
+	f, err := restartEvent(w, "ready")
 	if err != nil {
 		_ = w.stop()
-		return nil, "", err
+		return nil, "", "", err
 	}
-	return w, line, nil
+	return w, f["addr"], f["proto"], nil
 }
 
-// askRestart is w.ask for a restart worker, which answers a request it
-// could not carry out with a line "error ...": that is returned as an error.
-func askRestart(w *worker, req string) (string, error) {
-	line, err := w.ask(req)
-	if msg, ok := strings.CutPrefix(line, "error "); ok && err == nil {
-		return "", fmt.Errorf("worker %s (pid %d): %s: %s", w.name, w.pid(), req, msg)
+// restartEvent reads w's next line, which must be an event of kind (see
+// restartserver.Event), and returns its fields.
+func restartEvent(w *worker, kind string) (map[string]string, error) {
+	line, err := w.ask("")
+	if err != nil {
+		return nil, err
 	}
-	return line, err
+	words := strings.Fields(line)
+	if len(words) == 0 || words[0] != kind {
+		return nil, fmt.Errorf("worker %s (pid %d): want a line %q, got %q", w.name, w.pid(), kind, line)
+	}
+	f := map[string]string{}
+	for _, word := range words[1:] {
+		k, v, _ := strings.Cut(word, "=")
+		f[k] = v
+	}
+	return f, nil
+}
+
+// retireRestartWorker waits for w's last line, telling it to stop first
+// if stop is set, and then for w to exit. It returns what w served
+// (requests or datagrams) and the datagrams that the kernel dropped on its
+// sockets.
+func retireRestartWorker(w *worker, stop bool) (read, dropped int64, err error) {
+	if stop {
+		_ = w.stdin.Close()
+	}
+	f, err := restartEvent(w, "exit")
+	if err == nil {
+		read, err = strconv.ParseInt(f["n"], 10, 64)
+	}
+	if err == nil {
+		dropped, err = strconv.ParseInt(f["dropped"], 10, 64)
+	}
+	if serr := w.stop(); err == nil {
+		err = serr
+	}
+	return read, dropped, err
 }
 
 // restartCase is one shape of server, restarted one way.
@@ -203,30 +258,23 @@ func restartShape(c restartCase, n, clients, maxConns int, stdout io.Writer) (lo
 	}
 	addr, proto := "127.0.0.1:0", ""
 	for i := range procs {
-		w, line, err := startRestartWorker(c, addr, slot(i))
+		w, a, p, err := startRestartWorker(c, addr, slot(i))
 		if err != nil {
 			return 0, 0, err
 		}
-		procs[i] = w
-		addr, proto, _ = strings.Cut(line, " ")
-		if !c.naive {
-			if _, err := askRestart(w, "takeover"); err != nil {
-				return 0, 0, err
-			}
-		}
+		procs[i], addr, proto = w, a, p
 	}
 	var counts restartCounts
-	var read atomic.Int64 // UDP: datagrams the workers read
-	// readBy adds the count of a UDP worker's last line, "read N".
-	var dropped atomic.Int64 // UDP: datagrams the kernel counted dropped on the workers' sockets
-	readBy := func(line string) error {
-		var n, d int64
-		if _, err := fmt.Sscanf(line, "read %d %d", &n, &d); err != nil {
-			return fmt.Errorf("a UDP worker said %q: %v", line, err)
-		}
-		read.Add(n)
-		dropped.Add(d)
-		return nil
+	// UDP: datagrams the workers read, and those the kernel counted
+	// dropped on their sockets.
+	var read, dropped int64
+	// retire waits for procs[j] to exit (telling it to stop first if stop
+	// is set) and adds its counts.
+	retire := func(j int, stop bool) error {
+		r, d, err := retireRestartWorker(procs[j], stop)
+		procs[j] = nil
+		read, dropped = read+r, dropped+d
+		return err
 	}
 	stop := make(chan struct{})
 	var wg sync.WaitGroup
@@ -277,25 +325,13 @@ func restartShape(c restartCase, n, clients, maxConns int, stdout io.Writer) (lo
 	err = func() error {
 		for i := 0; i < n; i++ {
 			j := i % c.workers
-			next, _, err := startRestartWorker(c, addr, slot(j))
+			// With the handover, next is ready once the old worker let
+			// go; that one exits by itself. Naively, the old one is told.
+			next, _, _, err := startRestartWorker(c, addr, slot(j))
 			if err != nil {
 				return err
 			}
-			var line string
-			if c.naive {
-				line, err = askRestart(procs[j], "close")
-			} else {
-				// Returns once the old worker let go; it exits by itself.
-				if _, err = askRestart(next, "takeover"); err == nil && c.udp {
-					line, err = askRestart(procs[j], "")
-				}
-			}
-			if err == nil && c.udp {
-				err = readBy(line)
-			}
-			if serr := procs[j].stop(); err == nil {
-				err = serr
-			}
+			err = retire(j, c.naive)
 			procs[j] = next
 			if err != nil {
 				return err
@@ -310,12 +346,8 @@ func restartShape(c restartCase, n, clients, maxConns int, stdout io.Writer) (lo
 	wg.Wait()
 	if err == nil && c.udp {
 		time.Sleep(50 * time.Millisecond) // the last datagrams in flight
-		for _, w := range procs {
-			line, err := askRestart(w, "close")
-			if err == nil {
-				err = readBy(line)
-			}
-			if err != nil {
+		for j := range procs {
+			if err := retire(j, true); err != nil {
 				return 0, 0, err
 			}
 		}
@@ -334,8 +366,8 @@ func restartShape(c restartCase, n, clients, maxConns int, stdout io.Writer) (lo
 			probes = n * c.listeners // each old socket drops one
 		}
 		fmt.Fprintf(stdout, "  sent      %d\n  read      %d\n  lost      %d\n  dropped   %d (counted by the kernel on the sockets: full buffers, and %d probes of the handovers)\n",
-			sent, read.Load(), sent-read.Load(), dropped.Load(), probes)
-		return sent - read.Load(), sent, nil
+			sent, read, sent-read, dropped, probes)
+		return sent - read, sent, nil
 	}
 	fmt.Fprintf(stdout, "  attempted %d\n  served    %d\n  refused   %d\n  reset     %d\n  other     %d\n",
 		counts.attempted.Load(), counts.served.Load(), counts.refused.Load(), counts.reset.Load(), counts.other.Load())
@@ -363,13 +395,15 @@ func udpSender(addr string, sources int, sent *atomic.Int64) (func(stop chan str
 				c.Close()
 			}
 		}()
+		buf := make([]byte, 64) // the sequence number, then zeros
 		for n := 0; ; n++ {
 			select {
 			case <-stop:
 				return
 			default:
 			}
-			if _, err := fmt.Fprintf(conns[n%len(conns)], "%d", n); err != nil {
+			binary.LittleEndian.PutUint64(buf, uint64(n))
+			if _, err := conns[n%len(conns)].Write(buf); err != nil {
 				return
 			}
 			sent.Add(1)
@@ -387,8 +421,9 @@ func plural(n int) string {
 	return "s"
 }
 
-// connectAndRead opens one connection, reads the server's line and closes.
-// It returns "" when served, else "refused", "reset" or the error's text.
+// connectAndRead opens one connection, sends an HTTP request, reads the
+// status line of the answer and closes. It returns "" when served (200),
+// else "refused", "reset", the status line or the error's text.
 // It matches the errors' text: plan9's syscall package has no errno values.
 func connectAndRead(addr string) string {
 	c, err := net.DialTimeout("tcp", addr, 10*time.Second)
@@ -397,7 +432,13 @@ func connectAndRead(addr string) string {
 		// Close with a reset: no TIME_WAIT, so the load never runs out of ports.
 		_ = c.(*net.TCPConn).SetLinger(0)
 		_ = c.SetDeadline(time.Now().Add(10 * time.Second))
-		_, err = bufio.NewReader(c).ReadString('\n')
+		var status string
+		if _, err = io.WriteString(c, "GET / HTTP/1.1\r\nHost: restart\r\n\r\n"); err == nil {
+			status, err = bufio.NewReader(c).ReadString('\n')
+		}
+		if err == nil && !strings.HasPrefix(status, "HTTP/1.1 200 ") {
+			return strings.TrimSpace(status)
+		}
 	}
 	switch {
 	case err == nil:
@@ -405,186 +446,7 @@ func connectAndRead(addr string) string {
 	case strings.Contains(err.Error(), "connection refused"):
 		return "refused"
 	case strings.Contains(err.Error(), "connection reset"), errors.Is(err, io.EOF):
-		return "reset" // EOF: closed before the server wrote a line
+		return "reset" // EOF: closed before the server answered
 	}
 	return err.Error()
-}
-
-// restartWorker is one generation of the server: args are the address, the
-// number of listeners, whether to listen with MPTCP, and the Handover slot. It prints "ADDR
-// PROTO", serves each connection with one line, and obeys, answering each
-// with one line: takeover (reuse.Handover.TakeOver; once replaced, it closes
-// its listeners and exits by itself) and close (close the listeners at once).
-func restartWorker(args []string) error {
-	if len(args) != 5 {
-		return errors.New("want five arguments: the address to share, the number of sockets, MPTCP (true or false), the Handover slot, tcp or udp")
-	}
-	if args[4] == "udp" {
-		return restartUDPWorker(args)
-	}
-	k, err := strconv.Atoi(args[1])
-	if err != nil {
-		return err
-	}
-	var cfg reuse.Config
-	cfg.ListenConfig.SetMultipathTCP(args[2] == "true")
-	lns, err := cfg.ListenGroup(context.Background(), "tcp", args[0], k)
-	if err != nil {
-		return err
-	}
-	fmt.Println(lns[0].Addr(), protocol(lns[0]))
-	var loops sync.WaitGroup
-	for _, ln := range lns {
-		ln := ln
-		loops.Add(1)
-		go func() {
-			defer loops.Done()
-			for {
-				c, err := ln.Accept()
-				if err != nil {
-					return
-				}
-				_ = c.SetDeadline(time.Now().Add(5 * time.Second))
-				if _, err := io.WriteString(c, "ok\n"); err == nil {
-					_, _ = io.Copy(io.Discard, c) // the client closes first
-				}
-				c.Close()
-			}
-		}()
-	}
-	closeAll := func() {
-		for _, ln := range lns {
-			ln.Close()
-		}
-		loops.Wait()
-	}
-	ho := reuse.Handover{Slot: args[3], Quiet: restartQuiet}
-	defer ho.Close()
-	cmds := make(chan string)
-	go func() {
-		sc := bufio.NewScanner(os.Stdin)
-		for sc.Scan() {
-			cmds <- sc.Text()
-		}
-		close(cmds)
-	}()
-	for {
-		select {
-		case <-ho.Replaced():
-			closeAll()
-			return nil
-		case cmd, ok := <-cmds:
-			if !ok {
-				return nil
-			}
-			var err error
-			switch cmd {
-			case "takeover":
-				socks := make([]any, len(lns))
-				for i, ln := range lns {
-					socks[i] = ln
-				}
-				ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-				err = ho.TakeOver(ctx, socks...)
-				cancel()
-			case "close":
-				closeAll()
-			default:
-				err = fmt.Errorf("unknown command %q", cmd)
-			}
-			if err != nil {
-				fmt.Println("error", err)
-			} else {
-				fmt.Println("done")
-			}
-		}
-	}
-}
-
-// restartUDPWorker is restartWorker for UDP: it reads numbered datagrams
-// with k sockets, and says "read N D" (how many it read, how many the
-// kernel counted dropped on its sockets) once replaced or closed, as its
-// last line.
-func restartUDPWorker(args []string) error {
-	k, err := strconv.Atoi(args[1])
-	if err != nil {
-		return err
-	}
-	pcs, err := reuse.ListenPacketGroup("udp", args[0], k)
-	if err != nil {
-		return err
-	}
-	for _, pc := range pcs {
-		// More room for a reader descheduled on a loaded machine (up to
-		// net.core.rmem_max).
-		_ = pc.(*net.UDPConn).SetReadBuffer(4 << 20)
-	}
-	fmt.Println(pcs[0].LocalAddr(), "UDP")
-	var read atomic.Int64
-	var readers sync.WaitGroup
-	for _, pc := range pcs {
-		pc := pc
-		readers.Add(1)
-		go func() {
-			defer readers.Done()
-			buf := make([]byte, 64)
-			for {
-				n, _, err := pc.ReadFrom(buf)
-				if err != nil {
-					return
-				}
-				if n > 0 { // not a handover's empty probe
-					read.Add(1)
-				}
-			}
-		}()
-	}
-	closeAll := func() {
-		dropped := 0
-		for _, pc := range pcs {
-			dropped += udpDrops(pc)
-			pc.Close()
-		}
-		readers.Wait()
-		fmt.Println("read", read.Load(), dropped)
-	}
-	ho := reuse.Handover{Slot: args[3], Quiet: restartQuiet}
-	defer ho.Close()
-	cmds := make(chan string)
-	go func() {
-		sc := bufio.NewScanner(os.Stdin)
-		for sc.Scan() {
-			cmds <- sc.Text()
-		}
-		close(cmds)
-	}()
-	for {
-		select {
-		case <-ho.Replaced():
-			closeAll()
-			return nil
-		case cmd, ok := <-cmds:
-			switch {
-			case !ok:
-				return nil
-			case cmd == "takeover":
-				socks := make([]any, len(pcs))
-				for i, pc := range pcs {
-					socks[i] = pc
-				}
-				ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-				err := ho.TakeOver(ctx, socks...)
-				cancel()
-				if err != nil {
-					fmt.Println("error", err)
-				} else {
-					fmt.Println("done")
-				}
-			case cmd == "close":
-				closeAll()
-			default:
-				fmt.Println("error unknown command", cmd)
-			}
-		}
-	}
 }

@@ -390,7 +390,8 @@ func (g *group) start(i int) (*proc, error) {
 		proto = "udp"
 	}
 	cmd := exec.Command(*server, "-proto", proto, "-mode", g.mode, "-addr", g.addr, "-k", strconv.Itoa(g.k),
-		"-slot", g.slotName(i), "-mptcp="+strconv.FormatBool(g.mptcp), "-seqdir", g.dir, "-quiet", quiet.String())
+		"-slot", g.slotName(i), "-mptcp="+strconv.FormatBool(g.mptcp), "-quiet", quiet.String(),
+		"-seqfile", filepath.Join(g.dir, strconv.Itoa(len(g.all))+".seq"))
 	cmd.Stdout, cmd.Stderr = g.w, os.Stderr
 	cmd.SysProcAttr = orphanKill()
 	if err := cmd.Start(); err != nil {
@@ -536,17 +537,6 @@ func (g *group) stopAll() error {
 		}
 	}
 	return nil
-}
-
-// served sums the requests of the exited servers by slot.
-func (g *group) served() map[string]int64 {
-	g.mu.Lock()
-	defer g.mu.Unlock()
-	m := map[string]int64{}
-	for _, e := range g.exits {
-		m[e.slot] += e.n
-	}
-	return m
 }
 
 // snapshot asks every live server for its count.
