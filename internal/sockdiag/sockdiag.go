@@ -110,3 +110,12 @@ func (o Owners) Why(s Socket, me int, err error) string {
 	}
 	return "in no process that can be seen here (another PID namespace?)"
 }
+
+// UnixSocket is a Unix socket bound to an abstract name, as the kernel
+// lists it.
+type UnixSocket struct {
+	Name  string // the abstract name, without its leading NUL
+	UID   int    // the owner: the user that made the socket
+	Inode uint64
+	State State // Listen, Close (bound, not listening) or Established (accepted or connected)
+}
