@@ -10,6 +10,7 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"golang.org/x/sys/unix"
@@ -99,7 +100,9 @@ func dump(req []byte, each func(m []byte) error) error {
 		return os.NewSyscallError("sendto NETLINK_SOCK_DIAG", err)
 	}
 	ne := binary.NativeEndian
-	buf := make([]byte, 32<<10)
+	bufp := buffers.Get().(*[32 << 10]byte)
+	defer buffers.Put(bufp)
+	buf := bufp[:]
 	for {
 		n, _, err := unix.Recvfrom(fd, buf, 0)
 		if err != nil {
@@ -132,10 +135,15 @@ func dump(req []byte, each func(m []byte) error) error {
 	}
 }
 
-// header is a dump request's netlink header followed by payload.
-func header(payload []byte) []byte {
-	req := make([]byte, unix.SizeofNlMsghdr, unix.SizeofNlMsghdr+len(payload))
-	req = append(req, payload...)
+// buffers holds the buffers that dump reads into: each hands its answers,
+// slices of its buffer, to a function, so that the buffer cannot live on
+// the stack, and 32 KB a dump would otherwise be allocated.
+var buffers = sync.Pool{New: func() any { return new([32 << 10]byte) }}
+
+// newRequest returns a dump request of n bytes after its netlink header,
+// the header written.
+func newRequest(n int) []byte {
+	req := make([]byte, unix.SizeofNlMsghdr+n)
 	ne := binary.NativeEndian
 	ne.PutUint32(req[0:], uint32(len(req)))
 	ne.PutUint16(req[4:], unix.SOCK_DIAG_BY_FAMILY)
@@ -149,25 +157,21 @@ func header(payload []byte) []byte {
 // the end accepts, one 4 bytes further rejects.
 func request(q Query) []byte {
 	ne := binary.NativeEndian
-	bytecode := []byte{bcSGE, 8, 20, 0, 0, 0, 0, 0, bcSLE, 8, 12, 0, 0, 0, 0, 0}
+	bytecode := [...]byte{bcSGE, 8, 20, 0, 0, 0, 0, 0, bcSLE, 8, 12, 0, 0, 0, 0, 0}
 	ne.PutUint16(bytecode[6:], uint16(q.Port))
 	ne.PutUint16(bytecode[14:], uint16(q.Port))
-	r := make([]byte, sizeofInetDiagReqV2)
+	req := newRequest(sizeofInetDiagReqV2 + unix.SizeofNlAttr + len(bytecode))
+	r := req[unix.SizeofNlMsghdr:]
 	r[0], r[1] = q.Family, uint8(q.Proto)
 	if q.Drops {
 		r[2] = 1 << (attrSkMemInfo - 1) // idiag_ext
 	}
 	ne.PutUint32(r[4:], q.States) // idiag_states
-	return header(append(r, attr(reqBytecode, bytecode)...))
-}
-
-// attr is a netlink attribute of type typ holding data, padded.
-func attr(typ uint16, data []byte) []byte {
-	a := make([]byte, align(unix.SizeofNlAttr+len(data)))
-	binary.NativeEndian.PutUint16(a[0:], uint16(unix.SizeofNlAttr+len(data)))
-	binary.NativeEndian.PutUint16(a[2:], typ)
-	copy(a[unix.SizeofNlAttr:], data)
-	return a
+	a := r[sizeofInetDiagReqV2:]
+	ne.PutUint16(a[0:], uint16(unix.SizeofNlAttr+len(bytecode)))
+	ne.PutUint16(a[2:], reqBytecode)
+	copy(a[unix.SizeofNlAttr:], bytecode[:])
+	return req
 }
 
 // parse reads an inet_diag_msg and its attributes: family, state, timer,
@@ -327,13 +331,14 @@ const (
 // creator: it tells a user's names from a stranger's. A listener's
 // accepted sockets carry its name too.
 func DumpUnix(prefix string, each func(UnixSocket)) error {
-	r := make([]byte, sizeofUnixDiagReq)
+	req := newRequest(sizeofUnixDiagReq)
+	r := req[unix.SizeofNlMsghdr:]
 	r[0] = unix.AF_UNIX
 	ne := binary.NativeEndian
 	ne.PutUint32(r[4:], ^uint32(0)) // udiag_states: all
 	ne.PutUint32(r[12:], udiagShowName|udiagShowUID)
 	want := append([]byte{0}, prefix...)
-	return dump(header(r), func(m []byte) error {
+	return dump(req, func(m []byte) error {
 		if len(m) < sizeofUnixDiagMsg {
 			return fmt.Errorf("a unix_diag answer of %d bytes", len(m))
 		}
