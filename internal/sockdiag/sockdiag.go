@@ -1,9 +1,11 @@
 // Package sockdiag lists the sockets on a port, with their owners: the
 // kernel's answer to "who holds this port", for the errors of the reuse
-// package and for the reuse command's who. On Linux it reads one
-// NETLINK_SOCK_DIAG dump per table, filtered by port in the kernel, and the
-// processes from /proc/*/fd; elsewhere it returns an error wrapping
-// errors.ErrUnsupported.
+// package and for the reuse command's who; the members of a Handover's
+// group; and the abstract Unix names where a Handover's processes meet. It
+// is the one place that speaks NETLINK_SOCK_DIAG: on Linux it reads one
+// dump per table, filtered by port in the kernel (inet) or by name here
+// (Unix), and the processes from /proc/*/fd; elsewhere OnPort, DumpUnix
+// and FindOwners return an error wrapping errors.ErrUnsupported.
 package sockdiag
 
 import (
