@@ -164,6 +164,7 @@ func TestUDPHandoverCrashInjection(t *testing.T) {
 		return
 	}
 	os.Setenv("REUSE_TEST_SAY_GO", "1") // this process is the namespace's own
+	os.Setenv("REUSE_TEST_PRINT_SEQS", "1")
 	const quiet = 20 * time.Millisecond
 	start := func(addr string) (*sockettest.Worker, string) {
 		w := sockettest.StartWorker(t, "udp-handover", []string{addr, "", quiet.String()})

@@ -1297,16 +1297,19 @@ func udpHandoverWorker(args []string) error {
 			}
 		}
 	}()
-	// What was read is printed every 20 ms once the process took over (a
-	// test then reads every line), so that a process killed loses only
-	// what it read since.
+	// With REUSE_TEST_PRINT_SEQS (the crash tests, which read every line),
+	// what was read is printed every 20 ms once the process took over, so
+	// that a process killed loses only what it read since.
 	var tookOver atomic.Bool
+	printEarly := os.Getenv("REUSE_TEST_PRINT_SEQS") != ""
 	printSeqs := func() {
 		mu.Lock()
-		defer mu.Unlock()
-		for i := 0; i < len(seqs); i += 1000 {
+		seqs2 := seqs // printed outside the lock: the reader never waits on stdout
+		seqs = nil
+		mu.Unlock()
+		for i := 0; i < len(seqs2); i += 1000 {
 			var b strings.Builder
-			for j, seq := range seqs[i:min(i+1000, len(seqs))] {
+			for j, seq := range seqs2[i:min(i+1000, len(seqs2))] {
 				if j > 0 {
 					b.WriteByte(',')
 				}
@@ -1314,7 +1317,6 @@ func udpHandoverWorker(args []string) error {
 			}
 			fmt.Println("seqs", b.String())
 		}
-		seqs = seqs[:0]
 	}
 	stopPrinting := make(chan struct{})
 	printed := make(chan struct{})
@@ -1325,7 +1327,7 @@ func udpHandoverWorker(args []string) error {
 			case <-stopPrinting:
 				return
 			case <-time.After(20 * time.Millisecond):
-				if tookOver.Load() {
+				if printEarly && tookOver.Load() {
 					printSeqs()
 				}
 			}

@@ -35,7 +35,7 @@ func takeOver(ctx context.Context, g *sockGroup, slot string, quiet time.Duratio
 	}
 	// The slot in hexadecimal: no slot's prefix starts another's.
 	prefix := st.namePrefix("slot/" + hex.EncodeToString([]byte(slot)))
-	for {
+	for silent := 0; ; {
 		if err := ctx.Err(); err != nil {
 			return nil, err
 		}
@@ -75,6 +75,13 @@ func takeOver(ctx context.Context, g *sockGroup, slot string, quiet time.Duratio
 			return nil, ctxErr(ctx, err)
 		}
 		again, err := st.takeOverFrom(ctx, conn)
+		if errors.Is(err, errSilent) && !again && silent < silentTries-1 {
+			// No answer to "takeover": the old process may be busy with
+			// another successor (each of whose steps is bounded); ask
+			// again, a few times.
+			silent++
+			again = true
+		}
 		if again {
 			// The old process went away, or another successor is ahead.
 			if err := backOff(ctx); err != nil {
@@ -88,6 +95,10 @@ func takeOver(ctx context.Context, g *sockGroup, slot string, quiet time.Duratio
 		return st, nil
 	}
 }
+
+// silentTries is how many times a successor asks an old process that does
+// not answer "takeover" (answerTimeout each) before TakeOver fails.
+const silentTries = 3
 
 // namesAt returns the names of this user's sockets under prefix: the
 // prefix, then the 32 hexadecimal digits of freshName.
@@ -173,8 +184,11 @@ func (st *handoverState) takeOverFrom(ctx context.Context, conn *net.UnixConn) (
 	if st.steering != nil {
 		if err := st.steerGenerations(conn, old.inos, old.gen, old.pid, ask); err != nil {
 			if st.oldGone(conn, old.inos) {
+				if err := st.steerAlone(); err != nil {
+					return fail(err)
+				}
 				st.rv = old.rv
-				return false, st.steerAlone()
+				return false, nil
 			}
 			return fail(err)
 		}
@@ -189,10 +203,13 @@ func (st *handoverState) takeOverFrom(ctx context.Context, conn *net.UnixConn) (
 	sg, err := st.steer(old.inos, old.pid, ask)
 	if err != nil {
 		if st.oldGone(conn, old.inos) {
-			st.rv = old.rv
 			wctx, cancel := context.WithTimeout(context.Background(), answerTimeout)
 			defer cancel()
-			return false, st.waitGone(wctx, old.inos)
+			if err := st.waitGone(wctx, old.inos); err != nil {
+				return fail(err)
+			}
+			st.rv = old.rv
+			return false, nil
 		}
 		return fail(err)
 	}
