@@ -48,7 +48,8 @@ func diagSockets(proto, state int, addr []byte, port int) ([]uint64, error) {
 // (sockdiag.DumpUnix): any user may bind any abstract name, but the owner
 // the kernel reports (the socket's creator) tells this user's sockets from
 // a stranger's. Names are returned without the leading NUL, as many times
-// as sockets hold them (a name is held by one bound socket at a time).
+// as sockets hold them: the one bound to it, and the connections a listener
+// accepted, which carry its name (TestDumpUnix).
 func abstractNames(prefix string) ([]string, error) {
 	uid := os.Geteuid()
 	var names []string
