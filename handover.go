@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"strings"
 	"sync"
 	"syscall"
 	"time"
@@ -125,35 +126,46 @@ const defaultQuiet = 250 * time.Millisecond
 // without steering, net.ipv4.tcp_migrate_req=1 hands a closing listener's
 // queue to the other members instead).
 //
-// Errors are *[net.OpError] with Op "takeover".
+// A nil ctx is an error, as in every function of the package that takes
+// one. Errors are *[net.OpError] with Op "takeover".
 func (h *Handover) TakeOver(ctx context.Context, socks ...any) error {
-	if h == nil {
-		return opError("takeover", "", "", errors.New(errPrefix+"TakeOver on a nil *Handover"))
+	switch {
+	case h == nil:
+		return edgeError("takeover", "", "", errors.New("TakeOver on a nil *Handover"))
+	case ctx == nil:
+		return edgeError("takeover", "", "", errNilContext)
 	}
 	h.mu.Lock()
 	if h.started {
 		h.mu.Unlock()
-		return opError("takeover", "", "", errors.New(errPrefix+"this Handover has already taken over: make one Handover per TakeOver"))
+		return edgeError("takeover", "", "", errors.New("this Handover has already taken over: make one Handover per TakeOver"))
 	}
 	h.started = true
 	h.init()
 	h.mu.Unlock()
-	quiet := h.Quiet
-	if quiet == 0 {
-		quiet = defaultQuiet
-	}
 	g, err := newSockGroup(socks)
 	if err != nil {
 		h.fail()
-		return opError("takeover", "", "", err)
+		return edgeError("takeover", "", "", err)
 	}
-	if quiet < 0 {
+	if err := h.takeOverGroup(ctx, g); err != nil {
 		h.fail()
-		return opError("takeover", g.network, g.address, fmt.Errorf("%snegative Quiet %v", errPrefix, quiet))
+		return edgeError("takeover", g.network, g.address, err)
+	}
+	return nil
+}
+
+// takeOverGroup is TakeOver on the checked sockets g; its errors are bare.
+func (h *Handover) takeOverGroup(ctx context.Context, g *sockGroup) error {
+	quiet := h.Quiet
+	switch {
+	case quiet == 0:
+		quiet = defaultQuiet
+	case quiet < 0:
+		return fmt.Errorf("negative Quiet %v", quiet)
 	}
 	if err := h.checkSteering(g); err != nil {
-		h.fail()
-		return opError("takeover", g.network, g.address, err)
+		return err
 	}
 	// Close during TakeOver gives up the takeover.
 	ctx, cancel := context.WithCancel(ctx)
@@ -167,8 +179,7 @@ func (h *Handover) TakeOver(ctx context.Context, socks ...any) error {
 	}()
 	st, err := takeOver(ctx, g, h.Slot, quiet, h.Steering)
 	if err != nil {
-		h.fail()
-		return opError("takeover", g.network, g.address, err)
+		return err
 	}
 	h.mu.Lock()
 	h.gen, h.taken = st.generation(), true
@@ -187,13 +198,15 @@ func (h *Handover) checkSteering(g *sockGroup) error {
 	case h.Steering == nil:
 		return nil
 	case g.network != "udp":
-		return errors.New(errPrefix + "a Handover's Steering needs UDP sockets (from ListenPacket or ListenPacketGroup), not listeners")
+		return errors.New("a Handover's Steering needs UDP sockets (from ListenPacket or ListenPacketGroup), not listeners")
 	case h.Slot != "":
-		return fmt.Errorf("%sa Handover's Steering needs the whole group in one process: Slot %q with Steering", errPrefix, h.Slot)
+		return fmt.Errorf("a Handover's Steering needs the whole group in one process: Slot %q with Steering", h.Slot)
 	case len(g.socks) > maxMembers:
-		return fmt.Errorf("%sa Handover's Steering names %d members at most by one byte, not %d", errPrefix, maxMembers, len(g.socks))
+		return fmt.Errorf("a Handover's Steering names %d members at most by one byte, not %d", maxMembers, len(g.socks))
 	}
-	return h.Steering.check()
+	// The offset is checked for the sockets' family, as Steer checks it.
+	host, _, _ := net.SplitHostPort(g.address)
+	return h.Steering.checkFor(strings.Contains(host, ":"))
 }
 
 // maxMembers is the most members that a byte names.
@@ -288,7 +301,7 @@ type sockConn interface {
 // of one kind and bound to one address.
 func newSockGroup(socks []any) (*sockGroup, error) {
 	if len(socks) == 0 {
-		return nil, errors.New(errPrefix + "TakeOver needs at least one socket")
+		return nil, errors.New("TakeOver needs at least one socket")
 	}
 	g := new(sockGroup)
 	for i, s := range socks {
@@ -305,15 +318,15 @@ func newSockGroup(socks []any) (*sockGroup, error) {
 				network, addr, sc = "udp", s.LocalAddr(), s
 			}
 		default:
-			return nil, fmt.Errorf("%ssocket %d of %d is a %T: a handover takes *net.TCPListener (from Listen) or *net.UDPConn (from ListenPacket)", errPrefix, i+1, len(socks), s)
+			return nil, fmt.Errorf("socket %d of %d is a %T: a handover takes *net.TCPListener (from Listen) or *net.UDPConn (from ListenPacket)", i+1, len(socks), s)
 		}
 		if sc == nil {
-			return nil, fmt.Errorf("%ssocket %d of %d is a nil %T", errPrefix, i+1, len(socks), s)
+			return nil, fmt.Errorf("socket %d of %d is a nil %T", i+1, len(socks), s)
 		}
 		if i == 0 {
 			g.network, g.address = network, addr.String()
 		} else if network != g.network || addr.String() != g.address {
-			return nil, fmt.Errorf("%ssocket %d of %d is on %s %s, socket 1 on %s %s: a handover takes the sockets of one address", errPrefix, i+1, len(socks), network, addr, g.network, g.address)
+			return nil, fmt.Errorf("socket %d of %d is on %s %s, socket 1 on %s %s: a handover takes the sockets of one address", i+1, len(socks), network, addr, g.network, g.address)
 		}
 		g.socks = append(g.socks, sc)
 	}

@@ -80,7 +80,7 @@ func inspect(g *sockGroup) (*handoverState, error) {
 	for i, s := range g.socks {
 		rc, err := s.SyscallConn()
 		if err != nil {
-			return nil, fmt.Errorf("%ssocket %d: %w", errPrefix, i+1, err)
+			return nil, fmt.Errorf("socket %d: %w", i+1, err)
 		}
 		info := sockInfo{rc: rc}
 		var serr error
@@ -121,7 +121,7 @@ func inspect(g *sockGroup) (*handoverState, error) {
 			err = serr
 		}
 		if err != nil {
-			return nil, fmt.Errorf("%ssocket %d: %w", errPrefix, i+1, err)
+			return nil, fmt.Errorf("socket %d: %w", i+1, err)
 		}
 		if reusePort == 0 {
 			return nil, fmt.Errorf("socket %d: %w", i+1, errNotShared)
@@ -168,7 +168,7 @@ func (st *handoverState) steer(old []uint64, oldPid int, ask func(string) (strin
 			// Opened after reading the members, so that it joins microseconds
 			// before the program is attached.
 			if sg.helper, err = st.openHelper(); err != nil {
-				err = fmt.Errorf("%sopening a plain-TCP member to steer the group of %s %s: %w", errPrefix, st.g.network, st.g.address, err)
+				err = fmt.Errorf("opening a plain-TCP member to steer the group of %s %s: %w", st.g.network, st.g.address, err)
 			}
 		}
 		if err != nil {
@@ -185,7 +185,7 @@ func (st *handoverState) steer(old []uint64, oldPid int, ask func(string) (strin
 				continue
 			}
 			sg.release()
-			return nil, fmt.Errorf("%sthe sockets given to TakeOver are not all in the group of %s %s: closed?", errPrefix, st.g.network, st.g.address)
+			return nil, fmt.Errorf("the sockets given to TakeOver are not all in the group of %s %s: closed?", st.g.network, st.g.address)
 		}
 		var excl []int
 		for i, ino := range members {
@@ -222,7 +222,7 @@ func (st *handoverState) steer(old []uint64, oldPid int, ask func(string) (strin
 		}
 		if len(picks) == 0 {
 			sg.release()
-			return nil, fmt.Errorf("%severy member of the group of %s %s belongs to the old process: none to steer to", errPrefix, st.g.network, st.g.address)
+			return nil, fmt.Errorf("every member of the group of %s %s belongs to the old process: none to steer to", st.g.network, st.g.address)
 		}
 		if err := sg.attach(st.program(picks)); err != nil {
 			sg.release()
@@ -238,7 +238,7 @@ func (st *handoverState) steer(old []uint64, oldPid int, ask func(string) (strin
 			return sg, nil
 		}
 		if err == nil && try == steerTries {
-			err = fmt.Errorf("%sthe group of %s %s changed during each of %d tries to steer it", errPrefix, st.g.network, st.g.address, steerTries)
+			err = fmt.Errorf("the group of %s %s changed during each of %d tries to steer it", st.g.network, st.g.address, steerTries)
 		}
 		// Roll back; a new helper will join last again.
 		if rerr := sg.release(); err == nil {
@@ -272,7 +272,7 @@ func (sg *steering) helperIno() uint64 {
 func (sg *steering) attach(prog []unix.SockFilter) error {
 	err := sg.st.onSteerable(sg.helper, func(fd int) error { return attachProgram(fd, prog) })
 	if err != nil {
-		return fmt.Errorf("%ssteering the group of %s %s: %w", errPrefix, sg.st.g.network, sg.st.g.address, err)
+		return fmt.Errorf("steering the group of %s %s: %w", sg.st.g.network, sg.st.g.address, err)
 	}
 	return nil
 }
@@ -296,7 +296,7 @@ func (st *handoverState) unsteer() error {
 	if !st.canSteer() {
 		var err error
 		if helper, err = st.openHelper(); err != nil {
-			return fmt.Errorf("%sopening a plain-TCP member to restore the hash of the group of %s %s: %w", errPrefix, st.g.network, st.g.address, err)
+			return fmt.Errorf("opening a plain-TCP member to restore the hash of the group of %s %s: %w", st.g.network, st.g.address, err)
 		}
 		defer unix.Close(helper)
 	}
@@ -315,7 +315,7 @@ func (st *handoverState) detach(helper int) error {
 		return nil
 	}
 	if err != nil {
-		return fmt.Errorf("%srestoring the hash of the group of %s %s: %w", errPrefix, st.g.network, st.g.address, err)
+		return fmt.Errorf("restoring the hash of the group of %s %s: %w", st.g.network, st.g.address, err)
 	}
 	return nil
 }
@@ -336,7 +336,7 @@ func (st *handoverState) onSteerable(helper int, fn func(fd int) error) error {
 		}
 		return ferr
 	}
-	return errors.New(errPrefix + "no socket can steer the group")
+	return errors.New("no socket can steer the group")
 }
 
 // openHelper opens a plain-TCP listener that joins the group last, with
@@ -440,7 +440,7 @@ func (st *handoverState) members() ([]uint64, error) {
 	case *unix.SockaddrInet6:
 		addr, port = sa.Addr[:], sa.Port
 	default:
-		return nil, fmt.Errorf("%snot an inet socket: %T", errPrefix, st.sa)
+		return nil, fmt.Errorf("not an inet socket: %T", st.sa)
 	}
 	var inos []uint64
 	var err error
@@ -508,7 +508,7 @@ func (st *handoverState) procMembers(v6 bool) ([]uint64, error) {
 		}
 		ino, err := strconv.ParseUint(fields[9], 10, 64)
 		if err != nil {
-			return nil, fmt.Errorf("%sreading %s: %q: %w", errPrefix, file, sc.Text(), err)
+			return nil, fmt.Errorf("reading %s: %q: %w", file, sc.Text(), err)
 		}
 		if ino == st.socks[0].ino {
 			local = fields[1]
@@ -516,7 +516,7 @@ func (st *handoverState) procMembers(v6 bool) ([]uint64, error) {
 		entries = append(entries, entry{fields[1], ino})
 	}
 	if err := sc.Err(); err != nil {
-		return nil, fmt.Errorf("%sreading %s: %w", errPrefix, file, err)
+		return nil, fmt.Errorf("reading %s: %w", file, err)
 	}
 	var inos []uint64
 	for _, e := range entries {
@@ -564,7 +564,7 @@ func (st *handoverState) queued() (int, error) {
 			err = serr
 		}
 		if err != nil {
-			return 0, fmt.Errorf("%sreading the queue of %s %s: %w", errPrefix, st.g.network, st.g.address, err)
+			return 0, fmt.Errorf("reading the queue of %s %s: %w", st.g.network, st.g.address, err)
 		}
 		total += n
 	}
@@ -573,4 +573,4 @@ func (st *handoverState) queued() (int, error) {
 
 // errNotShared is the error for a socket opened without SO_REUSEPORT, which
 // no other socket can join.
-var errNotShared = errors.New(errPrefix + "the socket does not share its port (opened under Exclusive, or not by this package): a handover needs sockets opened under Share")
+var errNotShared = errors.New("the socket does not share its port (opened under Exclusive, or not by this package): a handover needs sockets opened under Share")

@@ -866,12 +866,27 @@ func TestTakeOverErrors(t *testing.T) {
 		var ho reuse.Handover
 		err := ho.TakeOver(context.Background(), tc.socks...)
 		var oe *net.OpError
-		if !errors.As(err, &oe) || oe.Op != "takeover" || !strings.Contains(err.Error(), tc.want) || strings.Count(err.Error(), "reuse: ") != 1 {
-			t.Errorf("%s: TakeOver: %v, want a *net.OpError of Op takeover naming %q, with one \"reuse: \"", tc.name, err, tc.want)
+		if !errors.As(err, &oe) || oe.Op != "takeover" || !strings.Contains(err.Error(), tc.want) ||
+			!strings.HasPrefix(oe.Err.Error(), "reuse: ") || strings.Count(err.Error(), "reuse: ") != 1 {
+			t.Errorf("%s: TakeOver: %v, want a *net.OpError of Op takeover naming %q, its Err after one \"reuse: \"", tc.name, err, tc.want)
 		}
 		if err := ho.Close(); err != nil {
 			t.Errorf("%s: Close after a failed TakeOver: %v", tc.name, err)
 		}
+	}
+	// A nil context is an error, as everywhere in the package, not net's
+	// panic; the Handover then takes over as if it had not been called.
+	var nilCtx context.Context
+	var withNil reuse.Handover
+	err = withNil.TakeOver(nilCtx, ln)
+	if want := "takeover: reuse: nil context.Context"; err == nil || err.Error() != want {
+		t.Errorf("TakeOver with a nil context: %v, want %q", err, want)
+	}
+	if err := withNil.TakeOver(context.Background(), ln); err != nil {
+		t.Errorf("TakeOver after one with a nil context: %v", err)
+	}
+	if err := withNil.Close(); err != nil {
+		t.Fatal(err)
 	}
 	var twice reuse.Handover
 	if err := twice.TakeOver(context.Background(), ln); err != nil {

@@ -12,7 +12,7 @@ import (
 
 // errNoHandover is the error of TakeOver here: the package knows no way, on
 // this OS, to steer a port's group or read a socket's queue.
-var errNoHandover = fmt.Errorf("%sa handover needs Linux (SO_ATTACH_REUSEPORT_CBPF, TCP_INFO), not %s: %w", errPrefix, runtime.GOOS, errors.ErrUnsupported)
+var errNoHandover = fmt.Errorf("a handover needs Linux (SO_ATTACH_REUSEPORT_CBPF, TCP_INFO), not %s: %w", runtime.GOOS, errors.ErrUnsupported)
 
 // handoverState is empty here: TakeOver fails.
 type handoverState struct{}

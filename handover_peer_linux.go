@@ -22,7 +22,7 @@ const maxMessage = 512
 var answerTimeout = 10 * time.Second
 
 // errSilent is the error of a peer that sent nothing within answerTimeout.
-var errSilent = errors.New(errPrefix + "the other process of the handover sent nothing in time")
+var errSilent = errors.New("the other process of the handover sent nothing in time")
 
 // readMessage reads the peer's next message, waiting answerTimeout at most,
 // or until ctx ends (its AfterFunc sets conn's deadline).
@@ -89,5 +89,5 @@ func isGone(err error) bool {
 
 // protocolError is the error of a peer that sent got where want was due.
 func protocolError(got, want string) error {
-	return fmt.Errorf("%sthe other process of the handover said %q, want %q", errPrefix, got, want)
+	return fmt.Errorf("the other process of the handover said %q, want %q", got, want)
 }

@@ -61,7 +61,7 @@ func (sg *steering) findSlots(n int, guess []int, old []uint64, oldPid int) ([]i
 		found, err = check(all)
 	}
 	if err == nil && len(found) != want {
-		err = fmt.Errorf("%sthe old process's %d sockets are in %d slots of the group of %s %s", errPrefix, want, len(found), sg.st.g.network, sg.st.g.address)
+		err = fmt.Errorf("the old process's %d sockets are in %d slots of the group of %s %s", want, len(found), sg.st.g.network, sg.st.g.address)
 	}
 	return found, err
 }
@@ -172,7 +172,7 @@ func (p *prober) probe(i int) (bool, error) {
 	d.SetMultipathTCP(false)
 	c, err := d.Dial("tcp", p.dst.String())
 	if err != nil {
-		return false, fmt.Errorf("%sprobing slot %d of the group of %s %s: %w", errPrefix, i, p.sg.st.g.network, p.sg.st.g.address, err)
+		return false, fmt.Errorf("probing slot %d of the group of %s %s: %w", i, p.sg.st.g.network, p.sg.st.g.address, err)
 	}
 	defer func() {
 		_ = c.(*net.TCPConn).SetLinger(0) // a reset: no TIME_WAIT
@@ -195,7 +195,7 @@ func (p *prober) probe(i int) (bool, error) {
 			return p.holds(ino)
 		}
 	}
-	return false, fmt.Errorf("%sprobing slot %d of the group of %s %s: nobody accepted the probe in %v", errPrefix, i, p.sg.st.g.network, p.sg.st.g.address, probeTimeout)
+	return false, fmt.Errorf("probing slot %d of the group of %s %s: nobody accepted the probe in %v", i, p.sg.st.g.network, p.sg.st.g.address, probeTimeout)
 }
 
 // holds reports whether the old process has socket ino open.
@@ -300,7 +300,7 @@ func (p *prober) readDrops() (total uint64, found int, err error) {
 		}
 		n, err := strconv.ParseUint(fields[len(fields)-1], 10, 64)
 		if err != nil {
-			return 0, 0, fmt.Errorf("%sreading %s: %q: %w", errPrefix, file, line, err)
+			return 0, 0, fmt.Errorf("reading %s: %q: %w", file, line, err)
 		}
 		total += n
 		found++
@@ -314,7 +314,7 @@ func (p *prober) readDrops() (total uint64, found int, err error) {
 func (st *handoverState) filterProbes(port string) error {
 	n, err := strconv.ParseUint(port, 10, 16)
 	if err != nil {
-		return fmt.Errorf("%sprobe port %q: %w", errPrefix, port, err)
+		return fmt.Errorf("probe port %q: %w", port, err)
 	}
 	if st.g.network != "udp" {
 		return nil
@@ -335,7 +335,7 @@ func (st *handoverState) filterProbes(port string) error {
 			err = serr
 		}
 		if err != nil {
-			return fmt.Errorf("%sfiltering the probes: %w", errPrefix, os.NewSyscallError("setsockopt SO_ATTACH_FILTER", err))
+			return fmt.Errorf("filtering the probes: %w", os.NewSyscallError("setsockopt SO_ATTACH_FILTER", err))
 		}
 	}
 	st.filtered = true

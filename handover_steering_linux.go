@@ -17,7 +17,7 @@ func (st *handoverState) steerAlone() error {
 	}
 	err := st.onSteerable(-1, func(fd int) error { return attachProgram(fd, steerProgram(*st.steering)) })
 	if err != nil {
-		return fmt.Errorf("%ssteering the group of %s %s: %w", errPrefix, st.g.network, st.g.address, err)
+		return fmt.Errorf("steering the group of %s %s: %w", st.g.network, st.g.address, err)
 	}
 	return nil
 }
@@ -48,7 +48,7 @@ func (st *handoverState) steerGenerations(conn *net.UnixConn, old []uint64, oldG
 		}
 		if !st.listsOwn(members) {
 			if try == steerTries {
-				return fmt.Errorf("%sthe sockets given to TakeOver are not all in the group of %s %s: closed?", errPrefix, st.g.network, st.g.address)
+				return fmt.Errorf("the sockets given to TakeOver are not all in the group of %s %s: closed?", st.g.network, st.g.address)
 			}
 			continue
 		}
@@ -68,7 +68,7 @@ func (st *handoverState) steerGenerations(conn *net.UnixConn, old []uint64, oldG
 		}
 		if !slices.Equal(found, guess) {
 			st.recoverSteering()
-			return fmt.Errorf("%sthe group of %s %s was reordered (a member left since the new ones joined): the old members are at %v, not where they joined (%v)", errPrefix, st.g.network, st.g.address, found, guess)
+			return fmt.Errorf("the group of %s %s was reordered (a member left since the new ones joined): the old members are at %v, not where they joined (%v)", st.g.network, st.g.address, found, guess)
 		}
 		if err := sg.attach(st.generationsProgram(members, old, oldGen)); err != nil {
 			st.recoverSteering()
@@ -80,7 +80,7 @@ func (st *handoverState) steerGenerations(conn *net.UnixConn, old []uint64, oldG
 			break
 		}
 		if err == nil && try == steerTries {
-			err = fmt.Errorf("%sthe group of %s %s changed during each of %d tries to steer it", errPrefix, st.g.network, st.g.address, steerTries)
+			err = fmt.Errorf("the group of %s %s changed during each of %d tries to steer it", st.g.network, st.g.address, steerTries)
 		}
 		if err != nil {
 			st.recoverSteering()
@@ -136,7 +136,7 @@ func (st *handoverState) stableMembers() ([]uint64, error) {
 		prev = cur
 	}
 	if err == nil {
-		err = fmt.Errorf("%sthe group of %s %s changed during each of %d reads", errPrefix, st.g.network, st.g.address, steerTries)
+		err = fmt.Errorf("the group of %s %s changed during each of %d reads", st.g.network, st.g.address, steerTries)
 	}
 	return nil, err
 }

@@ -280,6 +280,8 @@ func TestHandoverSteeringBadInput(t *testing.T) {
 		{"listener", &reuse.Handover{Steering: &quic}, ln, "needs UDP sockets"},
 		{"slot", &reuse.Handover{Steering: &quic, Slot: "w1"}, pc, `Slot "w1" with Steering`},
 		{"offset", &reuse.Handover{Steering: &reuse.Steering{Offset: -1}}, pc, "steering offset -1"},
+		// Checked for the sockets' family, as Steer checks it.
+		{"offset past any IPv4 payload", &reuse.Handover{Steering: &reuse.Steering{Offset: 65507}}, pc, "steering offset 65507: want 0 to 65506"},
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			if g := c.ho.Generation(); g != -1 {

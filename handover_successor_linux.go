@@ -105,7 +105,7 @@ const silentTries = 3
 func namesAt(prefix string) ([]string, error) {
 	names, err := abstractNames(prefix)
 	if err != nil {
-		return nil, fmt.Errorf("%slisting the sockets where a handover meets (Linux's unix_diag, NETLINK_SOCK_DIAG): %w", errPrefix, err)
+		return nil, fmt.Errorf("listing the sockets where a handover meets (Linux's unix_diag, NETLINK_SOCK_DIAG): %w", err)
 	}
 	ok := names[:0]
 	for _, n := range names {
@@ -177,7 +177,7 @@ func (st *handoverState) takeOverFrom(ctx context.Context, conn *net.UnixConn) (
 		}
 		m, err := readMessage(ctx, conn)
 		if err == nil && strings.HasPrefix(m, "error ") {
-			err = fmt.Errorf("%sthe old process: %s", errPrefix, m[len("error "):])
+			err = fmt.Errorf("the old process: %s", m[len("error "):])
 		}
 		return m, err
 	}
@@ -350,14 +350,14 @@ func readSockets(ctx context.Context, conn *net.UnixConn) (oldSockets, error) {
 	}
 	msgs, err := unix.ParseSocketControlMessage(oob[:oobn])
 	if err != nil || len(msgs) != 1 {
-		return oldSockets{}, fmt.Errorf("%sthe old process sent no rendezvous socket (%d control messages): %v", errPrefix, len(msgs), err)
+		return oldSockets{}, fmt.Errorf("the old process sent no rendezvous socket (%d control messages): %v", len(msgs), err)
 	}
 	fds, err := unix.ParseUnixRights(&msgs[0])
 	if err != nil || len(fds) != 1 {
 		for _, fd := range fds {
 			unix.Close(fd)
 		}
-		return oldSockets{}, fmt.Errorf("%sthe old process sent %d descriptors: %v", errPrefix, len(fds), err)
+		return oldSockets{}, fmt.Errorf("the old process sent %d descriptors: %v", len(fds), err)
 	}
 	f := os.NewFile(uintptr(fds[0]), "rendezvous")
 	ln, err := net.FileListener(f)
@@ -368,7 +368,7 @@ func readSockets(ctx context.Context, conn *net.UnixConn) (oldSockets, error) {
 	ul, ok := ln.(*net.UnixListener)
 	if !ok {
 		ln.Close()
-		return oldSockets{}, fmt.Errorf("%sthe old process sent a %T, not a Unix listener", errPrefix, ln)
+		return oldSockets{}, fmt.Errorf("the old process sent a %T, not a Unix listener", ln)
 	}
 	old, err := parseSockets(string(buf[:n]))
 	if err != nil {
@@ -385,7 +385,7 @@ func readSockets(ctx context.Context, conn *net.UnixConn) (oldSockets, error) {
 func parseSockets(msg string) (oldSockets, error) {
 	fields := strings.Fields(msg)
 	if len(fields) < 5 || fields[0] != msgSockets {
-		return oldSockets{}, fmt.Errorf("%sthe old process said %q, want %q, its id, generation, Quiet and sockets", errPrefix, msg, msgSockets)
+		return oldSockets{}, fmt.Errorf("the old process said %q, want %q, its id, generation, Quiet and sockets", msg, msgSockets)
 	}
 	var old oldSockets
 	var quiet int64
@@ -408,7 +408,7 @@ func parseSockets(msg string) (oldSockets, error) {
 		old.inos = append(old.inos, ino)
 	}
 	if err != nil || quiet < 0 {
-		return oldSockets{}, fmt.Errorf("%sthe old process said %q: %v", errPrefix, msg, err)
+		return oldSockets{}, fmt.Errorf("the old process said %q: %v", msg, err)
 	}
 	old.pid, old.quiet = pid, time.Duration(quiet)
 	return old, nil
@@ -426,8 +426,5 @@ func (st *handoverState) checkHelper() error {
 		return os.NewSyscallError("socket", err)
 	}
 	defer unix.Close(fd)
-	if err := dropAll(fd, unix.SOCK_STREAM, family); err != nil {
-		return fmt.Errorf("%s%w", errPrefix, err)
-	}
-	return nil
+	return dropAll(fd, unix.SOCK_STREAM, family)
 }

@@ -66,7 +66,7 @@ func backOff(ctx context.Context) error {
 func alone(prefix, name string) (bool, error) {
 	names, err := abstractNames(prefix)
 	if err != nil {
-		return false, fmt.Errorf("%slisting the sockets where a handover meets (Linux's unix_diag, NETLINK_SOCK_DIAG): %w", errPrefix, err)
+		return false, fmt.Errorf("listing the sockets where a handover meets (Linux's unix_diag, NETLINK_SOCK_DIAG): %w", err)
 	}
 	return len(names) == 1 && names[0] == name, nil
 }
@@ -79,7 +79,7 @@ func listenRendezvous(prefix string) (*net.UnixListener, error) {
 	name := freshName(prefix)
 	ln, err := net.ListenUnix("unixpacket", &net.UnixAddr{Name: "@" + name, Net: "unixpacket"})
 	if err != nil {
-		return nil, fmt.Errorf("%swaiting for a successor: %w", errPrefix, err)
+		return nil, fmt.Errorf("waiting for a successor: %w", err)
 	}
 	ok, err := alone(prefix, name)
 	if err != nil || !ok {
@@ -156,11 +156,11 @@ func checkPeer(conn *net.UnixConn) error {
 		return err
 	}
 	if serr != nil {
-		return fmt.Errorf("%s%w", errPrefix, os.NewSyscallError("getsockopt SO_PEERCRED", serr))
+		return os.NewSyscallError("getsockopt SO_PEERCRED", serr)
 	}
 	if int(cred.Uid) != os.Geteuid() {
-		return fmt.Errorf("%sthe handover's rendezvous %q is held by process %d of uid %d, not by this user (uid %d): %w",
-			errPrefix, conn.RemoteAddr(), cred.Pid, cred.Uid, os.Geteuid(), unix.EPERM)
+		return fmt.Errorf("the handover's rendezvous %q is held by process %d of uid %d, not by this user (uid %d): %w",
+			conn.RemoteAddr(), cred.Pid, cred.Uid, os.Geteuid(), unix.EPERM)
 	}
 	return nil
 }

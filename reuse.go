@@ -93,8 +93,7 @@ type Config struct {
 }
 
 // errPrefix starts the message of every error of the package. It is
-// written in one place, reuseError, at the API's edge (handover*.go still
-// writes it into its own messages, which go through opError).
+// written in one place, reuseError, at the API's edge.
 const errPrefix = "reuse: "
 
 // reuseError is an error in the package's own words, said with the
@@ -119,15 +118,16 @@ func wrapError(err error) error {
 // edgeError returns err, if any, the failure of a call of op (listen, dial,
 // steer, ...) on network and address, as a *[net.OpError], built once, at
 // the API's edge, as net builds its own. err is either bare, in the
-// package's own words, or the *net.OpError of a socket call of net's, whose
-// addresses it keeps: there only the words that the package put in (see
-// ownWords) get the package's name, and the caller's Control's error, or
-// net's own, stay as net gave them.
+// package's own words, or the *net.OpError of net's call of the same op,
+// whose addresses it keeps: there only the words that the package put in
+// (see ownWords) get the package's name, and the caller's Control's error,
+// or net's own, stay as net gave them. net's error of another op (a read
+// inside a takeover, a closed socket's raw-control) is bare, like any other.
 func edgeError(op, network, address string, err error) error {
 	if err == nil {
 		return nil
 	}
-	if oe, ok := err.(*net.OpError); ok {
+	if oe, ok := err.(*net.OpError); ok && oe.Op == op {
 		if !ownWords(oe.Err) {
 			return oe
 		}
@@ -227,17 +227,6 @@ type addrString struct{ network, address string }
 
 func (a addrString) Network() string { return a.network }
 func (a addrString) String() string  { return a.address }
-
-// opError wraps err, whose message starts with errPrefix already, the way
-// net does, for errors found before net is called. Only handover*.go uses
-// it; the rest of the package returns bare errors through edgeError.
-func opError(op, network, address string, err error) error {
-	var addr net.Addr
-	if address != "" {
-		addr = addrString{network, address}
-	}
-	return &net.OpError{Op: op, Net: network, Addr: addr, Err: err}
-}
 
 // Listen announces on the local network address with the options of c.Mode,
 // like [net.ListenConfig.Listen]. The network must be "tcp", "tcp4" or "tcp6".

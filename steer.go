@@ -80,10 +80,6 @@ func (s Steering) checkFor(ipv6 bool) error {
 	return nil
 }
 
-// check is checkFor for handover.go, whose errors carry errPrefix
-// themselves: the offset is checked for IPv6, the wider range.
-func (s Steering) check() error { return wrapError(s.checkFor(true)) }
-
 // Steer makes the kernel pick the member of pc's UDP group that receives
 // each datagram by s. The steering belongs to the group: pc may be any of
 // its members, in this process or another, and members that join later are

@@ -527,6 +527,20 @@ func TestSteerBadInput(t *testing.T) {
 	t.Run("unsteer unix socket", func(t *testing.T) {
 		checkSteerError(t, "unsteer", "unixgram", reuse.Unsteer(unixgram), "steering needs a UDP socket, not a unixgram socket")
 	})
+	// net's error for the closed socket (a "raw-control" *net.OpError) is
+	// inside the steer's, not in its place.
+	t.Run("closed", func(t *testing.T) {
+		pc, err := reuse.ListenPacket("udp4", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		pc.Close()
+		err = reuse.Steer(pc, reuse.QUICSteering())
+		checkSteerError(t, "steer", "udp", err, "use of closed network connection")
+		if !errors.Is(err, net.ErrClosed) {
+			t.Errorf("%v: want it to wrap net.ErrClosed", err)
+		}
+	})
 }
 
 // tcpPacketConn returns a connected TCP socket posing as a net.PacketConn,
