@@ -50,6 +50,8 @@ type whoReport struct {
 	Host      string        `json:"host,omitempty"`
 	Sockets   []whoSocket   `json:"sockets"`
 	Handovers []whoHandover `json:"handovers,omitempty"`
+	// HandoversUnknown says why the handovers could not be listed.
+	HandoversUnknown string `json:"handovers_unknown,omitempty"`
 }
 
 // runWho lists the sockets on a port, with their owners and groups.
@@ -140,8 +142,14 @@ func who(hosts []netip.Addr, port int) (*whoReport, error) {
 		}
 	}
 	sortSockets(kept)
-	handovers, hoInodes := readHandovers(port)
-	o := newOwnerInfo(append(inodes, hoInodes...))
+	handovers, err := readHandovers(port)
+	if err != nil {
+		r.HandoversUnknown = err.Error()
+	}
+	for _, h := range handovers {
+		inodes = append(inodes, h.inode)
+	}
+	o := newOwnerInfo(inodes)
 	groups, counts := map[string]int{}, map[string]int{}
 	for _, s := range kept {
 		counts[groupKey(s)]++
@@ -158,17 +166,15 @@ func who(hosts []netip.Addr, port int) (*whoReport, error) {
 	}
 	for i := range handovers {
 		h := &handovers[i]
-		for _, ino := range h.inodes {
-			for _, p := range o.owners.ByInode[ino] {
-				h.PIDs = append(h.PIDs, p.PID)
-				h.Command = p.Command
-			}
+		for _, p := range o.owners.ByInode[h.inode] {
+			h.PIDs = append(h.PIDs, p.PID)
+			h.Command = p.Command
 		}
 		if len(h.PIDs) == 0 {
-			h.NoPID, _ = o.noPID(sockdiag.Socket{UID: h.UID, Inode: h.inodes[0]})
+			h.NoPID, _ = o.noPID(sockdiag.Socket{UID: h.UID, Inode: h.inode})
 		}
 	}
-	r.Handovers = handovers
+	r.Handovers = matchHashed(handovers, r.Sockets)
 	return r, nil
 }
 
@@ -347,19 +353,29 @@ func printWho(w io.Writer, r *whoReport) {
 		fmt.Fprintln(w, "QUEUE: accept queue/backlog of a listener; bytes queued and drops of a UDP socket.")
 		fmt.Fprintln(w, "GROUP: sockets of one address, user and state: a reuseport group (inferred). -json says why a PROCESS is unknown.")
 	}
+	if r.HandoversUnknown != "" {
+		fmt.Fprintf(w, "handovers: cannot list them: %s\n", r.HandoversUnknown)
+	}
 	for _, h := range r.Handovers {
-		fmt.Fprintf(w, "handover of %s %s (uid %d): ", h.Network, h.Address, h.UID)
-		if h.Slot != "" {
-			fmt.Fprintf(w, "slot %s", h.Slot)
+		if h.Address != "" {
+			fmt.Fprintf(w, "handover of %s %s (uid %d): ", h.Network, h.Address, h.UID)
 		} else {
+			fmt.Fprintf(w, "handover of a process on the port, by a name that hides the address (uid %d): ", h.UID)
+		}
+		switch {
+		case h.UnderWay:
 			fmt.Fprint(w, "steering lock")
+		case h.SlotHashed:
+			fmt.Fprint(w, "a slot whose name is hashed")
+		default:
+			fmt.Fprintf(w, "slot %q", h.Slot)
 		}
 		if len(h.PIDs) > 0 {
 			fmt.Fprintf(w, " held by pid %s (%s)", joinInts(h.PIDs), h.Command)
 		} else {
 			fmt.Fprintf(w, " held by a process unknown: %s", h.NoPID)
 		}
-		if h.Slot == "" {
+		if h.UnderWay {
 			fmt.Fprint(w, ": a handover is under way")
 		}
 		fmt.Fprintln(w)

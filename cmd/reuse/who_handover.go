@@ -1,109 +1,107 @@
 package main
 
 import (
-	"bufio"
 	"encoding/hex"
 	"net"
-	"os"
 	"sort"
 	"strconv"
 	"strings"
+
+	"github.com/sockreuse/reuse/internal/sockdiag"
 )
 
 // whoHandover is a process of a reuse.Handover on the port: one serving a
 // slot, or one holding the address's steering lock, which it holds while a
-// handover is under way.
+// handover is under way. The slot's generation is not shown: the
+// rendezvous socket passes from each process to its successor, so its name
+// stays the same from generation to generation, and only the serving
+// process knows its generation, which it tells a successor (asking would
+// start a handover).
 type whoHandover struct {
-	Network string `json:"network"`
-	Address string `json:"address"`
+	// Network and Address: "" where the name is hashed.
+	Network string `json:"network,omitempty"`
+	Address string `json:"address,omitempty"`
 	UID     int    `json:"uid"`
-	Slot    string `json:"slot,omitempty"` // "" for the steering lock; "#..." where the name was hashed
-	PIDs    []int  `json:"pids,omitempty"`
-	Command string `json:"command,omitempty"`
-	NoPID   string `json:"no_pid,omitempty"`
+	// Slot is the slot served, unknown where SlotHashed: the Handover
+	// hashed the name (a long address or slot name).
+	Slot       string `json:"slot,omitempty"`
+	SlotHashed bool   `json:"slot_hashed,omitempty"`
+	PIDs       []int  `json:"pids,omitempty"`
+	Command    string `json:"command,omitempty"`
+	NoPID      string `json:"no_pid,omitempty"`
 	// UnderWay: the steering lock is held, a handover is under way.
 	UnderWay bool `json:"under_way,omitempty"`
 
-	inodes []uint64
+	inode  uint64
+	hashed bool // the name is hashed: the port's unknown until its process is
 }
 
-// handoverPrefix starts the abstract Unix socket names of a Handover's
-// rendezvous: "@reuse/UID/NETWORK/ADDRESS/slot/SLOT" and
-// ".../steering" (handover_linux.go), each followed by "/" and 32 random
-// hexadecimal digits once issue 19's unpredictable names land. A name
-// whose prefix was hashed (a long address) names no address, and is left
-// out. The uid is the name's, not the socket's owner's, whom
-// /proc/net/unix does not give: a stranger may bind such a name.
-const handoverPrefix = "@reuse/"
+// handoverPrefix starts the abstract Unix socket names of a Handover
+// (rendezvous_linux.go): "reuse/UID/NETWORK/ADDRESS/slot/HEXSLOT/" for a
+// slot's rendezvous, a listener, and ".../steering/" for the steering lock,
+// a bound socket; or, where that prefix is long, "reuse/UID/#HASH/"; then
+// 32 random hexadecimal digits.
+const handoverPrefix = "reuse/"
 
-// readHandovers lists the Handovers of port from the listening abstract
-// Unix sockets of /proc/net/unix, and the inodes of their sockets. A
-// handover publishes no generation there.
-func readHandovers(port int) ([]whoHandover, []uint64) {
-	f, err := os.Open("/proc/net/unix")
-	if err != nil {
-		return nil, nil
-	}
-	defer f.Close()
+// readHandovers lists the Handovers of port, and of hashed names that may
+// be the port's (see matchHashed), from the kernel's listing of abstract
+// Unix sockets with their owners, the one a Handover reads to meet its
+// peers. As the Handover does, it trusts a name only where the socket's
+// owner is the user the name names: another user may bind any name.
+func readHandovers(port int) ([]whoHandover, error) {
 	var hs []whoHandover
-	var inodes []uint64
-	seen := map[string]bool{}
-	sc := bufio.NewScanner(f)
-	for sc.Scan() {
-		// Num RefCount Protocol Flags Type St Inode Path
-		fields := strings.Fields(sc.Text())
-		if len(fields) < 8 || !strings.HasPrefix(fields[7], handoverPrefix) {
-			continue
+	err := sockdiag.DumpUnix(handoverPrefix, func(s sockdiag.UnixSocket) {
+		h, ok := parseHandoverName(s.Name)
+		if !ok || h.UID != s.UID {
+			return
 		}
-		ino, err := strconv.ParseUint(fields[6], 10, 64)
-		name := strings.Join(fields[7:], " ")
-		if err != nil || seen[name] { // a listener's accepted sockets repeat its name
-			continue
+		switch {
+		case h.hashed && s.State == sockdiag.Listen:
+			h.SlotHashed = true
+		case h.hashed && s.State == sockdiag.Close:
+			h.UnderWay = true
+		case h.hashed, h.UnderWay && s.State != sockdiag.Close, !h.UnderWay && s.State != sockdiag.Listen:
+			return // a rendezvous listens, the lock is bound; accepted sockets repeat their listener's name
+		case !onPort(h.Address, port):
+			return
 		}
-		seen[name] = true
-		h, ok := parseHandoverName(name)
-		if !ok {
-			continue
-		}
-		if _, p, err := net.SplitHostPort(h.Address); err != nil || p != strconv.Itoa(port) {
-			continue
-		}
-		h.inodes = []uint64{ino}
+		h.inode = s.Inode
 		hs = append(hs, h)
-		inodes = append(inodes, ino)
-	}
-	sort.SliceStable(hs, func(i, j int) bool {
-		a, b := hs[i], hs[j]
-		if a.Network+a.Address != b.Network+b.Address {
-			return a.Network+a.Address < b.Network+b.Address
-		}
-		return a.Slot != "" && b.Slot == "" || a.Slot != "" && a.Slot < b.Slot
 	})
-	return hs, inodes
+	return hs, err
 }
 
-// parseHandoverName reads a rendezvous name.
+// parseHandoverName reads a Handover's name: the user it names, and its
+// network, address and slot, or its hash.
 func parseHandoverName(name string) (whoHandover, bool) {
-	parts := strings.SplitN(strings.TrimPrefix(name, handoverPrefix), "/", 4)
+	name = strings.TrimPrefix(name, handoverPrefix)
+	i := strings.LastIndexByte(name, '/')
+	if i < 0 || !isRandomPart(name[i+1:]) {
+		return whoHandover{}, false
+	}
+	parts := strings.SplitN(name[:i], "/", 4)
+	uid, err := strconv.Atoi(parts[0])
+	if err != nil || len(parts) < 2 {
+		return whoHandover{}, false
+	}
+	h := whoHandover{UID: uid}
+	if len(parts) == 2 && strings.HasPrefix(parts[1], "#") {
+		h.hashed = true
+		return h, true
+	}
 	if len(parts) != 4 {
 		return whoHandover{}, false
 	}
-	uid, err := strconv.Atoi(parts[0])
-	if err != nil {
-		return whoHandover{}, false
-	}
-	h := whoHandover{UID: uid, Network: parts[1], Address: parts[2]}
-	tail := parts[3]
-	if i := strings.LastIndexByte(tail, '/'); i >= 0 && isRandomPart(tail[i+1:]) {
-		tail = tail[:i] // the random part of an unpredictable name (issue 19)
-	}
-	switch {
+	h.Network, h.Address = parts[1], parts[2]
+	switch tail := parts[3]; {
 	case tail == "steering":
 		h.UnderWay = true
 	case strings.HasPrefix(tail, "slot/"):
-		h.Slot = strings.TrimPrefix(tail, "slot/")
-	case strings.HasPrefix(tail, "slot#"):
-		h.Slot = strings.TrimPrefix(tail, "slot")
+		slot, err := hex.DecodeString(strings.TrimPrefix(tail, "slot/"))
+		if err != nil {
+			return whoHandover{}, false
+		}
+		h.Slot = string(slot)
 	default:
 		return whoHandover{}, false
 	}
@@ -111,11 +109,57 @@ func parseHandoverName(name string) (whoHandover, bool) {
 }
 
 // isRandomPart reports whether s is 16 random bytes in hexadecimal, the
-// end of the names that issue 19 makes unpredictable.
+// end of a Handover's names.
 func isRandomPart(s string) bool {
 	if len(s) != 32 {
 		return false
 	}
 	_, err := hex.DecodeString(s)
 	return err == nil
+}
+
+// matchHashed keeps of hs the names whose address is known, and the
+// hashed ones held by a process that also holds an unconnected socket of
+// the port (of socks), whose address they leave unnamed: that process may
+// serve other addresses too.
+func matchHashed(hs []whoHandover, socks []whoSocket) []whoHandover {
+	kept := hs[:0]
+	for _, h := range hs {
+		onPort := !h.hashed
+		for _, s := range socks {
+			onPort = onPort || s.Remote == "" && s.UID == h.UID && sharePID(s.PIDs, h.PIDs)
+		}
+		if onPort {
+			kept = append(kept, h)
+		}
+	}
+	sort.SliceStable(kept, func(i, j int) bool {
+		a, b := kept[i], kept[j]
+		if a.hashed != b.hashed {
+			return b.hashed
+		}
+		if a.Network+a.Address != b.Network+b.Address {
+			return a.Network+a.Address < b.Network+b.Address
+		}
+		return !a.UnderWay && (b.UnderWay || a.Slot < b.Slot)
+	})
+	return kept
+}
+
+// onPort reports whether address, host:port, has port.
+func onPort(address string, port int) bool {
+	_, p, err := net.SplitHostPort(address)
+	return err == nil && p == strconv.Itoa(port)
+}
+
+// sharePID reports whether a and b have a pid in common.
+func sharePID(a, b []int) bool {
+	for _, p := range a {
+		for _, q := range b {
+			if p == q {
+				return true
+			}
+		}
+	}
+	return false
 }

@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/google/go-cmp/cmp"
+	"github.com/google/go-cmp/cmp/cmpopts"
 
 	"github.com/sockreuse/reuse"
 	"github.com/sockreuse/reuse/internal/sockdiag"
@@ -24,25 +25,28 @@ import (
 
 // TestWho: a group of 4 TCP listeners (one with a connection in its accept
 // queue) serving a Handover's slot, a UDP group of 2 with a datagram
-// queued, a plain listener on another address of the port, and the
-// steering lock of a handover under way (bound as the handover binds it):
-// who -json lists each socket with its process, group and queue, and the
-// handover's slot and lock. Run as root and as uid 65534 alike.
+// queued serving a slot whose name is hashed, and a plain listener on
+// another address of the port: who -json lists each socket with its
+// process, group and queue, and the handovers' slots. Then a successor
+// takes the TCP slot over and stalls (the old process's Quiet is an hour):
+// who shows its steering lock, a handover under way. Run as root and as
+// uid 65534 alike.
 func TestWho(t *testing.T) {
 	ctx := context.Background()
 	lns, pcs := tcpAndUDPGroups(t, 4, 2)
 	addr := lns[0].Addr().String()
 	_, portStr, _ := net.SplitHostPort(addr)
 	port, _ := strconv.Atoi(portStr)
-	h := &reuse.Handover{Slot: "7"}
-	socks := make([]any, len(lns))
-	for i, ln := range lns {
-		socks[i] = ln
-	}
-	if err := h.TakeOver(ctx, socks...); err != nil {
+	h := &reuse.Handover{Slot: "7", Quiet: time.Hour}
+	if err := h.TakeOver(ctx, anys(lns)...); err != nil {
 		t.Skipf("no Handover here: %v", err)
 	}
 	defer h.Close()
+	hu := &reuse.Handover{Slot: strings.Repeat("a long slot name ", 3)}
+	if err := hu.TakeOver(ctx, anys(pcs)...); err != nil {
+		t.Fatal(err)
+	}
+	defer hu.Close()
 	other, err := net.Listen("tcp4", "127.0.0.2:"+portStr)
 	if err != nil {
 		t.Fatal(err)
@@ -61,24 +65,12 @@ func TestWho(t *testing.T) {
 	if _, err := u.Write([]byte("queued")); err != nil {
 		t.Fatal(err)
 	}
-	lock, err := net.ListenUnix("unixpacket", &net.UnixAddr{Name: fmt.Sprintf("@reuse/%d/tcp/%s/steering", os.Geteuid(), addr), Net: "unixpacket"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer lock.Close()
 	time.Sleep(50 * time.Millisecond) // the handshake and the datagram land
 
 	if _, err := sockdiag.OnPort(port); err != nil && sockettest.Emulator() != "" {
 		t.Skipf("%s answers no NETLINK_SOCK_DIAG dump: %v", sockettest.Emulator(), err)
 	}
-	var out, errb bytes.Buffer
-	if code := run([]string{"who", "-json", portStr}, &out, &errb); code != 0 {
-		t.Fatalf("exit %d: %s", code, errb.String())
-	}
-	var r whoReport
-	if err := json.Unmarshal(out.Bytes(), &r); err != nil {
-		t.Fatalf("%v\n%s", err, out.String())
-	}
+	r, out := whoJSON(t, portStr)
 	me, pid := os.Geteuid(), os.Getpid()
 	type row struct {
 		Proto, Local, State string
@@ -108,33 +100,90 @@ func TestWho(t *testing.T) {
 		{"udp", addr, "bound", me, pid, 2}, {"udp", addr, "bound", me, pid, 2},
 	}
 	if diff := cmp.Diff(want, got); diff != "" {
-		t.Errorf("sockets (-want +got):\n%s\n%s", diff, out.String())
+		t.Errorf("sockets (-want +got):\n%s\n%s", diff, out)
 	}
 	if queued != 1 || udpBytes == 0 {
-		t.Errorf("%d connections queued, want 1; %d bytes queued to UDP, want some\n%s", queued, udpBytes, out.String())
+		t.Errorf("%d connections queued, want 1; %d bytes queued to UDP, want some\n%s", queued, udpBytes, out)
 	}
-	wantHO := []whoHandover{
-		{Network: "tcp", Address: addr, UID: me, Slot: "7", PIDs: []int{pid}},
-		{Network: "tcp", Address: addr, UID: me, UnderWay: true, PIDs: []int{pid}},
-	}
-	if diff := cmp.Diff(wantHO, r.Handovers, cmp.FilterPath(func(p cmp.Path) bool { return p.Last().String() == ".Command" }, cmp.Ignore()), cmp.AllowUnexported(whoHandover{}), cmp.FilterPath(func(p cmp.Path) bool { return p.Last().String() == ".inodes" }, cmp.Ignore())); diff != "" {
+	ignore := cmp.Options{cmpopts.IgnoreFields(whoHandover{}, "Command"), cmpopts.IgnoreUnexported(whoHandover{})}
+	slot := whoHandover{Network: "tcp", Address: addr, UID: me, Slot: "7", PIDs: []int{pid}}
+	hashed := whoHandover{UID: me, SlotHashed: true, PIDs: []int{pid}}
+	if diff := cmp.Diff([]whoHandover{slot, hashed}, r.Handovers, ignore); diff != "" {
 		t.Errorf("handovers (-want +got):\n%s", diff)
 	}
-	// All of the port, the other address included, in the table.
-	out.Reset()
-	if code := run([]string{"who", portStr}, &out, &errb); code != 0 {
-		t.Fatalf("exit %d: %s", code, errb.String())
+
+	// A successor of slot 7 steers the group, holding the steering lock,
+	// and waits for the old process's quiet hour.
+	next, err := reuse.ListenGroup("tcp4", addr, 4)
+	if err != nil {
+		t.Fatal(err)
 	}
-	text := out.String()
-	for _, s := range []string{"127.0.0.2:" + portStr, "g1", "g2", "slot 7", "a handover is under way", fmt.Sprintf("%d(", pid)} {
-		if !strings.Contains(text, s) {
-			t.Errorf("who %d does not show %q:\n%s", port, s, text)
+	defer func() {
+		for _, ln := range next {
+			ln.Close()
+		}
+	}()
+	sctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	took := make(chan error, 1)
+	go func() { took <- (&reuse.Handover{Slot: "7"}).TakeOver(sctx, anys(next)...) }()
+	lock := whoHandover{Network: "tcp", Address: addr, UID: me, PIDs: []int{pid}, UnderWay: true}
+	for deadline := time.Now().Add(10 * time.Second); ; {
+		r, out = whoJSON(t, portStr)
+		if len(r.Handovers) == 3 || time.Now().After(deadline) {
+			break
+		}
+		select {
+		case err := <-took:
+			t.Fatalf("the successor's TakeOver returned %v before the old process's Quiet", err)
+		case <-time.After(10 * time.Millisecond):
 		}
 	}
-	t.Log("\n" + text)
-	for _, pc := range pcs {
-		pc.Close()
+	if diff := cmp.Diff([]whoHandover{slot, lock, hashed}, r.Handovers, ignore); diff != "" {
+		t.Errorf("handovers under way (-want +got):\n%s\n%s", diff, out)
 	}
+	var text, errb bytes.Buffer
+	if code := run([]string{"who", portStr}, &text, &errb); code != 0 {
+		t.Fatalf("exit %d: %s", code, errb.String())
+	}
+	for _, s := range []string{"127.0.0.2:" + portStr, "g1", "g2", `slot "7"`, "steering lock held by pid", "a handover is under way", "a slot whose name is hashed", fmt.Sprintf("%d(", pid)} {
+		if !strings.Contains(text.String(), s) {
+			t.Errorf("who %d does not show %q:\n%s", port, s, text.String())
+		}
+	}
+	t.Log("\n" + text.String())
+	cancel()
+	select {
+	case err := <-took:
+		if err == nil {
+			t.Errorf("the successor's TakeOver, cancelled before the old process's quiet, succeeded")
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("the successor's TakeOver did not return 10 s after its context was cancelled")
+	}
+}
+
+// whoJSON runs who -json on port and returns its report and output.
+func whoJSON(t *testing.T, port string) (whoReport, string) {
+	t.Helper()
+	var out, errb bytes.Buffer
+	if code := run([]string{"who", "-json", port}, &out, &errb); code != 0 {
+		t.Fatalf("exit %d: %s", code, errb.String())
+	}
+	var r whoReport
+	if err := json.Unmarshal(out.Bytes(), &r); err != nil {
+		t.Fatalf("%v\n%s", err, out.String())
+	}
+	return r, out.String()
+}
+
+// anys returns socks as TakeOver's arguments.
+func anys[T any](socks []T) []any {
+	a := make([]any, len(socks))
+	for i, s := range socks {
+		a[i] = s
+	}
+	return a
 }
 
 // tcpAndUDPGroups opens a group of n TCP listeners and one of m UDP

@@ -1,9 +1,11 @@
 // Package sockdiag lists the sockets on a port, with their owners: the
 // kernel's answer to "who holds this port", for the errors of the reuse
-// package and for the reuse command's who. On Linux it reads one
-// NETLINK_SOCK_DIAG dump per table, filtered by port in the kernel, and the
-// processes from /proc/*/fd; elsewhere it returns an error wrapping
-// errors.ErrUnsupported.
+// package and for the reuse command's who; the members of a Handover's
+// group; and the abstract Unix names where a Handover's processes meet. It
+// is the one place that speaks NETLINK_SOCK_DIAG: on Linux it reads one
+// dump per table, filtered by port in the kernel (inet) or by name here
+// (Unix), and the processes from /proc/*/fd; elsewhere OnPort, DumpUnix
+// and FindOwners return an error wrapping errors.ErrUnsupported.
 package sockdiag
 
 import (
@@ -109,4 +111,13 @@ func (o Owners) Why(s Socket, me int, err error) string {
 		return "in no process that this one may look at (" + strconv.Itoa(o.Hidden) + " hidden)"
 	}
 	return "in no process that can be seen here (another PID namespace?)"
+}
+
+// UnixSocket is a Unix socket bound to an abstract name, as the kernel
+// lists it.
+type UnixSocket struct {
+	Name  string // the abstract name, without its leading NUL
+	UID   int    // the owner: the user that made the socket
+	Inode uint64
+	State State // Listen, Close (bound, not listening) or Established (accepted or connected)
 }

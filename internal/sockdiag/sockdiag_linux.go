@@ -1,6 +1,7 @@
 package sockdiag
 
 import (
+	"bytes"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -9,6 +10,7 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"golang.org/x/sys/unix"
@@ -41,7 +43,8 @@ func OnPort(port int) ([]Socket, error) {
 	var all []Socket
 	for _, fam := range []uint8{unix.AF_INET, unix.AF_INET6} {
 		for _, proto := range []int{unix.IPPROTO_TCP, unix.IPPROTO_UDP} {
-			err := Dump(fam, proto, ^uint32(0), port, func(s Socket) {
+			q := Query{Family: fam, Proto: proto, States: ^uint32(0), Port: port, Drops: proto == unix.IPPROTO_UDP}
+			err := Dump(q, func(s Socket) {
 				if s.State != SynRecv && s.State != NewSynRecv {
 					all = append(all, s)
 				}
@@ -54,27 +57,52 @@ func OnPort(port int) ([]Socket, error) {
 	return all, nil
 }
 
-// Dump calls each for every socket of family (AF_INET or AF_INET6) and
-// protocol (IPPROTO_TCP or IPPROTO_UDP) in states (a mask of
-// 1<<State) whose local port is port, in the order of the kernel's hash
-// chains, from one NETLINK_SOCK_DIAG dump filtered by port in the kernel.
-// The kernel walks its table of connections only for states other than
-// Listen: a dump of listeners alone is the cheaper.
-func Dump(family uint8, proto int, states uint32, port int, each func(Socket)) error {
+// Query selects the sockets of one inet dump: those of Family (AF_INET or
+// AF_INET6) and Proto (IPPROTO_TCP or IPPROTO_UDP) in States (a mask of
+// 1<<State) whose local port is Port. Drops asks the kernel for each
+// socket's sk_meminfo, for Socket.Drops: 40 bytes more per answer.
+type Query struct {
+	Family uint8
+	Proto  int
+	States uint32
+	Port   int
+	Drops  bool
+}
+
+// Dump calls each for every socket that q selects, in the order of the
+// kernel's hash chains, from one NETLINK_SOCK_DIAG dump filtered by port in
+// the kernel. The kernel walks its table of connections only for states
+// other than Listen: a dump of listeners alone is the cheaper.
+func Dump(q Query, each func(Socket)) error {
+	name := "tcp"
+	if q.Proto == unix.IPPROTO_UDP {
+		name = "udp"
+	}
+	return dump(request(q), func(m []byte) error {
+		s, err := parse(m, name)
+		if err == nil && s.Local.Port() == uint16(q.Port) {
+			each(s)
+		}
+		return err
+	})
+}
+
+// dump sends req, a NETLINK_SOCK_DIAG dump request, and calls each with
+// every answer of the dump (a message's payload) until the dump ends or
+// each returns an error: the package's one reader of sock_diag.
+func dump(req []byte, each func(m []byte) error) error {
 	fd, err := unix.Socket(unix.AF_NETLINK, unix.SOCK_DGRAM|unix.SOCK_CLOEXEC, unix.NETLINK_SOCK_DIAG)
 	if err != nil {
 		return os.NewSyscallError("socket AF_NETLINK", err)
 	}
 	defer unix.Close(fd)
-	if err := unix.Sendto(fd, request(family, proto, states, port), 0, &unix.SockaddrNetlink{Family: unix.AF_NETLINK}); err != nil {
+	if err := unix.Sendto(fd, req, 0, &unix.SockaddrNetlink{Family: unix.AF_NETLINK}); err != nil {
 		return os.NewSyscallError("sendto NETLINK_SOCK_DIAG", err)
 	}
-	name := "tcp"
-	if proto == unix.IPPROTO_UDP {
-		name = "udp"
-	}
 	ne := binary.NativeEndian
-	buf := make([]byte, 32<<10)
+	bufp := buffers.Get().(*[32 << 10]byte)
+	defer buffers.Put(bufp)
+	buf := bufp[:]
 	for {
 		n, _, err := unix.Recvfrom(fd, buf, 0)
 		if err != nil {
@@ -99,48 +127,51 @@ func Dump(family uint8, proto int, states uint32, port int, each func(Socket)) e
 				}
 				return os.NewSyscallError("NETLINK_SOCK_DIAG", unix.Errno(-int32(ne.Uint32(m))))
 			case unix.SOCK_DIAG_BY_FAMILY:
-				s, err := parse(m, name)
-				if err != nil {
+				if err := each(m); err != nil {
 					return err
-				}
-				if s.Local.Port() == uint16(port) {
-					each(s)
 				}
 			}
 		}
 	}
 }
 
-// request is a dump request for states of family and proto with a
-// filter program of the kind ss writes for "sport = :port": port >= port,
-// then port <= port; a jump past the end accepts, one 4 bytes further
-// rejects. It asks for sk_meminfo, for a UDP socket's drops.
-func request(family uint8, proto int, states uint32, port int) []byte {
+// buffers holds the buffers that dump reads into: each hands its answers,
+// slices of its buffer, to a function, so that the buffer cannot live on
+// the stack, and 32 KB a dump would otherwise be allocated.
+var buffers = sync.Pool{New: func() any { return new([32 << 10]byte) }}
+
+// newRequest returns a dump request of n bytes after its netlink header,
+// the header written.
+func newRequest(n int) []byte {
+	req := make([]byte, unix.SizeofNlMsghdr+n)
 	ne := binary.NativeEndian
-	bytecode := []byte{bcSGE, 8, 20, 0, 0, 0, 0, 0, bcSLE, 8, 12, 0, 0, 0, 0, 0}
-	ne.PutUint16(bytecode[6:], uint16(port))
-	ne.PutUint16(bytecode[14:], uint16(port))
-	attrs := attr(reqBytecode, bytecode)
-	req := make([]byte, unix.SizeofNlMsghdr+sizeofInetDiagReqV2, unix.SizeofNlMsghdr+sizeofInetDiagReqV2+len(attrs))
-	req = append(req, attrs...)
 	ne.PutUint32(req[0:], uint32(len(req)))
 	ne.PutUint16(req[4:], unix.SOCK_DIAG_BY_FAMILY)
 	ne.PutUint16(req[6:], unix.NLM_F_REQUEST|unix.NLM_F_DUMP)
 	ne.PutUint32(req[8:], 1) // sequence number
-	r := req[unix.SizeofNlMsghdr:]
-	r[0], r[1] = family, uint8(proto)
-	r[2] = 1 << (attrSkMemInfo - 1) // idiag_ext
-	ne.PutUint32(r[4:], states)     // idiag_states
 	return req
 }
 
-// attr is a netlink attribute of type typ holding data, padded.
-func attr(typ uint16, data []byte) []byte {
-	a := make([]byte, align(unix.SizeofNlAttr+len(data)))
-	binary.NativeEndian.PutUint16(a[0:], uint16(unix.SizeofNlAttr+len(data)))
-	binary.NativeEndian.PutUint16(a[2:], typ)
-	copy(a[unix.SizeofNlAttr:], data)
-	return a
+// request is a dump request for q, with a filter program of the kind ss
+// writes for "sport = :port": port >= port, then port <= port; a jump past
+// the end accepts, one 4 bytes further rejects.
+func request(q Query) []byte {
+	ne := binary.NativeEndian
+	bytecode := [...]byte{bcSGE, 8, 20, 0, 0, 0, 0, 0, bcSLE, 8, 12, 0, 0, 0, 0, 0}
+	ne.PutUint16(bytecode[6:], uint16(q.Port))
+	ne.PutUint16(bytecode[14:], uint16(q.Port))
+	req := newRequest(sizeofInetDiagReqV2 + unix.SizeofNlAttr + len(bytecode))
+	r := req[unix.SizeofNlMsghdr:]
+	r[0], r[1] = q.Family, uint8(q.Proto)
+	if q.Drops {
+		r[2] = 1 << (attrSkMemInfo - 1) // idiag_ext
+	}
+	ne.PutUint32(r[4:], q.States) // idiag_states
+	a := r[sizeofInetDiagReqV2:]
+	ne.PutUint16(a[0:], uint16(unix.SizeofNlAttr+len(bytecode)))
+	ne.PutUint16(a[2:], reqBytecode)
+	copy(a[unix.SizeofNlAttr:], bytecode[:])
+	return req
 }
 
 // parse reads an inet_diag_msg and its attributes: family, state, timer,
@@ -281,4 +312,67 @@ func socketInode(self bool, dir, name string) (uint64, bool) {
 	}
 	ino, err := strconv.ParseUint(link[len("socket:["):len(link)-1], 10, 64)
 	return ino, err == nil
+}
+
+// From linux/unix_diag.h, which x/sys does not export.
+const (
+	udiagShowName     = 0x01 // UDIAG_SHOW_NAME
+	udiagShowUID      = 0x40 // UDIAG_SHOW_UID (Linux 5.3+)
+	unixDiagName      = 0    // UNIX_DIAG_NAME: the bound name
+	unixDiagUID       = 7    // UNIX_DIAG_UID: the socket's owner
+	sizeofUnixDiagReq = 24
+	sizeofUnixDiagMsg = 16
+)
+
+// DumpUnix calls each for every Unix socket of the network namespace whose
+// abstract name starts with prefix, with its owner, from one
+// NETLINK_SOCK_DIAG dump of every Unix socket (the kernel filters none).
+// Any user may bind any abstract name, but the owner is the socket's
+// creator: it tells a user's names from a stranger's. A listener's
+// accepted sockets carry its name too.
+func DumpUnix(prefix string, each func(UnixSocket)) error {
+	req := newRequest(sizeofUnixDiagReq)
+	r := req[unix.SizeofNlMsghdr:]
+	r[0] = unix.AF_UNIX
+	ne := binary.NativeEndian
+	ne.PutUint32(r[4:], ^uint32(0)) // udiag_states: all
+	ne.PutUint32(r[12:], udiagShowName|udiagShowUID)
+	want := append([]byte{0}, prefix...)
+	return dump(req, func(m []byte) error {
+		if len(m) < sizeofUnixDiagMsg {
+			return fmt.Errorf("a unix_diag answer of %d bytes", len(m))
+		}
+		name, uid, hasUID := unixAttrs(m[sizeofUnixDiagMsg:])
+		if !bytes.HasPrefix(name, want) {
+			return nil
+		}
+		if !hasUID {
+			return errors.New("the kernel's unix_diag names no socket's owner (UNIX_DIAG_UID needs Linux 5.3+)")
+		}
+		// unix_diag_msg: family, type, state, pad, inode, cookie[2].
+		each(UnixSocket{Name: string(name[1:]), UID: int(uid), Inode: uint64(ne.Uint32(m[4:])), State: State(m[2])})
+		return nil
+	})
+}
+
+// unixAttrs reads the name and owner attributes of a unix_diag answer.
+func unixAttrs(b []byte) (name []byte, uid uint32, hasUID bool) {
+	ne := binary.NativeEndian
+	for len(b) >= unix.SizeofNlAttr {
+		l := int(ne.Uint16(b[0:]))
+		if l < unix.SizeofNlAttr || l > len(b) {
+			break
+		}
+		v := b[unix.SizeofNlAttr:l]
+		switch ne.Uint16(b[2:]) {
+		case unixDiagName:
+			name = v
+		case unixDiagUID:
+			if len(v) >= 4 {
+				uid, hasUID = ne.Uint32(v), true
+			}
+		}
+		b = b[min(align(l), len(b)):]
+	}
+	return name, uid, hasUID
 }

@@ -5,11 +5,13 @@ import (
 	"net"
 	"net/netip"
 	"os"
+	"sort"
 	"strconv"
 	"syscall"
 	"testing"
 	"time"
 
+	"github.com/google/go-cmp/cmp"
 	"golang.org/x/sys/unix"
 
 	"github.com/sockreuse/reuse/internal/sockettest"
@@ -176,5 +178,75 @@ func TestOnPortMPTCP(t *testing.T) {
 		if !got[ino] {
 			t.Errorf("listener inode %d not listed; listed %v", ino, got)
 		}
+	}
+}
+
+// TestDumpUnix lists the abstract names under a prefix of this test's
+// own: a listener, the socket it accepted (which carries its name), and a
+// socket bound without listening, each with this user as its owner and its
+// own inode and state; a name outside the prefix is left out.
+func TestDumpUnix(t *testing.T) {
+	prefix := "reuse-test/" + strconv.Itoa(os.Getpid()) + "/"
+	ln, err := net.ListenUnix("unix", &net.UnixAddr{Name: "@" + prefix + "listener", Net: "unix"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	c, err := net.Dial("unix", "@"+prefix+"listener")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	ac, err := ln.Accept()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ac.Close()
+	fd, err := unix.Socket(unix.AF_UNIX, unix.SOCK_SEQPACKET|unix.SOCK_CLOEXEC, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer unix.Close(fd)
+	if err := unix.Bind(fd, &unix.SockaddrUnix{Name: "@" + prefix + "bound"}); err != nil {
+		t.Fatal(err)
+	}
+	outside, err := net.ListenUnix("unix", &net.UnixAddr{Name: "@" + prefix[:len(prefix)-1] + "-outside", Net: "unix"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer outside.Close()
+
+	inode := func(s any) uint64 {
+		var st unix.Stat_t
+		switch s := s.(type) {
+		case int:
+			err = unix.Fstat(s, &st)
+		case syscall.Conn:
+			rc, _ := s.SyscallConn()
+			rc.Control(func(fd uintptr) { err = unix.Fstat(int(fd), &st) })
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		return st.Ino
+	}
+	want := []UnixSocket{
+		{prefix + "bound", os.Geteuid(), inode(fd), Close},
+		{prefix + "listener", os.Geteuid(), inode(ac.(syscall.Conn)), Established},
+		{prefix + "listener", os.Geteuid(), inode(ln), Listen},
+	}
+	var got []UnixSocket
+	err = DumpUnix(prefix, func(s UnixSocket) { got = append(got, s) })
+	if err != nil && sockettest.Emulator() != "" {
+		t.Skipf("%s answers no NETLINK_SOCK_DIAG dump: %v", sockettest.Emulator(), err)
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	sort.Slice(got, func(i, j int) bool {
+		return got[i].Name < got[j].Name || got[i].Name == got[j].Name && got[i].State < got[j].State
+	})
+	if diff := cmp.Diff(want, got); diff != "" {
+		t.Errorf("DumpUnix(%q) (-want +got):\n%s", prefix, diff)
 	}
 }

@@ -18,3 +18,8 @@ func OnPort(port int) ([]Socket, error) {
 func FindOwners([]uint64) (Owners, error) {
 	return Owners{}, fmt.Errorf("finding the processes of sockets on %s: %w", runtime.GOOS, errors.ErrUnsupported)
 }
+
+// DumpUnix returns an error wrapping errors.ErrUnsupported, as OnPort.
+func DumpUnix(string, func(UnixSocket)) error {
+	return fmt.Errorf("listing Unix sockets on %s: %w", runtime.GOOS, errors.ErrUnsupported)
+}
