@@ -15,6 +15,20 @@ import (
 // later hands it on: every process of a server that restarts without loss
 // makes one. The zero Handover is ready to use. A Handover serves one
 // TakeOver; its methods may be called from several goroutines.
+//
+// UDP sockets are handed over like listeners: new datagrams go to the new
+// sockets by a hash of their source, and the old ones read what they hold.
+//
+// What a handover cannot save, each rare:
+//   - with net.ipv4.tcp_migrate_req=0, a handshake that the old listener
+//     answered before the takeover and whose last ACK arrives later than
+//     Quiet (lost and sent again) is reset;
+//   - where every socket given to TakeOver is MPTCP, the few SYNs that the
+//     kernel's hash gives the short-lived plain-TCP member (before the
+//     program is attached, or after it is removed) are dropped, and the
+//     clients send them again a second later;
+//   - while the old sockets close, new connections wait in one new socket of
+//     each kind, whose queue must hold them that long.
 type Handover struct {
 	// Slot names this process's place in a group of worker processes
 	// sharing the address: a new process takes over only from the process
