@@ -2,8 +2,9 @@
 # The whole test suite as a user without privilege (uid 65534, no
 # capabilities), as most servers run: the test binaries are built here (as
 # root), then run with setpriv in a copy of the tree that user may read, with
-# the modules vendored for cmd/reuse's README test, which compiles the
-# snippets' imports. What needs a capability skips, naming it. Needs root.
+# the modules vendored (the root module's and examples/quic's) for
+# cmd/reuse's README test, which compiles the snippets' imports. What needs a
+# capability skips, naming it. Needs root.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 if [ "$(id -u)" != 0 ]; then
@@ -15,7 +16,7 @@ trap 'rm -rf "$tmp"' EXIT
 chmod 755 "$tmp"
 mkdir -p "$tmp/src" "$tmp/bin" "$tmp/home"
 tar --exclude=./.git -cf - . | tar -xf - -C "$tmp/src"
-(cd "$tmp/src" && go mod vendor)
+(cd "$tmp/src" && go mod vendor && cd examples/quic && go mod vendor)
 pkgs=$(go list ./...)
 for pkg in $pkgs; do
 	go test -c -o "$tmp/bin/$(echo "$pkg" | tr / _).test" "$pkg"
