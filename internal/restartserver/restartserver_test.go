@@ -13,6 +13,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/sockreuse/reuse/internal/sockettest"
 )
 
 // generation is a Server running in this process, and the events it
@@ -70,6 +72,9 @@ func (g *generation) next(t *testing.T, kind, field string) string {
 func TestHandover(t *testing.T) {
 	if runtime.GOOS != "linux" {
 		t.Skipf("reuse.Handover is Linux's; on %s it fails with errors.ErrUnsupported", runtime.GOOS)
+	}
+	if e := sockettest.Emulator(); e != "" {
+		t.Skipf("%s translates neither SO_ATTACH_REUSEPORT_CBPF nor NETLINK_SOCK_DIAG, which reuse.Handover needs", e)
 	}
 	for _, mptcp := range []bool{true, false} {
 		t.Run(fmt.Sprintf("http/mptcp=%v", mptcp), func(t *testing.T) { testHTTPHandover(t, mptcp) })
