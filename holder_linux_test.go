@@ -307,6 +307,7 @@ func TestInUseErrorGroup(t *testing.T) {
 // told that root's process cannot be known, and why, rather than a guess.
 func TestInUseErrorOtherUser(t *testing.T) {
 	sockettest.RequireRoot(t, "run a worker as uid 65534")
+	requireSockDiag(t)
 	nobody := sockettest.AsUser(65534, 65534)
 	for _, c := range []struct {
 		how, network string
@@ -446,6 +447,7 @@ func TestInUseErrorAddresses(t *testing.T) {
 // TestInUseErrorOtherNetNS: a process in another network namespace holds
 // the same address and port; only this namespace's holder is named.
 func TestInUseErrorOtherNetNS(t *testing.T) {
+	requireSockDiag(t)
 	inNS := func(cmd *exec.Cmd) error {
 		cmd.SysProcAttr = netns.Attr()
 		return nil
