@@ -4,7 +4,7 @@ import (
 	"context"
 	"errors"
 	"net"
-	"os"
+	"strconv"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -104,8 +104,14 @@ func TestSteerGroupChanged(t *testing.T) {
 			}
 		}()
 	}
-	old := []uint64{st.socks[0].ino} // pretend the first member is the old one
-	sg, err := st.steer(old, os.Getpid(), nil)
+	// The first member plays the old process, which answers the probes.
+	oldSt := stateOf(t, []any{lns[0]})
+	defer oldSt.unprobe()
+	ask := func(string) (string, error) {
+		mss, err := oldSt.markListeners()
+		return msgReady + " " + strconv.Itoa(mss), err
+	}
+	sg, err := st.steer([]uint64{st.socks[0].ino}, ask)
 	if sg != nil || err == nil || !strings.Contains(err.Error(), "changed during each of") {
 		t.Errorf("steer with a member joining after each attach: %v, %v; want an error saying the group changed", sg, err)
 	}

@@ -711,6 +711,7 @@ func checkHashed(t *testing.T, s shape, a *sockettest.Worker, addr string) {
 // still drains.
 func midHandover(t *testing.T, s shape) (old, next *sockettest.Worker, addr string) {
 	t.Helper()
+	t.Setenv("REUSE_TEST_HOLD_DRAIN", "1")
 	old, addr = startGeneration(t, s, "127.0.0.1:0", time.Minute, "stay")
 	old.Send("takeover")
 	old.Expect("took over", 10*time.Second)
@@ -1212,6 +1213,7 @@ func TestWorkerSlotsCrash(t *testing.T) {
 	requireSteering(t) // the handover steers the group: qemu-user lacks the option
 	s := shape{1, false}
 	const quiet = 20 * time.Millisecond
+	t.Setenv("REUSE_TEST_HOLD_DRAIN", "1")
 	workers := make([]*sockettest.Worker, 4)
 	addr := "127.0.0.1:0"
 	for i := range workers {

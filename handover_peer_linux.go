@@ -12,6 +12,18 @@ import (
 	"golang.org/x/sys/unix"
 )
 
+// The messages of the rendezvous, one a packet (SOCK_SEQPACKET).
+const (
+	msgTakeOver = "takeover" // new → old: take the address over from you
+	msgSockets  = "sockets"  // old → new: "sockets PID GENERATION INODE...", with the rendezvous socket attached
+	msgSteered  = "steered"  // new → old: new connections go to the new sockets now
+	msgClosed   = "closed"   // old → new: the old process let go of its sockets
+	msgProbe    = "probe"    // new → old: "probe": defer accepting; "probe PORT": drop the datagrams from PORT
+	msgReady    = "ready"    // old → new: done
+	msgQuiet    = "quiet"    // old → new: my queues stayed empty: may I go?
+	msgGo       = "go"       // new → old: go (the point of no return)
+)
+
 // maxMessage bounds a message of the rendezvous, but the old process's
 // "sockets" (see readSockets).
 const maxMessage = 512

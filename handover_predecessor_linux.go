@@ -3,6 +3,7 @@ package reuse
 import (
 	"context"
 	"net"
+	"net/netip"
 	"os"
 	"slices"
 	"strconv"
@@ -62,20 +63,73 @@ func (st *handoverState) handOver(conn *net.UnixConn, replaced, closing chan str
 	if st.sendSockets(conn) != nil {
 		return false
 	}
-	msgs := make(chan string) // "" when the successor went away
-	stopReading := make(chan struct{})
-	defer close(stopReading)
+	p := &predecessor{st: st, conn: conn, closing: closing}
+	defer p.readMessages()()
+	defer st.unprobe()
+	s := p.untilSteered()
+	if s == next && st.steering == nil {
+		// With a Steering, no new handshake reaches this process any
+		// more, and its connections' datagrams go on reaching it.
+		s = p.drain()
+	}
+	if s == next {
+		s = p.untilGo()
+	}
+	switch s {
+	case abandoned:
+		st.recover()
+		return false
+	case closed:
+		p.say(msgClosed)
+		return true
+	}
+	close(replaced)
+	select {
+	case <-p.msgs:
+		// The successor died after this process was replaced; it serves
+		// until Close, by the kernel's hash again.
+		st.recover()
+		<-closing
+	case <-closing:
+		p.say(msgClosed)
+	}
+	return true
+}
+
+// predecessor is the old process's side of one handover.
+type predecessor struct {
+	st        *handoverState
+	conn      *net.UnixConn
+	closing   chan struct{}
+	msgs      chan string // the successor's messages; "" once it went away
+	successor []uint64    // its sockets, from "steered"
+}
+
+// A step of a handover ends so.
+type step int
+
+const (
+	next      step = iota // go on to the next step
+	closed                // Close: the process let go of its sockets
+	abandoned             // the successor went away, spoke out of turn or went silent
+)
+
+// readMessages reads the successor's messages into p.msgs, until the
+// function it returns is called.
+func (p *predecessor) readMessages() (stop func()) {
+	p.msgs = make(chan string)
+	done := make(chan struct{})
 	go func() {
 		b := make([]byte, maxMessage)
 		for {
-			n, err := conn.Read(b)
+			n, err := p.conn.Read(b)
 			m := string(b[:n])
 			if err != nil {
 				m = ""
 			}
 			select {
-			case msgs <- m:
-			case <-stopReading:
+			case p.msgs <- m:
+			case <-done:
 				return
 			}
 			if err != nil {
@@ -83,80 +137,111 @@ func (st *handoverState) handOver(conn *net.UnixConn, replaced, closing chan str
 			}
 		}
 	}()
-	say := func(m string) { _ = sendMessage(conn, m) }
-	defer st.unfilter()
-	// Until steered: probes, each within answerTimeout of the last message.
-	var successor []uint64
-	for successor == nil {
+	return func() { close(done) }
+}
+
+func (p *predecessor) say(m string) { _ = sendMessage(p.conn, m) }
+
+// untilSteered answers the successor's probes, each within answerTimeout of
+// the last message, until it says the group is steered.
+func (p *predecessor) untilSteered() step {
+	st := p.st
+	for {
 		select {
-		case m := <-msgs:
-			port, isProbe := strings.CutPrefix(m, msgProbe+" ")
+		case m := <-p.msgs:
+			port, isPort := strings.CutPrefix(m, msgProbe+" ")
+			var err error
 			switch {
-			case isProbe:
-				// The successor looks for this process's members in the
-				// group (see findSlots).
-				if err := st.filterProbes(port); err != nil {
-					say("error " + err.Error())
+			case m == msgProbe:
+				// The successor looks for this process's listeners in
+				// the group (see locateListeners).
+				var mss int
+				if mss, err = st.markListeners(); err == nil {
+					p.say(msgReady + " " + strconv.Itoa(mss))
 					continue
 				}
-				say(msgReady)
+			case isPort:
+				n, perr := strconv.ParseUint(port, 10, 16)
+				if err = perr; err == nil {
+					err = st.filterProbes(int(n))
+				}
 			case st.checkSteered(m) != nil:
-				st.recover()
-				return false
+				return abandoned
 			default:
-				// No more probes: a client that got the probes' port
-				// since must not be dropped.
-				st.unfilter()
-				successor = parseInodes(strings.TrimPrefix(m, msgSteered+" "))
+				// No more probes: a client that got a probe's port since
+				// must not be dropped.
+				st.unprobe()
+				p.successor = parseInodes(strings.TrimPrefix(m, msgSteered+" "))
+				return next
+			}
+			if err != nil {
+				p.say("error " + err.Error())
+			} else {
+				p.say(msgReady)
 			}
 		case <-time.After(answerTimeout):
-			st.recover()
-			return false
-		case <-closing:
-			say(msgClosed)
-			return true
+			return abandoned
+		case <-p.closing:
+			return closed
 		}
 	}
-	// Steered: serve what the queues hold until they stay empty; with a
-	// Steering, no new handshake reaches this process any more, and its
-	// connections' datagrams go on reaching it.
-	if st.steering == nil {
-		switch st.drain(msgs, closing) {
-		case drainClosed:
-			say(msgClosed)
-			return true
-		case drainPeerGone:
-			st.recover()
-			return false
+}
+
+// drain waits, once the group is steered, until nothing more can reach
+// this process's sockets: the listeners' queues are empty, and the
+// handshakes that were in flight (which may land in them) are over or
+// Quiet passed; a datagram socket's queue is empty (nothing is in flight
+// to it once the program is attached). Where sock_diag lists no
+// handshakes, it waits for Quiet.
+func (p *predecessor) drain() step {
+	st := p.st
+	var inFlight map[netip.AddrPort]bool
+	var err error
+	if st.g.network == "tcp" {
+		inFlight, err = st.handshakes()
+	}
+	deadline := time.Now().Add(st.quiet)
+	tick := time.NewTicker(pollInterval / 2)
+	defer tick.Stop()
+	for {
+		q, qerr := st.queued()
+		if qerr == nil && q == 0 {
+			if err != nil || len(inFlight) > 0 {
+				inFlight, err = st.stillInFlight(inFlight, err)
+			}
+			if time.Now().After(deadline) || err == nil && len(inFlight) == 0 && !testHoldDrain {
+				return next
+			}
+		}
+		select {
+		case <-p.msgs:
+			return abandoned
+		case <-p.closing:
+			return closed
+		case <-tick.C:
 		}
 	}
-	// The successor must still be there, and say so: "go" (the point of no
-	// return), within answerTimeout.
-	say(msgQuiet)
+}
+
+// testHoldDrain, if set, makes drain last Quiet, as if a handshake stayed
+// in flight.
+var testHoldDrain bool
+
+// untilGo says the queues are empty, and waits for the successor's "go"
+// (the point of no return), within answerTimeout.
+func (p *predecessor) untilGo() step {
+	p.say(msgQuiet)
 	select {
-	case m := <-msgs:
-		if m != msgGo || hungUp(conn) || !st.serving(successor) {
-			st.recover()
-			return false
+	case m := <-p.msgs:
+		if m != msgGo || hungUp(p.conn) || !p.st.serving(p.successor) {
+			return abandoned
 		}
+		return next
 	case <-time.After(answerTimeout):
-		st.recover()
-		return false
-	case <-closing:
-		say(msgClosed)
-		return true
+		return abandoned
+	case <-p.closing:
+		return closed
 	}
-	close(replaced)
-	select {
-	case <-msgs:
-		// The successor died after this process was replaced; it serves
-		// until Close, by the kernel's hash again.
-		st.recover()
-		<-closing
-	case <-closing:
-		say(msgClosed)
-	}
-	return true
 }
 
 // sendSockets tells the successor what it needs of this process: "sockets
@@ -224,37 +309,6 @@ func (st *handoverState) serving(inos []uint64) bool {
 	return true
 }
 
-// The ends of drain.
-const (
-	drainQuiet    = iota // the queues stayed empty for Quiet
-	drainClosed          // Close
-	drainPeerGone        // the successor went away, or spoke out of turn
-)
-
-// drain waits until the sockets' queues stayed empty for st.quiet.
-func (st *handoverState) drain(msgs <-chan string, closing chan struct{}) int {
-	tick := time.NewTicker(min(max(st.quiet/20, 100*time.Microsecond), 10*time.Millisecond))
-	defer tick.Stop()
-	emptySince := time.Now()
-	for {
-		select {
-		case <-msgs:
-			return drainPeerGone
-		case <-closing:
-			return drainClosed
-		case now := <-tick.C:
-			q, err := st.queued()
-			if err != nil || q > 0 {
-				emptySince = now
-				continue
-			}
-			if now.Sub(emptySince) >= st.quiet {
-				return drainQuiet
-			}
-		}
-	}
-}
-
 // recover detaches the program that a successor which died may have left.
 func (st *handoverState) recover() {
 	ctx, cancel := context.WithTimeout(context.Background(), answerTimeout)
@@ -268,5 +322,5 @@ func (st *handoverState) recover() {
 		_ = st.steerAlone()
 		return
 	}
-	_ = st.unsteer()
+	_ = st.detachAny()
 }

@@ -1,6 +1,7 @@
 package reuse
 
 import (
+	"errors"
 	"fmt"
 	"net"
 	"slices"
@@ -9,153 +10,232 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// steerAlone steers the group by the Handover's Steering, if any, as Steer
-// does: for a process that serves the address alone, or again.
-func (st *handoverState) steerAlone() error {
-	if st.steering == nil {
-		return nil
-	}
-	err := st.onSteerable(-1, func(fd int) error { return attachProgram(fd, steerProgram(*st.steering)) })
-	if err != nil {
-		return fmt.Errorf("steering the group of %s %s: %w", st.g.network, st.g.address, err)
-	}
-	return nil
+// This file steers a group during a handover: one loop attaches a program
+// that keeps new connections or datagrams off the old process's sockets,
+// with or without a Steering; a plain-TCP helper attaches it where all
+// the process's sockets are MPTCP.
+
+// How often a waiter polls the kernel, and how many times a read of the
+// group that keeps changing is tried.
+const (
+	pollInterval = 2 * time.Millisecond
+	steerTries   = 5
+)
+
+// steering is a program attached to the group during a handover.
+type steering struct {
+	st     *handoverState
+	helper int                          // the plain-TCP helper's descriptor, or -1
+	ask    func(string) (string, error) // sends the old process a message, returns its answer
 }
 
-// steerGenerations runs the new process's side of a handover under a
-// Steering: it attaches the program of generationsProgram (agree then tells
-// the old process so). It leaves st.follow to follow the group while the old members
-// leave, attaching the program again after each leave, until none is left;
-// then it steers the group by the Steering alone and hangs up on the old
-// process.
-//
-// The kernel keeps the members in an array in join order; when one leaves,
-// the last one takes its place. members lists the group in join order (a
-// guess that findSlots checks with the kernel), and from then on this
-// process applies the kernel's rule to each leave it sees. When the old
-// process closes its members from the last one down (the example does),
-// each close moves the new member of the same number into the freed place,
-// and at the end new member m is at place m, where the Steering alone finds
-// it. Between a leave and the next attach (a poll, 2 ms) a datagram named
-// for the moved member goes by the kernel's hash, which QUIC retransmits.
-func (st *handoverState) steerGenerations(conn *net.UnixConn, old []uint64, oldGen, oldPid int, ask func(string) (string, error)) error {
-	sg := &steering{st: st, helper: -1, ask: ask}
-	var arr []uint64
+// programFor builds the program for a group whose array is members (in join
+// order, the helper left out), of which the old process's sockets are at
+// the indexes oldAt (in the kernel's array, found by probes).
+type programFor func(members []uint64, oldAt []int) ([]unix.SockFilter, error)
+
+// steerAround attaches to the group the program that build returns, and
+// returns the members it was built for; nil, attaching nothing, when no old
+// member is left. The members are read again after the attach: a member
+// that joined or left meanwhile moved the indexes, and the loop tries
+// again, steerTries times at most. On an error, the caller rolls back.
+func (sg *steering) steerAround(old []uint64, build programFor) ([]uint64, error) {
+	st := sg.st
 	for try := 1; ; try++ {
 		members, err := st.stableMembers()
-		if err != nil {
-			return err
+		if err == nil && sg.helper < 0 && !st.canAttach() {
+			// Opened after reading the members, so that it joins
+			// microseconds before the program is attached.
+			if sg.helper, err = st.openHelper(); err != nil {
+				err = fmt.Errorf("opening a plain-TCP member to steer the group of %s %s: %w", st.g.network, st.g.address, err)
+			}
 		}
+		if err != nil {
+			return nil, err
+		}
+		members = sg.withoutHelper(members)
+		// A read that lacks this process's own sockets skipped entries
+		// (see stableMembers), and may lack old ones too.
 		if !st.listsOwn(members) {
 			if try == steerTries {
-				return fmt.Errorf("the sockets given to TakeOver are not all in the group of %s %s: closed?", st.g.network, st.g.address)
+				return nil, fmt.Errorf("the sockets given to TakeOver are not all in the group of %s %s: closed?", st.g.network, st.g.address)
 			}
+			time.Sleep(pollInterval)
 			continue
 		}
-		var guess []int
+		var joinedAt []int
 		for i, ino := range members {
 			if slices.Contains(old, ino) {
-				guess = append(guess, i)
+				joinedAt = append(joinedAt, i)
 			}
 		}
-		if len(guess) == 0 {
-			return st.steerAlone()
+		if len(joinedAt) == 0 {
+			return nil, nil
 		}
-		found, err := sg.findSlots(len(members), guess, old, oldPid)
+		oldAt, err := sg.locate(len(members), joinedAt, old)
 		if err != nil {
-			st.recoverSteering()
-			return err
+			return nil, err
 		}
-		if !slices.Equal(found, guess) {
-			st.recoverSteering()
-			return fmt.Errorf("the group of %s %s was reordered (a member left since the new ones joined): the old members are at %v, not where they joined (%v)", st.g.network, st.g.address, found, guess)
+		prog, err := build(members, oldAt)
+		if err == nil {
+			err = sg.attach(prog)
 		}
-		if err := sg.attach(st.generationsProgram(members, old, oldGen)); err != nil {
-			st.recoverSteering()
-			return err
+		if err != nil {
+			return nil, err
+		}
+		if testHookSteered != nil {
+			testHookSteered()
 		}
 		again, err := st.stableMembers()
-		if err == nil && slices.Equal(again, members) {
-			arr = members
-			break
+		if err == nil && slices.Equal(sg.withoutHelper(again), members) {
+			return members, nil
 		}
 		if err == nil && try == steerTries {
 			err = fmt.Errorf("the group of %s %s changed during each of %d tries to steer it", st.g.network, st.g.address, steerTries)
 		}
 		if err != nil {
-			st.recoverSteering()
-			return err
+			return nil, err
 		}
 	}
-	if testHookSteered != nil {
-		testHookSteered()
+}
+
+// testHookSteered, if set, runs after each attach of steerAround.
+var testHookSteered func()
+
+// withoutHelper returns members without the helper.
+func (sg *steering) withoutHelper(members []uint64) []uint64 {
+	ino := sg.helperIno()
+	return slices.DeleteFunc(members, func(m uint64) bool { return m == ino })
+}
+
+// steer steers the group away from the old process's sockets old, for a
+// handover without a Steering. It returns nil, and attaches nothing, when
+// no old member is left.
+//
+// Of n members (the helper not counted), e of them old, the program picks
+// among the indexes 0..n-e that are not old ones: while the old members
+// close one by one, only members past those indexes move (the helper,
+// which joined last, first), so a pick never falls on an old, moved or
+// missing member until the last old one is gone; then a pick past the end
+// falls back to the kernel's hash among members that are all new.
+func (st *handoverState) steer(old []uint64, ask func(string) (string, error)) (*steering, error) {
+	sg := &steering{st: st, helper: -1, ask: ask}
+	members, err := sg.steerAround(old, func(members []uint64, oldAt []int) ([]unix.SockFilter, error) {
+		picks := picksAround(len(members), oldAt)
+		if len(picks) == 0 {
+			return nil, fmt.Errorf("every member of the group of %s %s belongs to the old process: none to steer to", st.g.network, st.g.address)
+		}
+		return spreadProgram(st.g.network == "udp", st.v6Family(), picks), nil
+	})
+	if err != nil || members == nil {
+		if rerr := sg.release(); err == nil {
+			err = rerr
+		}
+		return nil, err
+	}
+	return sg, nil
+}
+
+// picksAround returns the indexes 0..n-len(oldAt) that are not in oldAt,
+// or, where the old members outnumber the others, every index not in oldAt:
+// while the old ones close, a pick may then fall past the end, and the
+// hash pick an old one.
+func picksAround(n int, oldAt []int) []int {
+	var picks []int
+	for i := 0; i <= n-len(oldAt); i++ {
+		if !slices.Contains(oldAt, i) {
+			picks = append(picks, i)
+		}
+	}
+	if len(picks) > 0 {
+		return picks
+	}
+	for i := 0; i < n; i++ {
+		if !slices.Contains(oldAt, i) {
+			picks = append(picks, i)
+		}
+	}
+	return picks
+}
+
+// steerGenerations steers the group for a handover under a Steering: the
+// program of generationsProgram (agree then tells the old process so). It
+// leaves st.follow to follow the group while the old members leave,
+// attaching the program again after each leave, until none is left; then it
+// steers the group by the Steering alone and hangs up on the old process.
+//
+// The program needs the old members where they joined: from then on this
+// process applies the kernel's rule to each leave it sees. When the old
+// process closes its members from the last one down (the example does),
+// each close moves the new member of the same number into the freed index,
+// and at the end new member m is at index m, where the Steering alone finds
+// it. Between a leave and the next attach (a poll, 2 ms) a datagram named
+// for the moved member goes by the kernel's hash, which QUIC retransmits.
+func (st *handoverState) steerGenerations(conn *net.UnixConn, old []uint64, oldGen int, ask func(string) (string, error)) error {
+	sg := &steering{st: st, helper: -1, ask: ask}
+	arr, err := sg.steerAround(old, func(members []uint64, oldAt []int) ([]unix.SockFilter, error) {
+		joinedAt := indexesOf(members, old)
+		if !slices.Equal(oldAt, joinedAt) {
+			return nil, fmt.Errorf("the group of %s %s was reordered (a member left since the new ones joined): the old members are at %v, not where they joined (%v)", st.g.network, st.g.address, oldAt, joinedAt)
+		}
+		return st.generationsFor(members, old, oldGen), nil
+	})
+	if err != nil || arr == nil {
+		st.recoverSteering()
+		return err
 	}
 	st.follow = func(stop <-chan struct{}) {
 		defer conn.Close()
-		for slices.ContainsFunc(arr, func(ino uint64) bool { return slices.Contains(old, ino) }) {
-			select {
-			case <-stop:
-				return
-			case <-time.After(pollInterval):
-			}
-			members, err := st.stableMembers()
-			if err != nil || !st.listsOwn(members) {
-				// EMFILE, a group that kept changing, or a listing that
-				// missed this process's own sockets (seen under load):
-				// try again.
-				continue
-			}
-			if next := afterLeaves(arr, members); !slices.Equal(next, arr) {
-				arr = next
-				_ = sg.attach(st.generationsProgram(arr, old, oldGen))
-			}
-		}
-		for m, s := range st.socks {
-			if slices.Index(arr, s.ino) != m {
-				// Closed in another order: the table stays, for this
-				// generation alone.
-				return
-			}
-		}
-		_ = st.steerAlone()
+		sg.followLeaves(arr, old, oldGen, stop)
 	}
 	return nil
 }
 
-// stableMembers returns the group's members as two reads in a row list
-// them: a read while a member leaves may skip another one where the kernel
-// resumes its listing by position (/proc, or a dump of a group too large
-// for its first buffer; see diagSockets).
-func (st *handoverState) stableMembers() ([]uint64, error) {
-	prev, err := st.members()
-	for try := 0; err == nil && try < steerTries; try++ {
-		var cur []uint64
-		if cur, err = st.members(); err == nil && slices.Equal(cur, prev) {
-			return cur, nil
-		}
-		prev = cur
+// indexesOf returns the index in arr of each of inos, -1 where missing.
+func indexesOf(arr, inos []uint64) []int {
+	at := make([]int, len(inos))
+	for m, ino := range inos {
+		at[m] = slices.Index(arr, ino)
 	}
-	if err == nil {
-		err = fmt.Errorf("the group of %s %s changed during each of %d reads", st.g.network, st.g.address, steerTries)
-	}
-	return nil, err
+	return at
 }
 
-// listsOwn reports whether members lists every socket of this process.
-func (st *handoverState) listsOwn(members []uint64) bool {
-	for _, s := range st.socks {
-		if !slices.Contains(members, s.ino) {
-			return false
-		}
-	}
-	return true
+// generationsFor returns the program of a handover under a Steering for
+// the group whose array of members is arr.
+func (st *handoverState) generationsFor(arr, old []uint64, oldGen int) []unix.SockFilter {
+	return generationsProgram(*st.steering, oldGen, st.gen, indexesOf(arr, old), indexesOf(arr, st.inodes()))
 }
 
-// recoverSteering puts the Steering alone back after a failed handover.
-func (st *handoverState) recoverSteering() { _ = st.steerAlone() }
+// followLeaves attaches the program again after each leave of an old
+// member, until none is left or stop; then, if the new members ended at
+// their own numbers, the Steering alone steers the group.
+func (sg *steering) followLeaves(arr, old []uint64, oldGen int, stop <-chan struct{}) {
+	st := sg.st
+	for containsAny(arr, old) {
+		select {
+		case <-stop:
+			return
+		case <-time.After(pollInterval):
+		}
+		members, err := st.stableMembers()
+		if err != nil || !st.listsOwn(members) {
+			// EMFILE, a group that kept changing, or a listing that
+			// missed this process's own sockets (seen under load): try
+			// again.
+			continue
+		}
+		if next := afterLeaves(arr, members); !slices.Equal(next, arr) {
+			arr = next
+			_ = sg.attach(st.generationsFor(arr, old, oldGen))
+		}
+	}
+	if slices.Equal(indexesOf(arr, st.inodes()), indexes(len(st.socks))) {
+		_ = st.steerAlone()
+	} // else closed in another order: the table stays, for this generation alone
+}
 
 // afterLeaves returns the kernel's array of members arr after the members
-// missing from members left, from the last place down, and those of
+// missing from members left, from the last index down, and those of
 // members missing from arr joined.
 func afterLeaves(arr, members []uint64) []uint64 {
 	next := slices.Clone(arr)
@@ -173,123 +253,115 @@ func afterLeaves(arr, members []uint64) []uint64 {
 	return next
 }
 
-// generationsProgram returns the program of a handover under a Steering,
-// for the group whose array of members is arr: the byte at Offset names the
-// member, the next one the generation. A datagram of generation oldGen goes
-// to the old process's member it names (old[m] is member m), one of this
-// process's generation to this process's member it names, and any other one
-// (too short, with a bit of HashIf set, of another generation, or naming no
-// member left) to one of this process's members, by its source port.
-func (st *handoverState) generationsProgram(arr, old []uint64, oldGen int) []unix.SockFilter {
-	s := *st.steering
-	places := func(inos []uint64) []int {
-		p := make([]int, len(inos))
-		for m, ino := range inos {
-			p[m] = slices.Index(arr, ino)
+// steerAlone steers the group by the Handover's Steering, if any, as Steer
+// does: for a process that serves the address alone, or again.
+func (st *handoverState) steerAlone() error {
+	if st.steering == nil {
+		return nil
+	}
+	err := st.onAttachable(-1, func(fd int) error { return attachProgram(fd, steerProgram(*st.steering)) })
+	if err != nil {
+		return fmt.Errorf("steering the group of %s %s: %w", st.g.network, st.g.address, err)
+	}
+	return nil
+}
+
+// recoverSteering puts back how the group is steered without a handover:
+// by the Steering alone, or by the kernel's hash.
+func (st *handoverState) recoverSteering() {
+	if st.steering != nil {
+		_ = st.steerAlone()
+		return
+	}
+	_ = st.detachAny()
+}
+
+// canAttach reports whether one of the process's own sockets can attach a
+// program: MPTCP listeners refuse with EOPNOTSUPP.
+func (st *handoverState) canAttach() bool {
+	return slices.ContainsFunc(st.socks, func(s sockInfo) bool { return s.proto != unix.IPPROTO_MPTCP })
+}
+
+// helperIno returns the helper's inode, or 0.
+func (sg *steering) helperIno() uint64 {
+	var stat unix.Stat_t
+	if sg.helper < 0 || unix.Fstat(sg.helper, &stat) != nil {
+		return 0
+	}
+	return stat.Ino
+}
+
+// attach sets prog as the group's program.
+func (sg *steering) attach(prog []unix.SockFilter) error {
+	err := sg.st.onAttachable(sg.helper, func(fd int) error { return attachProgram(fd, prog) })
+	if err != nil {
+		return fmt.Errorf("steering the group of %s %s: %w", sg.st.g.network, sg.st.g.address, err)
+	}
+	return nil
+}
+
+// release ends the steering, once the old members are gone or on a
+// failure: it detaches the program, so that the kernel's hash spreads the
+// load again, and closes the helper.
+func (sg *steering) release() error {
+	err := sg.st.detach(sg.helper)
+	if sg.helper >= 0 {
+		unix.Close(sg.helper)
+		sg.helper = -1
+	}
+	return err
+}
+
+// detachAny detaches the group's program, through a helper where all the
+// process's sockets are MPTCP.
+func (st *handoverState) detachAny() error {
+	helper := -1
+	if !st.canAttach() {
+		var err error
+		if helper, err = st.openHelper(); err != nil {
+			return fmt.Errorf("opening a plain-TCP member to restore the hash of the group of %s %s: %w", st.g.network, st.g.address, err)
 		}
-		return p
+		defer unix.Close(helper)
 	}
-	oldPlaces := places(old)
-	newInos := make([]uint64, len(st.socks))
-	for m, sk := range st.socks {
-		newInos[m] = sk.ino
-	}
-	newPlaces := places(newInos)
-	var a bpfAsm
-	a.op(unix.SockFilter{Code: unix.BPF_LD | unix.BPF_W | unix.BPF_LEN})
-	a.op(unix.SockFilter{Code: unix.BPF_JMP | unix.BPF_JGT | unix.BPF_K, K: uint32(s.Offset + 1), Jt: 1})
-	a.ja("byPort")
-	if s.HashIf != 0 {
-		a.op(unix.SockFilter{Code: unix.BPF_LD | unix.BPF_B | unix.BPF_ABS, K: 0})
-		a.op(unix.SockFilter{Code: unix.BPF_JMP | unix.BPF_JSET | unix.BPF_K, K: uint32(s.HashIf), Jf: 1})
-		a.ja("byPort")
-	}
-	a.op(unix.SockFilter{Code: unix.BPF_LD | unix.BPF_B | unix.BPF_ABS, K: uint32(s.Offset + 1)})
-	a.op(unix.SockFilter{Code: unix.BPF_JMP | unix.BPF_JEQ | unix.BPF_K, K: uint32(oldGen), Jf: 1})
-	a.ja("old")
-	a.op(unix.SockFilter{Code: unix.BPF_JMP | unix.BPF_JEQ | unix.BPF_K, K: uint32(st.gen), Jf: 1})
-	a.ja("new")
-	a.ja("byPort")
-	for _, t := range []struct {
-		label  string
-		places []int
-	}{{"old", oldPlaces}, {"new", newPlaces}} {
-		a.label(t.label)
-		a.op(unix.SockFilter{Code: unix.BPF_LD | unix.BPF_B | unix.BPF_ABS, K: uint32(s.Offset)})
-		a.table(t.places)
-		a.ja("byPort")
-	}
-	// The source port: past an IPv4 header of any length (ldx msh), or past
-	// a 40-byte IPv6 header (extension headers are not followed: a wrong
-	// port only changes which new member is picked).
-	a.label("byPort")
-	a.op(unix.SockFilter{Code: unix.BPF_LD | unix.BPF_B | unix.BPF_ABS, K: bpfOff(skfNetOff)})
-	a.op(unix.SockFilter{Code: unix.BPF_ALU | unix.BPF_RSH | unix.BPF_K, K: 4})
-	a.op(unix.SockFilter{Code: unix.BPF_JMP | unix.BPF_JEQ | unix.BPF_K, K: 6, Jt: 3})
-	a.op(unix.SockFilter{Code: unix.BPF_LDX | unix.BPF_B | unix.BPF_MSH, K: bpfOff(skfNetOff)})
-	a.op(unix.SockFilter{Code: unix.BPF_LD | unix.BPF_H | unix.BPF_IND, K: bpfOff(skfNetOff)})
-	a.ja("mod")
-	a.op(unix.SockFilter{Code: unix.BPF_LD | unix.BPF_H | unix.BPF_ABS, K: bpfOff(skfNetOff + 40)})
-	a.label("mod")
-	var present []int
-	for _, p := range newPlaces {
-		if p >= 0 {
-			present = append(present, p)
-		}
-	}
-	if len(present) == 0 {
-		a.op(unix.SockFilter{Code: unix.BPF_RET | unix.BPF_K, K: toHash})
-		return a.done()
-	}
-	a.op(unix.SockFilter{Code: unix.BPF_ALU | unix.BPF_MOD | unix.BPF_K, K: uint32(len(present))})
-	a.table(present)
-	a.op(unix.SockFilter{Code: unix.BPF_RET | unix.BPF_K, K: toHash})
-	return a.done()
+	return st.detach(helper)
 }
 
-// toHash is a program's result that names no member: the kernel's hash
-// picks.
-const toHash = 0xffffffff
-
-// bpfAsm assembles a classic BPF program whose long jumps (ja) go to labels.
-type bpfAsm struct {
-	p      []unix.SockFilter
-	labels map[string]int
-	jumps  map[int]string // a ja's index → its label
-}
-
-func (a *bpfAsm) op(f unix.SockFilter) { a.p = append(a.p, f) }
-
-func (a *bpfAsm) ja(label string) {
-	if a.jumps == nil {
-		a.jumps = make(map[int]string)
+// detach detaches the group's program through helper, or, if -1, one of the
+// process's own sockets.
+func (st *handoverState) detach(helper int) error {
+	err := st.onAttachable(helper, detachProgram)
+	if errors.Is(err, errors.ErrUnsupported) {
+		// Linux before 5.3, which cannot detach a program: it stays, and
+		// its picks past the end of the group fall back to the hash (all
+		// of them once the new process has as many sockets as the old one
+		// had).
+		return nil
 	}
-	a.jumps[len(a.p)] = label
-	a.op(unix.SockFilter{Code: unix.BPF_JMP | unix.BPF_JA})
-}
-
-func (a *bpfAsm) label(name string) {
-	if a.labels == nil {
-		a.labels = make(map[string]int)
+	if err != nil {
+		return fmt.Errorf("restoring the hash of the group of %s %s: %w", st.g.network, st.g.address, err)
 	}
-	a.labels[name] = len(a.p)
+	return nil
 }
 
-// table returns places[A], for each A that names a place at or past 0, and
-// falls through otherwise.
-func (a *bpfAsm) table(places []int) {
-	for m, p := range places {
-		if p >= 0 {
-			a.op(unix.SockFilter{Code: unix.BPF_JMP | unix.BPF_JEQ | unix.BPF_K, K: uint32(m), Jf: 1})
-			a.op(unix.SockFilter{Code: unix.BPF_RET | unix.BPF_K, K: uint32(p)})
+// onAttachable runs fn on helper, if not -1, else on one of the process's
+// own sockets that can attach a program.
+func (st *handoverState) onAttachable(helper int, fn func(fd int) error) error {
+	if helper >= 0 {
+		return fn(helper)
+	}
+	for _, s := range st.socks {
+		if s.proto != unix.IPPROTO_MPTCP {
+			return withFD(s.rc, func(fd uintptr) error { return fn(int(fd)) })
 		}
 	}
+	return errors.New("no socket can steer the group")
 }
 
-// done resolves the jumps.
-func (a *bpfAsm) done() []unix.SockFilter {
-	for i, l := range a.jumps {
-		a.p[i].K = uint32(a.labels[l] - i - 1)
-	}
-	return a.p
+// openHelper opens a plain-TCP listener that joins the group last, with
+// raw system calls. It drops every SYN (IP_MINTTL): one that the kernel's
+// hash gives it before the program is attached, or after it is detached,
+// is dropped, not answered, and the client sends it again a second later,
+// when the helper is gone.
+func (st *handoverState) openHelper() (int, error) {
+	return joinHelper(st.sa, unix.SOCK_STREAM, st.v6, st.dev)
 }

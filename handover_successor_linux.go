@@ -26,7 +26,7 @@ func takeOver(ctx context.Context, g *sockGroup, slot string, quiet time.Duratio
 		return nil, err
 	}
 	st.quiet, st.slot, st.steering = quiet, slot, steering
-	if !st.canSteer() {
+	if !st.canAttach() {
 		// MPTCP listeners are steered through a helper: fail before
 		// meeting anyone where the kernel cannot make one.
 		if err := st.checkHelper(); err != nil {
@@ -182,7 +182,7 @@ func (st *handoverState) takeOverFrom(ctx context.Context, conn *net.UnixConn) (
 		return m, err
 	}
 	if st.steering != nil {
-		if err := st.steerGenerations(conn, old.inos, old.gen, old.pid, ask); err != nil {
+		if err := st.steerGenerations(conn, old.inos, old.gen, ask); err != nil {
 			if st.oldGone(conn, old.inos) {
 				if err := st.steerAlone(); err != nil {
 					return fail(err)
@@ -200,7 +200,7 @@ func (st *handoverState) takeOverFrom(ctx context.Context, conn *net.UnixConn) (
 		st.rv, closeConn = old.rv, false // st.follow's
 		return false, nil
 	}
-	sg, err := st.steer(old.inos, old.pid, ask)
+	sg, err := st.steer(old.inos, ask)
 	if err != nil {
 		if st.oldGone(conn, old.inos) {
 			wctx, cancel := context.WithTimeout(context.Background(), answerTimeout)

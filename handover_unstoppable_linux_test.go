@@ -363,6 +363,7 @@ func TestHandoverCancelAtPointOfNoReturn(t *testing.T) {
 func TestHandoverFailedTakeOverServes(t *testing.T) {
 	requireSteering(t)
 	s := shape{1, true}
+	t.Setenv("REUSE_TEST_HOLD_DRAIN", "1")
 	old, addr := startGeneration(t, s, "127.0.0.1:0", time.Minute, "stay")
 	old.Send("takeover")
 	old.Expect("took over", 10*time.Second)

@@ -263,3 +263,10 @@ func socketName(domain, typ, proto int) string {
 	}
 	return fmt.Sprintf("a socket of domain %d, type %d, protocol %d", domain, typ, proto)
 }
+
+func boolInt(b bool) int {
+	if b {
+		return 1
+	}
+	return 0
+}

@@ -1,0 +1,294 @@
+package reuse
+
+import (
+	"fmt"
+	"net"
+	"net/netip"
+	"os"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+// This file finds where the old process's sockets sit in the kernel's
+// array of the group's members: the indexes that a program must steer
+// around. Join order (members) is that array only while no member left
+// since: worker processes of other slots come and go, and a member that
+// leaves moves the last one into its index. The kernel tells where an index
+// leads: a program sends probes, from ports of this process's, to chosen
+// indexes, and the rest of the traffic as before.
+
+// probeTimeout bounds one round of probes.
+const probeTimeout = 2 * time.Second
+
+// udpProbeWait is how long a UDP probe that reached no socket of either
+// process may take to show up: on one host a datagram is delivered before
+// its send returns, unless the kernel defers the work (under load).
+const udpProbeWait = 20 * time.Millisecond
+
+// locate returns the indexes, among the n of the group's array (the helper
+// not counted), that hold the old process's sockets old; guess is where
+// they joined.
+func (sg *steering) locate(n int, guess []int, old []uint64) ([]int, error) {
+	var found []int
+	var err error
+	if sg.st.g.network == "tcp" {
+		found, err = sg.locateListeners(n, guess)
+	} else {
+		found, err = sg.locateDatagramSockets(n, guess, old)
+	}
+	if err == nil && len(found) != len(old) {
+		err = fmt.Errorf("found the old process's %d sockets at %d indexes of the group of %s %s", len(old), len(found), sg.st.g.network, sg.st.g.address)
+	}
+	return found, err
+}
+
+// locateListeners probes the indexes where the old listeners joined, then,
+// if one is not there, all the others; each round at once, a connection to
+// each index from a port of its own. On "probe", the old process lowers
+// the MSS that its listeners announce (TCP_MAXSEG) and says to what: a
+// probe that one of them answers may send segments of that size at most,
+// one that any other member answers larger ones. No process need accept a
+// probe; each ends with a reset (a process that accepts one first reads a
+// reset). A client that an old listener accepts during the probes, a few
+// milliseconds, keeps the lower MSS, which on a network (1460 bytes, or
+// 8960 with jumbo frames) changes nothing.
+func (sg *steering) locateListeners(n int, guess []int) ([]int, error) {
+	answer, err := sg.ask(msgProbe)
+	if err != nil {
+		return nil, err
+	}
+	marked, err := strconv.Atoi(strings.TrimPrefix(answer, msgReady+" "))
+	if err != nil {
+		return nil, protocolError(answer, msgReady+" MSS")
+	}
+	found, err := sg.probeListeners(n, guess, marked)
+	if err != nil || len(found) == len(guess) {
+		return found, err
+	}
+	var rest []int
+	for i := 0; i < n; i++ {
+		if !slices.Contains(guess, i) {
+			rest = append(rest, i)
+		}
+	}
+	more, err := sg.probeListeners(n, rest, marked)
+	found = append(found, more...)
+	slices.Sort(found)
+	return found, err
+}
+
+// probeListeners probes the indexes at once, and returns those that lead
+// to a listener announcing the MSS marked.
+func (sg *steering) probeListeners(n int, at []int, marked int) ([]int, error) {
+	dst := sg.st.dialAddr()
+	ports, err := freePorts(dst.Addr(), len(at))
+	if err != nil {
+		return nil, err
+	}
+	if err := sg.attach(probeProgram(dst.Addr().Is6(), ports, at, sg.rest(n))); err != nil {
+		return nil, err
+	}
+	conns, err := dialProbes(dst, ports)
+	defer func() {
+		for _, c := range conns {
+			if c != nil {
+				_ = c.SetLinger(0) // a reset: no TIME_WAIT
+				c.Close()
+			}
+		}
+	}()
+	if err != nil {
+		return nil, fmt.Errorf("probing the group of %s %s: %w", sg.st.g.network, sg.st.g.address, err)
+	}
+	var found []int
+	for i, c := range conns {
+		mss, err := sendMSS(c)
+		if err != nil {
+			return nil, err
+		}
+		if mss <= marked {
+			found = append(found, at[i])
+		}
+	}
+	return found, nil
+}
+
+// sendMSS returns the largest segment that c may send (TCP_INFO's
+// tcpi_snd_mss): the peer's announced MSS, less the options.
+func sendMSS(c *net.TCPConn) (int, error) {
+	rc, err := c.SyscallConn()
+	if err != nil {
+		return 0, err
+	}
+	var mss int
+	err = withFD(rc, func(fd uintptr) error {
+		info, err := unix.GetsockoptTCPInfo(int(fd), unix.IPPROTO_TCP, unix.TCP_INFO)
+		if err == nil {
+			mss = int(info.Snd_mss)
+		}
+		return os.NewSyscallError("getsockopt TCP_INFO", err)
+	})
+	return mss, err
+}
+
+// indexes returns 0, 1, ..., n-1.
+func indexes(n int) []int {
+	all := make([]int, n)
+	for i := range all {
+		all[i] = i
+	}
+	return all
+}
+
+// rest returns the program for what is not a probe: the traffic as it
+// would go without a program (or by the Handover's Steering), but never to
+// the helper, which joined last.
+func (sg *steering) rest(n int) []unix.SockFilter {
+	if sg.st.steering != nil {
+		return steerProgram(*sg.st.steering)
+	}
+	return spreadProgram(sg.st.g.network == "udp", sg.st.v6Family(), indexes(n))
+}
+
+// freePorts returns n ports of ip that nobody holds now: the probes'
+// source ports, each held by its probe in turn.
+func freePorts(ip netip.Addr, n int) ([]int, error) {
+	var ports []int
+	for i := 0; i < n; i++ {
+		ln, err := net.ListenTCP("tcp", net.TCPAddrFromAddrPort(netip.AddrPortFrom(ip, 0)))
+		if err != nil {
+			return nil, err
+		}
+		defer ln.Close()
+		ports = append(ports, ln.Addr().(*net.TCPAddr).Port)
+	}
+	return ports, nil
+}
+
+// dialProbes connects from each of ports to dst, at once, in plain TCP.
+func dialProbes(dst netip.AddrPort, ports []int) ([]*net.TCPConn, error) {
+	conns := make([]*net.TCPConn, len(ports))
+	errs := make([]error, len(ports))
+	var wg sync.WaitGroup
+	for i, port := range ports {
+		i, port := i, port
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			d := net.Dialer{
+				LocalAddr: net.TCPAddrFromAddrPort(netip.AddrPortFrom(dst.Addr(), uint16(port))),
+				Timeout:   probeTimeout,
+				Control:   reuseAddrControl,
+			}
+			d.SetMultipathTCP(false)
+			c, err := d.Dial("tcp", dst.String())
+			if err != nil {
+				errs[i] = fmt.Errorf("probe from port %d: %w", port, err)
+				return
+			}
+			conns[i] = c.(*net.TCPConn)
+		}()
+	}
+	wg.Wait()
+	for _, err := range errs {
+		if err != nil {
+			return conns, err
+		}
+	}
+	return conns, nil
+}
+
+// locateDatagramSockets probes one index at a time, those of guess first,
+// with an empty datagram. Both processes' sockets drop the probes (a
+// socket filter; the old process sets it on "probe PORT"), and sock_diag
+// counts each socket's drops: a probe that another process's socket reads
+// (a worker of another slot, which sees an empty datagram) shows nowhere,
+// and costs udpProbeWait.
+func (sg *steering) locateDatagramSockets(n int, guess []int, old []uint64) ([]int, error) {
+	dst := sg.st.dialAddr()
+	c, err := net.ListenUDP("udp", net.UDPAddrFromAddrPort(netip.AddrPortFrom(dst.Addr(), 0)))
+	if err != nil {
+		return nil, err
+	}
+	defer c.Close()
+	port := c.LocalAddr().(*net.UDPAddr).Port
+	if _, err := sg.ask(msgProbe + " " + strconv.Itoa(port)); err != nil {
+		return nil, err
+	}
+	if err := sg.st.filterProbes(port); err != nil {
+		return nil, err
+	}
+	defer sg.st.unprobe()
+	order := slices.Clone(guess)
+	for i := 0; i < n; i++ {
+		if !slices.Contains(order, i) {
+			order = append(order, i)
+		}
+	}
+	var found []int
+	for _, i := range order {
+		if len(found) == len(old) {
+			break
+		}
+		isOld, err := sg.probeDatagram(c, dst, port, i, n, old)
+		if err != nil {
+			return nil, err
+		}
+		if isOld {
+			found = append(found, i)
+		}
+	}
+	slices.Sort(found)
+	return found, nil
+}
+
+// probeDatagram reports whether the datagram socket at index i of n is one
+// of the old process's sockets old.
+func (sg *steering) probeDatagram(c *net.UDPConn, dst netip.AddrPort, port, i, n int, old []uint64) (bool, error) {
+	if err := sg.attach(probeProgram(dst.Addr().Is6(), []int{port}, []int{i}, sg.rest(n))); err != nil {
+		return false, err
+	}
+	own := sg.st.inodes()
+	before, err := sg.st.drops()
+	if err != nil {
+		return false, err
+	}
+	if _, err := c.WriteToUDPAddrPort(nil, dst); err != nil {
+		return false, err
+	}
+	for start := time.Now(); time.Since(start) < udpProbeWait; time.Sleep(pollInterval / 4) {
+		after, err := sg.st.drops()
+		if err != nil {
+			return false, err
+		}
+		switch {
+		case sumOf(after, old) > sumOf(before, old):
+			return true, nil
+		case sumOf(after, own) > sumOf(before, own):
+			return false, nil
+		}
+	}
+	return false, nil
+}
+
+// sumOf sums the counts of inos.
+func sumOf(counts map[uint64]uint32, inos []uint64) (sum uint64) {
+	for _, ino := range inos {
+		sum += uint64(counts[ino])
+	}
+	return sum
+}
+
+// reuseAddrControl sets SO_REUSEADDR on a probe, whose port another
+// probe's reset may have left in use a moment.
+func reuseAddrControl(_, _ string, rc syscall.RawConn) error {
+	return withFD(rc, func(fd uintptr) error {
+		return os.NewSyscallError("setsockopt SO_REUSEADDR", setsockoptInt(fd, unix.SOL_SOCKET, unix.SO_REUSEADDR, 1))
+	})
+}
