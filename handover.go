@@ -78,6 +78,7 @@ type Handover struct {
 	replaced chan struct{} // closed once a successor took over and the queues stayed quiet
 	closing  chan struct{} // closed by Close
 	done     chan struct{} // closed when the background work ended
+	exited   chan struct{} // closed once the old process exited
 }
 
 // defaultQuiet is the quiet period of a Handover whose Quiet is zero.
@@ -202,6 +203,11 @@ func (h *Handover) takeOverGroup(ctx context.Context, g *sockGroup) error {
 		defer close(h.done)
 		st.serve(h.replaced, h.closing)
 	}()
+	go func() {
+		if st.waitOldExit(h.closing) {
+			close(h.exited)
+		}
+	}()
 	return nil
 }
 
@@ -249,6 +255,7 @@ func (h *Handover) init() {
 		h.replaced = make(chan struct{})
 		h.closing = make(chan struct{})
 		h.done = make(chan struct{})
+		h.exited = make(chan struct{})
 	}
 }
 
@@ -274,6 +281,23 @@ func (h *Handover) Replaced() <-chan struct{} {
 	defer h.mu.Unlock()
 	h.init()
 	return h.replaced
+}
+
+// OldExited is closed once the process that h took over from has exited:
+// the end of a restart, which a supervisor rolling through worker slots
+// waits for before it starts the next one. TakeOver returns earlier, once
+// the old process let go of its sockets (it may still finish the
+// connections it accepted). Where nobody served the address, OldExited is
+// closed when TakeOver returns; where the old process is this one (two
+// Handovers in one process), once it let go. Close stops the wait.
+func (h *Handover) OldExited() <-chan struct{} {
+	if h == nil {
+		return nil
+	}
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	h.init()
+	return h.exited
 }
 
 // Close lets the successor know this process let go of its sockets; it also

@@ -66,7 +66,7 @@ func inspectSocket(rc syscall.RawConn) (info sockInfo, sa unix.Sockaddr, v6only 
 
 // inspect checks the sockets of g and learns what the handover needs.
 func inspect(g *sockGroup) (*handoverState, error) {
-	st := &handoverState{g: g}
+	st := &handoverState{g: g, released: make(chan struct{})}
 	for i, s := range g.socks {
 		rc, err := s.SyscallConn()
 		if err != nil {

@@ -1,7 +1,10 @@
 package reuse
 
 import (
+	"errors"
 	"net"
+	"os"
+	"sync"
 	"time"
 
 	"golang.org/x/sys/unix"
@@ -32,6 +35,60 @@ type handoverState struct {
 	// follow, if set, follows the old members' leaves after a handover
 	// under a Steering, until they are gone or stop is closed.
 	follow func(stop <-chan struct{})
+	// The old process (0 if none), and a channel closed once it let go of
+	// its sockets.
+	oldPid   int
+	released chan struct{}
+	once     sync.Once
 }
 
+// markReleased says that the old process let go of its sockets.
+func (st *handoverState) markReleased() { st.once.Do(func() { close(st.released) }) }
+
 func (st *handoverState) generation() int { return st.gen }
+
+// waitOldExit waits until the old process let go of its sockets and
+// exited, or until stop; it reports which. An old process that is this
+// one (two Handovers in one process) is done once it let go.
+func (st *handoverState) waitOldExit(stop <-chan struct{}) bool {
+	select {
+	case <-st.released:
+	case <-stop:
+		return false
+	}
+	if st.oldPid == 0 || st.oldPid == os.Getpid() {
+		return true
+	}
+	return waitExit(st.oldPid, stop)
+}
+
+// waitExit waits until process pid exited, or until stop; it reports
+// which. It watches a pidfd (Linux 5.3+), else signal 0's answer.
+func waitExit(pid int, stop <-chan struct{}) bool {
+	fd, err := unix.PidfdOpen(pid, 0)
+	switch {
+	case errors.Is(err, unix.ESRCH):
+		return true
+	case err != nil:
+		fd = -1
+	default:
+		defer unix.Close(fd)
+	}
+	for {
+		if fd >= 0 {
+			if n, _ := unix.Poll([]unix.PollFd{{Fd: int32(fd), Events: unix.POLLIN}}, 0); n > 0 {
+				return true
+			}
+		} else if errors.Is(unix.Kill(pid, 0), unix.ESRCH) {
+			return true
+		}
+		select {
+		case <-stop:
+			return false
+		case <-time.After(exitPoll):
+		}
+	}
+}
+
+// exitPoll is how often waitExit looks.
+const exitPoll = 5 * time.Millisecond

@@ -153,6 +153,13 @@ func handoverWorker(args []string) error {
 				return ho.Close()
 			case "count":
 				fmt.Println("served", served.Load())
+			case "exited?":
+				select {
+				case <-ho.OldExited():
+					fmt.Println("exited true")
+				default:
+					fmt.Println("exited false")
+				}
 			default:
 				return fmt.Errorf("unknown command %q", cmd)
 			}
@@ -161,6 +168,10 @@ func handoverWorker(args []string) error {
 			switch {
 			case err == nil:
 				fmt.Println("took over")
+				go func(ho *reuse.Handover) {
+					<-ho.OldExited()
+					fmt.Println("old exited")
+				}(ho)
 			case readme:
 				fmt.Println("takeover failed:", err)
 				ho = &reuse.Handover{Slot: slot, Quiet: quiet}
@@ -173,11 +184,20 @@ func handoverWorker(args []string) error {
 				closeAll()
 				return ho.Close()
 			}
-			// Only "close" (or "count") is expected from now on.
+			// Only "close", "letgo" then "exit", or "count" are expected
+			// from now on.
 			for cmd := range cmds {
-				if cmd == "count" {
+				switch cmd {
+				case "count":
 					fmt.Println("served", served.Load())
 					continue
+				case "letgo": // and live on
+					closeAll()
+					ho.Close()
+					fmt.Println("let go")
+					continue
+				case "exit":
+					return nil
 				}
 				closeAll()
 				return ho.Close()
@@ -1531,4 +1551,36 @@ func udpDrops(pc net.PacketConn) (int, error) {
 		}
 	}
 	return 0, fmt.Errorf("socket inode %s is not in /proc/net/udp{,6} in 20 reads", ino)
+}
+
+// TestHandoverOldExited checks the end of a restart: a first process's
+// OldExited is closed at once; a successor's only once the old process
+// exited, not when it let go of its sockets (when TakeOver returns).
+func TestHandoverOldExited(t *testing.T) {
+	requireSteering(t)
+	for _, s := range []shape{{1, false}, {2, true}} {
+		t.Run(s.String(), func(t *testing.T) {
+			old, addr := startGeneration(t, s, "127.0.0.1:0", 20*time.Millisecond, "stay")
+			old.Send("takeover")
+			old.Expect("took over", 10*time.Second)
+			old.Expect("old exited", 10*time.Second)
+			next, _ := startGeneration(t, s, addr, 20*time.Millisecond)
+			next.Send("takeover")
+			old.Expect("replaced", 10*time.Second)
+			old.Send("letgo")
+			old.Expect("let go", 10*time.Second)
+			next.Expect("took over", 10*time.Second)
+			next.Send("exited?")
+			if got := next.Expect("exited ", 10*time.Second); got != "false" {
+				t.Errorf("OldExited was closed while the old process, which let go of its sockets, still ran")
+			}
+			old.Send("exit")
+			if err := old.Wait(); err != nil {
+				t.Fatal(err)
+			}
+			next.Expect("old exited", 10*time.Second)
+			next.Send("close")
+			next.Expect("closed ", 10*time.Second)
+		})
+	}
 }

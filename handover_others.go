@@ -24,3 +24,5 @@ func takeOver(context.Context, *sockGroup, string, time.Duration, *Steering) (*h
 func (*handoverState) serve(replaced, closing chan struct{}) {}
 
 func (*handoverState) generation() int { return 0 }
+
+func (*handoverState) waitOldExit(stop <-chan struct{}) bool { return false }

@@ -229,6 +229,7 @@ func (sg *steering) followLeaves(arr, old []uint64, oldGen int, stop <-chan stru
 			_ = sg.attach(st.generationsFor(arr, old, oldGen))
 		}
 	}
+	st.markReleased()
 	if slices.Equal(indexesOf(arr, st.inodes()), indexes(len(st.socks))) {
 		_ = st.steerAlone()
 	} // else closed in another order: the table stays, for this generation alone

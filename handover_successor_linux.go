@@ -61,6 +61,7 @@ func takeOver(ctx context.Context, g *sockGroup, slot string, quiet time.Duratio
 				return nil, err
 			}
 			st.rv = ln
+			st.markReleased()
 			return st, nil
 		}
 		conn, err := dialPeer(ctx, names[0])
@@ -120,18 +121,18 @@ func namesAt(prefix string) ([]string, error) {
 // GENERATION QUIET INODE...", with the rendezvous socket attached.
 type oldSockets struct {
 	pid, gen int
-	quiet    time.Duration // its Handover's Quiet: how long it waits before it asks to go
+	quiet    time.Duration // its Handover's Quiet: how long it may drain
 	inos     []uint64
 	rv       *net.UnixListener
 }
 
 // takeOverFrom runs the new process's side of a handover with the process
-// at the other end of conn, and closes conn (or leaves it to st.follow).
-// again reports that that process went away before it answered: the caller
-// starts over.
+// at the other end of conn, and closes conn (or leaves it to st.follow, or
+// to the wait for the old sockets). again reports that that process went
+// away before it answered: the caller starts over.
 //
 // The point of no return is this process's "go", its answer to the old
-// process's "quiet" (its queues stayed empty for its Quiet, after the
+// process's "quiet" (nothing more can reach its sockets, after the
 // steering): the old process then closes Replaced. Before it, an error or
 // the end of ctx gives the takeover up (the old process serves on, by the
 // hash again); after it, TakeOver succeeds, and if ctx ends before the old
@@ -140,136 +141,159 @@ type oldSockets struct {
 // once its sockets are gone.
 func (st *handoverState) takeOverFrom(ctx context.Context, conn *net.UnixConn) (again bool, err error) {
 	stopCancel := context.AfterFunc(ctx, func() { _ = conn.SetDeadline(time.Now()) })
-	closeConn := true
-	defer func() {
-		stopCancel()
-		if closeConn {
-			conn.Close()
-		}
-	}()
-	if err := sendMessage(conn, msgTakeOver); err != nil {
+	defer stopCancel()
+	s := &successor{st: st, ctx: ctx, conn: conn}
+	if err := s.meet(); err != nil {
+		conn.Close()
 		return isGone(err), ctxErr(ctx, err)
 	}
-	old, err := readSockets(ctx, conn)
-	if err != nil {
-		return isGone(err), ctxErr(ctx, err)
-	}
-	st.gen = (old.gen + 1) % maxMembers
 	// From here the rendezvous socket is shared: a successor racing this one
 	// waits at it until one of the two processes accepts it.
-	fail := func(err error) (bool, error) {
-		old.rv.Close()
+	lock, err := st.lock(ctx)
+	if err == nil && st.steering != nil {
+		err = s.withSteering()
+		lock.Close()
+	} else if err == nil {
+		err = s.withHash(lock)
+	}
+	if !s.handedOff {
+		conn.Close()
+	}
+	if err != nil {
+		s.old.rv.Close()
 		return false, ctxErr(ctx, err)
 	}
-	lock, err := st.lock(ctx)
+	st.rv = s.old.rv
+	return false, nil
+}
+
+// successor is the new process's side of one handover, with the old
+// process at the other end of conn.
+type successor struct {
+	st        *handoverState
+	ctx       context.Context
+	conn      *net.UnixConn
+	old       oldSockets
+	handedOff bool // conn belongs to what goes on after TakeOver
+}
+
+// meet asks the old process to hand over, and reads what it says of itself.
+func (s *successor) meet() error {
+	if err := sendMessage(s.conn, msgTakeOver); err != nil {
+		return err
+	}
+	old, err := readSockets(s.ctx, s.conn)
 	if err != nil {
-		return fail(err)
+		return err
 	}
-	unlock := true
-	defer func() {
-		if unlock {
-			lock.Close()
-		}
-	}()
-	ask := func(msg string) (string, error) {
-		if err := sendMessage(conn, msg); err != nil {
-			return "", err
-		}
-		m, err := readMessage(ctx, conn)
-		if err == nil && strings.HasPrefix(m, "error ") {
-			err = fmt.Errorf("the old process: %s", m[len("error "):])
-		}
-		return m, err
+	s.old = old
+	s.st.gen, s.st.oldPid = (old.gen+1)%maxMembers, old.pid
+	return nil
+}
+
+// ask sends the old process a message and returns its answer.
+func (s *successor) ask(msg string) (string, error) {
+	if err := sendMessage(s.conn, msg); err != nil {
+		return "", err
 	}
-	if st.steering != nil {
-		if err := st.steerGenerations(conn, old.inos, old.gen, ask); err != nil {
-			if st.oldGone(conn, old.inos) {
-				if err := st.steerAlone(); err != nil {
-					return fail(err)
-				}
-				st.rv = old.rv
-				return false, nil
-			}
-			return fail(err)
+	m, err := readMessage(s.ctx, s.conn)
+	if err == nil && strings.HasPrefix(m, "error ") {
+		err = fmt.Errorf("the old process: %s", m[len("error "):])
+	}
+	return m, err
+}
+
+// withSteering takes over under a Steering: the old members keep their
+// connections' datagrams, and st.follow follows their leaves.
+func (s *successor) withSteering() error {
+	st, old := s.st, s.old
+	if err := st.steerGenerations(s.conn, old.inos, old.gen, s.ask); err != nil {
+		if !st.oldGone(s.conn, old.inos) {
+			return err
 		}
-		if err := st.agree(ctx, conn, old); err != nil && !st.oldGone(conn, old.inos) {
-			st.follow = nil
-			st.recoverSteering()
-			return fail(err)
+		st.markReleased()
+		return st.steerAlone()
+	}
+	if err := s.agree(); err != nil && !st.oldGone(s.conn, old.inos) {
+		st.follow = nil
+		st.recoverSteering()
+		return err
+	}
+	s.handedOff = true // st.follow's
+	return nil
+}
+
+// withHash takes over without a Steering, holding lock (which it closes):
+// it steers new connections to this process's sockets, agrees, and waits
+// until the old sockets are gone (in the background once ctx ends), then
+// lets the kernel's hash spread the load again.
+func (s *successor) withHash(lock *os.File) error {
+	st, old := s.st, s.old
+	sg, err := st.steer(old.inos, s.ask)
+	if err != nil || sg == nil { // an error, or no old member left
+		lock.Close()
+		if err != nil && !st.oldGone(s.conn, old.inos) {
+			return err
 		}
-		st.rv, closeConn = old.rv, false // st.follow's
-		return false, nil
-	}
-	sg, err := st.steer(old.inos, ask)
-	if err != nil {
-		if st.oldGone(conn, old.inos) {
-			wctx, cancel := context.WithTimeout(context.Background(), answerTimeout)
-			defer cancel()
-			if err := st.waitGone(wctx, old.inos); err != nil {
-				return fail(err)
-			}
-			st.rv = old.rv
-			return false, nil
+		ctx, cancel := context.WithTimeout(context.Background(), answerTimeout)
+		defer cancel()
+		if err := st.waitGone(ctx, old.inos); err != nil {
+			return err
 		}
-		return fail(err)
+		st.markReleased()
+		return nil
 	}
-	if sg == nil { // no old member left
-		st.rv = old.rv
-		return false, nil
+	if err := s.agree(); err != nil && !st.oldGone(s.conn, old.inos) {
+		lock.Close()
+		return errors.Join(err, sg.release())
 	}
-	if err := st.agree(ctx, conn, old); err != nil && !st.oldGone(conn, old.inos) {
-		rerr := sg.release()
-		return fail(errors.Join(err, rerr))
-	}
-	st.rv = old.rv
-	// Past the point of no return: the old process goes. Wait for its
-	// sockets to leave, then restore the hash, in the background if ctx
-	// ends first.
+	// Past the point of no return: the old process goes.
+	s.handedOff = true
 	finished := make(chan error, 1)
-	closeConn, unlock = false, false
 	go func() {
-		defer conn.Close()
+		defer s.conn.Close()
 		defer lock.Close()
-		err := st.awaitRelease(conn, old.inos)
+		err := st.awaitRelease(s.conn, old.inos)
 		if rerr := sg.release(); err == nil {
 			err = rerr
 		}
+		st.markReleased()
 		finished <- err
 	}()
 	select {
 	case err := <-finished:
-		return false, err
-	case <-ctx.Done():
-		return false, nil
+		return err
+	case <-s.ctx.Done():
+		return nil
 	}
 }
 
 // agree tells the old process that the group is steered (naming this
 // process's sockets, which it checks), waits for its "quiet", and answers
 // "go": the point of no return (see takeOverFrom), unless ctx ended.
-func (st *handoverState) agree(ctx context.Context, conn *net.UnixConn, old oldSockets) error {
+func (s *successor) agree() error {
 	msg := msgSteered
-	for _, s := range st.socks {
-		msg += " " + strconv.FormatUint(s.ino, 10)
+	for _, ino := range s.st.inodes() {
+		msg += " " + strconv.FormatUint(ino, 10)
 	}
-	if err := sendMessage(conn, msg); err != nil {
+	if err := sendMessage(s.conn, msg); err != nil {
 		return err
 	}
-	// The old process waits for its queues to stay empty for its Quiet.
-	m, err := readMessageWithin(ctx, conn, old.quiet+answerTimeout)
+	// The old process drains: Quiet at most.
+	m, err := readMessageWithin(s.ctx, s.conn, s.old.quiet+answerTimeout)
 	if err != nil {
 		return err
 	}
 	if m != msgQuiet {
 		return protocolError(m, msgQuiet)
 	}
-	if err := ctx.Err(); err != nil {
+	if err := s.ctx.Err(); err != nil {
 		return err
 	}
 	if testHookGo != nil {
 		testHookGo()
 	}
-	return sendMessage(conn, msgGo)
+	return sendMessage(s.conn, msgGo)
 }
 
 // testHookGo, if set, runs before this process says "go".
