@@ -26,6 +26,9 @@ const waitingPeers = 16
 // serve waits for successors at the rendezvous and hands the address over
 // to one, until Close.
 func (st *handoverState) serve(replaced, closing chan struct{}) {
+	if tag, err := st.tagGeneration(); err == nil {
+		defer tag.Close()
+	}
 	if st.follow != nil {
 		// A successor waits until this generation alone serves.
 		st.follow(closing)

@@ -10,6 +10,7 @@ import (
 	"math/big"
 	"net"
 	"os"
+	"strconv"
 	"time"
 
 	"golang.org/x/sys/unix"
@@ -95,20 +96,16 @@ func listenRendezvous(prefix string) (*net.UnixListener, error) {
 func (st *handoverState) lock(ctx context.Context) (*os.File, error) {
 	prefix := st.namePrefix("steering")
 	for {
-		fd, err := unix.Socket(unix.AF_UNIX, unix.SOCK_SEQPACKET|unix.SOCK_CLOEXEC, 0)
-		if err != nil {
-			return nil, os.NewSyscallError("socket", err)
-		}
 		name := freshName(prefix)
-		if err := unix.Bind(fd, &unix.SockaddrUnix{Name: "@" + name}); err != nil {
-			unix.Close(fd)
-			return nil, os.NewSyscallError("bind", err)
+		f, err := bindName(name, "steering lock")
+		if err != nil {
+			return nil, err
 		}
 		ok, err := alone(prefix, name)
 		if ok {
-			return os.NewFile(uintptr(fd), "steering lock"), nil
+			return f, nil
 		}
-		unix.Close(fd)
+		f.Close()
 		if err != nil {
 			return nil, err
 		}
@@ -116,6 +113,28 @@ func (st *handoverState) lock(ctx context.Context) (*os.File, error) {
 			return nil, err
 		}
 	}
+}
+
+// tagGeneration binds a socket whose name tells the generation of the
+// process serving st's slot, which `reuse who` shows: "gen/SLOT/" (or a
+// hash), the generation, "/", random digits. The rendezvous socket cannot
+// tell it: it passes from each process to its successor.
+func (st *handoverState) tagGeneration() (*os.File, error) {
+	prefix := st.namePrefix("gen/" + hex.EncodeToString([]byte(st.slot)))
+	return bindName(freshName(prefix+strconv.Itoa(st.gen)+"/"), "generation tag")
+}
+
+// bindName binds a new Unix socket to the abstract name, and returns it.
+func bindName(name, what string) (*os.File, error) {
+	fd, err := unix.Socket(unix.AF_UNIX, unix.SOCK_SEQPACKET|unix.SOCK_CLOEXEC, 0)
+	if err != nil {
+		return nil, os.NewSyscallError("socket", err)
+	}
+	if err := unix.Bind(fd, &unix.SockaddrUnix{Name: "@" + name}); err != nil {
+		unix.Close(fd)
+		return nil, os.NewSyscallError("bind", err)
+	}
+	return os.NewFile(uintptr(fd), what), nil
 }
 
 // dialPeer connects to the process listening at the abstract name and

@@ -174,7 +174,7 @@ func who(hosts []netip.Addr, port int) (*whoReport, error) {
 			h.NoPID, _ = o.noPID(sockdiag.Socket{UID: h.UID, Inode: h.inode})
 		}
 	}
-	r.Handovers = matchHashed(handovers, r.Sockets)
+	r.Handovers = matchHashed(withGenerations(handovers), r.Sockets)
 	return r, nil
 }
 
@@ -374,6 +374,9 @@ func printWho(w io.Writer, r *whoReport) {
 			fmt.Fprintf(w, " held by pid %s (%s)", joinInts(h.PIDs), h.Command)
 		} else {
 			fmt.Fprintf(w, " held by a process unknown: %s", h.NoPID)
+		}
+		for _, g := range h.Generations {
+			fmt.Fprintf(w, ", generation %d (pid %d)", g.Generation, g.PID)
 		}
 		if h.UnderWay {
 			fmt.Fprint(w, ": a handover is under way")

@@ -12,11 +12,9 @@ import (
 
 // whoHandover is a process of a reuse.Handover on the port: one serving a
 // slot, or one holding the address's steering lock, which it holds while a
-// handover is under way. The slot's generation is not shown: the
-// rendezvous socket passes from each process to its successor, so its name
-// stays the same from generation to generation, and only the serving
-// process knows its generation, which it tells a successor (asking would
-// start a handover).
+// handover is under way. The rendezvous socket of a slot passes from each
+// process to its successor; each serving process also binds a name that
+// tells its generation.
 type whoHandover struct {
 	// Network and Address: "" where the name is hashed.
 	Network string `json:"network,omitempty"`
@@ -31,9 +29,19 @@ type whoHandover struct {
 	NoPID      string `json:"no_pid,omitempty"`
 	// UnderWay: the steering lock is held, a handover is under way.
 	UnderWay bool `json:"under_way,omitempty"`
+	// Generations: the generation of each process serving the slot.
+	Generations []whoGeneration `json:"generations,omitempty"`
 
 	inode  uint64
 	hashed bool // the name is hashed: the port's unknown until its process is
+	gen    int  // a generation's tag: the generation, else -1
+}
+
+// whoGeneration is the generation of a process serving a slot: 0 for the
+// first process, one more for each successor (after 255, 0).
+type whoGeneration struct {
+	PID        int `json:"pid"`
+	Generation int `json:"generation"`
 }
 
 // handoverPrefix starts the abstract Unix socket names of a Handover
@@ -56,6 +64,9 @@ func readHandovers(port int) ([]whoHandover, error) {
 			return
 		}
 		switch {
+		case h.gen >= 0 && s.State != sockdiag.Close, h.gen >= 0 && !h.hashed && !onPort(h.Address, port):
+			return
+		case h.gen >= 0:
 		case h.hashed && s.State == sockdiag.Listen:
 			h.SlotHashed = true
 		case h.hashed && s.State == sockdiag.Close:
@@ -84,10 +95,14 @@ func parseHandoverName(name string) (whoHandover, bool) {
 	if err != nil || len(parts) < 2 {
 		return whoHandover{}, false
 	}
-	h := whoHandover{UID: uid}
-	if len(parts) == 2 && strings.HasPrefix(parts[1], "#") {
+	h := whoHandover{UID: uid, gen: -1}
+	if strings.HasPrefix(parts[1], "#") {
+		// "#HASH", then a generation's "/N"
 		h.hashed = true
-		return h, true
+		if len(parts) == 3 {
+			h.gen, err = strconv.Atoi(parts[2])
+		}
+		return h, len(parts) <= 3 && err == nil
 	}
 	if len(parts) != 4 {
 		return whoHandover{}, false
@@ -96,6 +111,13 @@ func parseHandoverName(name string) (whoHandover, bool) {
 	switch tail := parts[3]; {
 	case tail == "steering":
 		h.UnderWay = true
+	case strings.HasPrefix(tail, "gen/"):
+		hexSlot, gen, ok := strings.Cut(strings.TrimPrefix(tail, "gen/"), "/")
+		slot, err := hex.DecodeString(hexSlot)
+		if h.gen, err = strconv.Atoi(gen); !ok || err != nil || h.gen < 0 {
+			return whoHandover{}, false
+		}
+		h.Slot = string(slot)
 	case strings.HasPrefix(tail, "slot/"):
 		slot, err := hex.DecodeString(strings.TrimPrefix(tail, "slot/"))
 		if err != nil {
@@ -116,6 +138,29 @@ func isRandomPart(s string) bool {
 	}
 	_, err := hex.DecodeString(s)
 	return err == nil
+}
+
+// withGenerations gives each slot of hs the generations of its processes,
+// from the tags of hs, which it leaves out.
+func withGenerations(hs []whoHandover) []whoHandover {
+	var slots, tags []whoHandover
+	for _, h := range hs {
+		if h.gen >= 0 {
+			tags = append(tags, h)
+		} else {
+			slots = append(slots, h)
+		}
+	}
+	for i := range slots {
+		h := &slots[i]
+		for _, g := range tags {
+			sameSlot := g.hashed && h.SlotHashed || !g.hashed && g.Network == h.Network && g.Address == h.Address && g.Slot == h.Slot
+			if !h.UnderWay && sameSlot && len(g.PIDs) == 1 && sharePID(g.PIDs, h.PIDs) {
+				h.Generations = append(h.Generations, whoGeneration{g.PIDs[0], g.gen})
+			}
+		}
+	}
+	return slots
 }
 
 // matchHashed keeps of hs the names whose address is known, and the

@@ -27,10 +27,11 @@ import (
 // queue) serving a Handover's slot, a UDP group of 2 with a datagram
 // queued serving a slot whose name is hashed, and a plain listener on
 // another address of the port: who -json lists each socket with its
-// process, group and queue, and the handovers' slots. Then a successor
-// takes the TCP slot over and stalls (the old process's Quiet is an hour):
-// who shows its steering lock, a handover under way. Run as root and as
-// uid 65534 alike.
+// process, group and queue, and the handovers' slots with the generation
+// of their process. Then a successor takes the TCP slot over and stalls
+// (the connection queued, which nobody accepts, keeps the old process
+// draining for its Quiet, an hour): who shows its steering lock, a
+// handover under way. Run as root and as uid 65534 alike.
 func TestWho(t *testing.T) {
 	ctx := context.Background()
 	lns, pcs := tcpAndUDPGroups(t, 4, 2)
@@ -106,8 +107,9 @@ func TestWho(t *testing.T) {
 		t.Errorf("%d connections queued, want 1; %d bytes queued to UDP, want some\n%s", queued, udpBytes, out)
 	}
 	ignore := cmp.Options{cmpopts.IgnoreFields(whoHandover{}, "Command"), cmpopts.IgnoreUnexported(whoHandover{})}
-	slot := whoHandover{Network: "tcp", Address: addr, UID: me, Slot: "7", PIDs: []int{pid}}
-	hashed := whoHandover{UID: me, SlotHashed: true, PIDs: []int{pid}}
+	first := []whoGeneration{{pid, 0}} // both Handovers served first
+	slot := whoHandover{Network: "tcp", Address: addr, UID: me, Slot: "7", PIDs: []int{pid}, Generations: first}
+	hashed := whoHandover{UID: me, SlotHashed: true, PIDs: []int{pid}, Generations: first}
 	if diff := cmp.Diff([]whoHandover{slot, hashed}, r.Handovers, ignore); diff != "" {
 		t.Errorf("handovers (-want +got):\n%s", diff)
 	}
@@ -146,7 +148,7 @@ func TestWho(t *testing.T) {
 	if code := run([]string{"who", portStr}, &text, &errb); code != 0 {
 		t.Fatalf("exit %d: %s", code, errb.String())
 	}
-	for _, s := range []string{"127.0.0.2:" + portStr, "g1", "g2", `slot "7"`, "steering lock held by pid", "a handover is under way", "a slot whose name is hashed", fmt.Sprintf("%d(", pid)} {
+	for _, s := range []string{"127.0.0.2:" + portStr, "g1", "g2", `slot "7"`, fmt.Sprintf("generation 0 (pid %d)", pid), "steering lock held by pid", "a handover is under way", "a slot whose name is hashed", fmt.Sprintf("%d(", pid)} {
 		if !strings.Contains(text.String(), s) {
 			t.Errorf("who %d does not show %q:\n%s", port, s, text.String())
 		}
