@@ -1,4 +1,4 @@
-//go:build linux
+//go:build linux && !reuse_crossvet
 
 package reuse_test
 
@@ -9,51 +9,29 @@ import (
 	"log"
 	"net"
 	"net/http"
-	"sync"
 	"time"
 
 	"github.com/sockreuse/reuse"
+	"github.com/sockreuse/reuse/reusehttp"
 )
 
 // serveUntilReplaced is a net/http server process that restarts without
 // losing a request: it serves addr, takes it over from the process serving
-// it, if any, and shuts down once a successor has taken it over.
-// takenOver is closed once it serves alone.
+// it, if any, and stops once a successor has taken it over. takenOver is
+// sent the address once it serves alone.
 func serveUntilReplaced(addr string, h http.Handler, takenOver chan<- string) {
 	ln, err := reuse.Listen("tcp", addr)
 	if err != nil {
 		log.Fatal(err)
 	}
-	var unread sync.Map // connections whose first request is not read yet
-	srv := &http.Server{Handler: h, ConnState: func(c net.Conn, s http.ConnState) {
-		if s == http.StateNew {
-			unread.Store(c, true)
-		} else {
-			unread.Delete(c)
-		}
-	}}
-	served := make(chan error, 1)
-	go func() { served <- srv.Serve(ln) }()
+	serving := reusehttp.Serve(&http.Server{Handler: h, ReadHeaderTimeout: 5 * time.Second}, ln)
 	var ho reuse.Handover
 	if err := ho.TakeOver(context.Background(), ln); err != nil {
 		log.Fatal(err)
 	}
 	takenOver <- ln.Addr().String()
 	<-ho.Replaced()
-	// Shutdown would close, unanswered, a connection whose first request
-	// it has not read yet (golang/go#75591): stop accepting, let every
-	// accepted connection's first request in, then shut down. Serve
-	// returns after the last connection it accepted was marked new.
-	ln.Close()
-	<-served
-	for start := time.Now(); time.Since(start) < 5*time.Second; time.Sleep(time.Millisecond) {
-		n := 0
-		unread.Range(func(any, any) bool { n++; return false })
-		if n == 0 {
-			break
-		}
-	}
-	srv.Shutdown(context.Background())
+	serving.Stop(context.Background()) // answers every connection accepted
 	ho.Close()
 }
 

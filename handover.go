@@ -16,19 +16,30 @@ import (
 // makes one. The zero Handover is ready to use. A Handover serves one
 // TakeOver; its methods may be called from several goroutines.
 //
+// A restart, in order:
+//  1. The new process opens its sockets (under Share), serves them, and
+//     calls TakeOver: new connections (or datagrams) go to its sockets
+//     only, and the old process serves what was already on its way to it.
+//  2. The point of no return: the old process is told it was replaced
+//     (Replaced). It stops as it would on SIGTERM (reusehttp.Serving.Stop
+//     for a net/http server) and calls Close, or exits.
+//  3. TakeOver returns once the old process let go of its sockets;
+//     OldExited is closed once it exited: the end of the restart.
+//
 // UDP sockets are handed over like listeners: new datagrams go to the new
 // sockets by a hash of their source, and the old ones read what they hold.
 //
 // What a handover cannot save, each rare:
-//   - with net.ipv4.tcp_migrate_req=0, a handshake that the old listener
-//     answered before the takeover and whose last ACK arrives later than
+//   - with net.ipv4.tcp_migrate_req=0, a handshake that an old listener
+//     answered before the steering and whose last ACK arrives later than
 //     Quiet (lost and sent again) is reset;
 //   - where every socket given to TakeOver is MPTCP, the few SYNs that the
 //     kernel's hash gives the short-lived plain-TCP member (before the
 //     program is attached, or after it is removed) are dropped, and the
 //     clients send them again a second later;
-//   - while the old sockets close, new connections wait in one new socket of
-//     each kind, whose queue must hold them that long.
+//   - while the old sockets close (milliseconds), new connections wait in
+//     fewer of the new sockets (one, where the old process had as many),
+//     whose queue must hold them that long.
 type Handover struct {
 	// Slot names this process's place in a group of worker processes
 	// sharing the address: a new process takes over only from the process
@@ -37,45 +48,46 @@ type Handover struct {
 	// group of them) takes over from every process serving the address.
 	Slot string
 
-	// Quiet is how long the old process's queues must stay empty before it
-	// is told it was replaced; zero means 250 ms. A connection whose
-	// handshake the old listener answered just before the takeover lands in
-	// its queue one round trip later, so Quiet must exceed the round-trip
-	// time of the slowest client: 250 ms covers nearly every path on the
-	// internet (a geostationary satellite hop needs more) and adds only that
-	// much to a restart.
+	// Quiet bounds how long the old process waits, once new connections
+	// go to the new one, for the handshakes still in flight to its
+	// listeners (one round trip each): zero means 250 ms, which covers
+	// nearly every path on the internet. A restart waits only for what is
+	// in flight: on one host, nothing.
 	Quiet time.Duration
 
-	// Steering, if set, is the steering of a UDP group whose members issue
-	// connection IDs that name their member and generation (QUICSteering
-	// with QUICConnectionIDs: the byte after the member's names the
-	// generation). The handover then keeps it through the restart, instead
-	// of spreading the datagrams by a hash: the byte at Offset of a socket
-	// given to TakeOver names it (socks[i] is member i), its Generation is
-	// the old process's plus one, and until the old members are gone a
-	// datagram of the old generation reaches the old member it names, one
-	// of the new generation the new member it names, and every other one
-	// (a new handshake: a datagram with a bit of HashIf set, or of no
-	// generation serving) one of the new members, by its source port. The
-	// old process keeps its live connections (see Replaced) and closes its
-	// members when they ended, from the last one down: each close then
-	// moves the new member of the same number into the freed place, the
-	// Handover attaches its program again (within milliseconds; meanwhile
-	// the moved member's datagrams go by the hash, and QUIC sends them
-	// again), and once the old members are gone the Steering alone steers
-	// the group. A process that nobody serves steers the group by
-	// Steering, as Steer does. It needs UDP sockets, in no Slot.
+	// Steering, if set, steers a UDP group whose members issue connection
+	// IDs that name their member and generation (QUICSteering with
+	// QUICConnectionIDs: the byte after the member's names the generation).
+	// The handover keeps it through the restart: the byte at Offset of a
+	// socket given to TakeOver names it (socks[i] is member i), and its
+	// Generation is the old process's plus one. It needs UDP sockets, in no
+	// Slot.
 	//
-	// With a Steering, TakeOver returns once new handshakes reach socks,
-	// and the Handover follows the old members' leaves in the background
-	// until they are gone or Close; a successor waits until then.
+	// Until the old members are gone, a datagram of the old generation
+	// reaches the old member it names, one of the new generation the new
+	// member it names, and any other (a new handshake: a datagram with a
+	// bit of HashIf set, or of no generation serving) one of the new
+	// members, by its source port.
+	//
+	// The old process keeps its live connections (see Replaced), and closes
+	// its members when they ended, from the last one down. Each close moves
+	// the new member of the same number into the freed place; the Handover
+	// then attaches its program again, within milliseconds (meanwhile the
+	// moved member's datagrams go by the hash, and QUIC sends them again).
+	// Once the old members are gone, the Steering alone steers the group;
+	// a process that nobody serves steers it so from the start, as Steer
+	// does.
+	//
+	// TakeOver then returns once new handshakes reach socks, and the
+	// Handover follows the old members' leaves in the background, until
+	// they are gone or Close; a successor waits until then.
 	Steering *Steering
 
 	mu       sync.Mutex
 	started  bool          // TakeOver was called
 	taken    bool          // TakeOver succeeded
 	gen      int           // the generation, once taken
-	replaced chan struct{} // closed once a successor took over and the queues stayed quiet
+	replaced chan struct{} // closed once a successor passed the point of no return
 	closing  chan struct{} // closed by Close
 	done     chan struct{} // closed when the background work ended
 	exited   chan struct{} // closed once the old process exited
@@ -88,54 +100,51 @@ const defaultQuiet = 250 * time.Millisecond
 // (net.PacketConn) that this process has just opened under Share on one
 // address - the servers of that address. If a process of the same user
 // serves it (in h.Slot), the kernel gives new connections or datagrams to
-// socks only (never to the old process's sockets), and TakeOver returns once
-// the old process has drained its queues and let go of its sockets (closed
-// them, or exited). If nobody serves it, it returns at once. Either way, h
-// then waits for a successor (see Replaced). Serving socks may start before
-// or after TakeOver; connections that arrive meanwhile wait in socks' queues.
+// socks only, never to the old process's sockets, and TakeOver returns once
+// the old process has let go of them (closed them, or exited); if nobody
+// serves it, at once. Either way h then waits for a successor (Replaced).
+// Serve socks before or after TakeOver: what arrives meanwhile waits in
+// their queues.
 //
-// The old process must go on serving (accepting, reading) until Replaced:
-// the new one finds where the old sockets sit in the port's group (the
-// kernel reorders it when a member leaves) with probes, a connection that
-// the old process accepts (a server that closes a new connection before
-// reading from it may hide it: TakeOver then fails, and the old process
-// serves on) or an empty datagram that its sockets drop; a wrong guess
-// costs another member a probe, a connection that resets at once or an
-// empty datagram.
+// The old process serves until Replaced. To find where its sockets sit in
+// the kernel's group (which reorders it when a member leaves), the new one
+// probes the group: a connection to each place (during which the old
+// listeners announce a lower MSS, so that nobody need accept a probe; one
+// that reaches another process's listener resets at once) or an empty
+// datagram (which both processes' sockets drop; another process's socket
+// reads it).
 //
 // The two processes meet in the network namespace they share, whatever
-// else each sees privately (its /tmp, a mount namespace): on Linux, at an
-// abstract Unix socket name that nobody can predict, found by listing the
+// else each sees privately (its /tmp, a mount namespace): at an abstract
+// Unix socket name that nobody can predict, found by listing the
 // namespace's sockets with their owners (unix_diag, Linux 5.3+); each
 // trusts only sockets and peers (SO_PEERCRED) of its own user, so that
 // another user can neither take the meeting place first nor hold or flood
-// it. Only one successor at a time takes over from a process: a second one
+// it. One successor at a time takes over from a process; a second one
 // waits its turn, then takes over from the first.
 //
-// Each step of the exchange waits 10 s at most for the other process: a
-// successor that goes silent or breaks the protocol is dropped and the old
-// process serves on, by the kernel's hash again. If the old process dies
-// during the handover, TakeOver returns nil once its sockets are gone; if
-// the new one dies, the old one serves on as before.
+// Each step waits 10 s at most for the other process: a successor that
+// goes silent or breaks the protocol is dropped and the old process serves
+// on, by the kernel's hash again. If the old process dies during the
+// handover, TakeOver returns nil once its sockets are gone; if the new one
+// dies, the old one serves on as before.
 //
-// The point of no return is the new process's answer to the old one's
-// word that its queues stayed empty for its Quiet: the old process is then
-// told it was replaced (Replaced). If ctx ends before, TakeOver gives the
-// takeover up and returns ctx's error; after, TakeOver returns nil, and
-// the rest (waiting for the old sockets to go) goes on in the background.
+// Cancelling ctx before the point of no return (the old process is told
+// it was replaced) gives the takeover up: TakeOver returns ctx's error and
+// the old process serves on. After it, TakeOver returns nil whatever ctx
+// does, and waits for the old sockets in the background.
 //
 // When TakeOver fails, socks already serve beside the old process's (the
 // kernel spreads new connections over both): the process must not exit,
 // which would drop what their queues hold. It serves on, and may try again
 // with a new Handover.
 //
-// A handover needs Linux 5.3+ with unix_diag (CONFIG_UNIX_DIAG, for the
-// meeting place above; TakeOver says so where it is missing), and steers
-// the group with a classic BPF program attached with
-// SO_ATTACH_REUSEPORT_CBPF (no privilege needed; MPTCP listeners, Go's
-// default since 1.24, are steered through a short-lived plain-TCP member of
-// their group, which drops every SYN it is given by IP_MINTTL, also
-// without privilege). Elsewhere TakeOver returns an error wrapping
+// A handover needs Linux 5.3+ with unix_diag (CONFIG_UNIX_DIAG; TakeOver
+// says so where it is missing), and steers the group with a classic BPF
+// program (SO_ATTACH_REUSEPORT_CBPF, no privilege needed; MPTCP listeners,
+// Go's default since 1.24, are steered through a short-lived plain-TCP
+// member of their group, which drops every SYN it is given by IP_MINTTL,
+// also without privilege). Elsewhere TakeOver returns an error wrapping
 // [errors.ErrUnsupported]; the fallback there is to start the new process,
 // then stop the old one, which loses what its queues held (on Linux 5.14+
 // without steering, net.ipv4.tcp_migrate_req=1 hands a closing listener's
@@ -262,10 +271,14 @@ func (h *Handover) init() {
 // fail ends a Handover whose TakeOver failed: nothing runs in the background.
 func (h *Handover) fail() { close(h.done) }
 
-// Replaced is closed once a successor has taken the address over from h and
-// h's sockets' queues have stayed empty for Quiet: the process then stops
-// serving (http.Server.Shutdown, closing its sockets) and exits, or calls
-// Close. A Handover that has not taken over is never replaced.
+// Replaced is closed once a successor has taken the address over from h:
+// nothing new reaches h's sockets, and what was on its way reached them.
+// The process then stops as it would on SIGTERM - closes its sockets,
+// answers what it accepted (for a net/http server, reusehttp's
+// Serving.Stop: http.Server.Shutdown alone drops a connection whose first
+// request it has not read) - and calls Close, or exits. A Handover that has
+// not taken over is never replaced; a server that nobody replaces stops on
+// SIGTERM the same way.
 //
 // With a Steering, Replaced is closed as soon as no new handshake reaches
 // h's sockets; the datagrams of h's live connections still do. The process

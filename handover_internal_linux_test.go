@@ -178,3 +178,25 @@ func requireProgram(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+// TestPicksAround checks which indexes a handover spreads new connections
+// over while the old members close (the Handover doc's last "cannot
+// save"): those up to n-e that are not old, one where the old process had
+// as many sockets as the new one.
+func TestPicksAround(t *testing.T) {
+	for _, c := range []struct {
+		n     int
+		oldAt []int
+		want  []int
+	}{
+		{6, []int{0, 1, 2}, []int{3}},
+		{2, []int{0}, []int{1}},
+		{5, []int{0}, []int{1, 2, 3, 4}},
+		{4, []int{1, 3}, []int{0, 2}},
+		{3, []int{0, 1}, []int{2}}, // more old than new: past n-e
+	} {
+		if diff := cmp.Diff(c.want, picksAround(c.n, c.oldAt)); diff != "" {
+			t.Errorf("picksAround(%d, %v) (-want +got):\n%s", c.n, c.oldAt, diff)
+		}
+	}
+}

@@ -1,3 +1,5 @@
+//go:build !reuse_crossvet
+
 package reusehttp_test
 
 import (

@@ -1,9 +1,11 @@
+//go:build !reuse_crossvet
+
 package reusehttp_test
 
 import (
 	"bufio"
-	"errors"
 	"context"
+	"errors"
 	"io"
 	"net"
 	"net/http"
