@@ -12,6 +12,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/sockreuse/reuse/internal/sockdiag"
 	"golang.org/x/sys/unix"
 )
 
@@ -291,4 +292,91 @@ func reuseAddrControl(_, _ string, rc syscall.RawConn) error {
 	return withFD(rc, func(fd uintptr) error {
 		return os.NewSyscallError("setsockopt SO_REUSEADDR", setsockoptInt(fd, unix.SOL_SOCKET, unix.SO_REUSEADDR, 1))
 	})
+}
+
+// drops returns the drops that sock_diag counts for each datagram socket
+// of the group, by inode.
+func (st *handoverState) drops() (map[uint64]uint32, error) {
+	a := st.addrPort()
+	q := sockdiag.Query{Family: familyOf(a.Addr()), Proto: unix.IPPROTO_UDP, Port: int(a.Port()), States: 1 << sockdiag.Close, Drops: true}
+	drops := make(map[uint64]uint32)
+	err := sockdiag.Dump(q, func(s sockdiag.Socket) { drops[s.Inode] = s.Drops })
+	if err != nil {
+		return nil, fmt.Errorf("reading the drops of %s %s (NETLINK_SOCK_DIAG): %w", st.g.network, st.g.address, err)
+	}
+	return drops, nil
+}
+
+// filterProbes makes this process's datagram sockets drop the datagrams
+// from port (a socket filter), for the successor's probes.
+func (st *handoverState) filterProbes(port int) error {
+	prog := probeFilter([]int{port})
+	for _, s := range st.socks {
+		err := withFD(s.rc, func(fd uintptr) error {
+			return os.NewSyscallError("setsockopt SO_ATTACH_FILTER", unix.SetsockoptSockFprog(int(fd), unix.SOL_SOCKET, unix.SO_ATTACH_FILTER, &unix.SockFprog{Len: uint16(len(prog)), Filter: &prog[0]}))
+		})
+		if err != nil {
+			return fmt.Errorf("filtering the probes: %w", err)
+		}
+	}
+	st.filtered = true
+	return nil
+}
+
+// markListeners lowers the MSS that this process's listeners announce
+// (TCP_MAXSEG), for the successor's probes, and returns it: 16384, below
+// the loopback's 65483 and above any network's, or half of what the
+// server set.
+func (st *handoverState) markListeners() (int, error) {
+	st.userMSS = make([]int, len(st.socks))
+	marked := markedMSS
+	for i, s := range st.socks {
+		err := withFD(s.rc, func(fd uintptr) error {
+			v, err := unix.GetsockoptInt(int(fd), unix.IPPROTO_TCP, unix.TCP_MAXSEG)
+			if err != nil {
+				return os.NewSyscallError("getsockopt TCP_MAXSEG", err)
+			}
+			if v != defaultMSS { // a listener reads 536 unless the server set one
+				st.userMSS[i] = v
+				marked = min(marked, v/2)
+			}
+			return nil
+		})
+		if err != nil {
+			return 0, fmt.Errorf("marking the listeners for the probes: %w", err)
+		}
+	}
+	for _, s := range st.socks {
+		err := withFD(s.rc, func(fd uintptr) error {
+			return os.NewSyscallError("setsockopt TCP_MAXSEG", unix.SetsockoptInt(int(fd), unix.IPPROTO_TCP, unix.TCP_MAXSEG, marked))
+		})
+		if err != nil {
+			return 0, fmt.Errorf("marking the listeners for the probes: %w", err)
+		}
+	}
+	return marked, nil
+}
+
+// The MSS of markListeners, and what a listener reads when the server set
+// none (TCP_MSS_DEFAULT).
+const (
+	markedMSS  = 16384
+	defaultMSS = 536
+)
+
+// unprobe removes the filter of filterProbes and restores what
+// markListeners changed.
+func (st *handoverState) unprobe() {
+	for i, s := range st.socks {
+		_ = withFD(s.rc, func(fd uintptr) error {
+			if st.filtered {
+				_ = unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_DETACH_FILTER, 0)
+			}
+			if st.userMSS != nil {
+				_ = unix.SetsockoptInt(int(fd), unix.IPPROTO_TCP, unix.TCP_MAXSEG, st.userMSS[i])
+			}
+			return nil
+		})
+	}
+	st.filtered, st.userMSS = false, nil
 }

@@ -7,21 +7,26 @@ import (
 	"io"
 	"net"
 	"os"
+	"strconv"
+	"strings"
 	"time"
 
 	"golang.org/x/sys/unix"
 )
 
-// The messages of the rendezvous, one a packet (SOCK_SEQPACKET).
+// This file is the protocol of a handover: its messages, their bounds,
+// and the one message that carries more than a word.
+
+// The messages of the rendezvous, one a packet (SOCK_SEQPACKET), in order.
 const (
 	msgTakeOver = "takeover" // new → old: take the address over from you
-	msgSockets  = "sockets"  // old → new: "sockets PID GENERATION INODE...", with the rendezvous socket attached
-	msgSteered  = "steered"  // new → old: new connections go to the new sockets now
-	msgClosed   = "closed"   // old → new: the old process let go of its sockets
-	msgProbe    = "probe"    // new → old: "probe": defer accepting; "probe PORT": drop the datagrams from PORT
-	msgReady    = "ready"    // old → new: done
-	msgQuiet    = "quiet"    // old → new: my queues stayed empty: may I go?
+	msgSockets  = "sockets"  // old → new: "sockets PID GENERATION QUIET INODE...", with the rendezvous socket attached
+	msgProbe    = "probe"    // new → old: "probe": mark the listeners; "probe PORT": drop the datagrams from PORT
+	msgReady    = "ready"    // old → new: done ("ready MSS" for the listeners' mark)
+	msgSteered  = "steered"  // new → old: "steered INODE...": new connections go to these sockets now
+	msgQuiet    = "quiet"    // old → new: nothing more can reach my sockets: may I go?
 	msgGo       = "go"       // new → old: go (the point of no return)
+	msgClosed   = "closed"   // old → new: the old process let go of its sockets
 )
 
 // maxMessage bounds a message of the rendezvous, but the old process's
@@ -102,4 +107,119 @@ func isGone(err error) bool {
 // protocolError is the error of a peer that sent got where want was due.
 func protocolError(got, want string) error {
 	return fmt.Errorf("the other process of the handover said %q, want %q", got, want)
+}
+
+// sendSockets tells the successor what it needs of this process: "sockets
+// PID GENERATION QUIET INODE...", with the rendezvous socket attached.
+func (st *handoverState) sendSockets(conn *net.UnixConn) error {
+	msg := msgSockets + " " + strconv.Itoa(os.Getpid()) + " " + strconv.Itoa(st.gen) + " " + strconv.FormatInt(int64(st.quiet), 10)
+	for _, s := range st.socks {
+		msg += " " + strconv.FormatUint(s.ino, 10)
+	}
+	// The descriptor itself, not a File's duplicate: File may leave the
+	// socket, shared with the successor, in blocking mode, where Close
+	// would not end this process's Accept.
+	rc, err := st.rv.SyscallConn()
+	if err != nil {
+		return err
+	}
+	_ = conn.SetWriteDeadline(time.Now().Add(answerTimeout))
+	var werr error
+	if err := rc.Control(func(fd uintptr) { _, _, werr = conn.WriteMsgUnix([]byte(msg), unix.UnixRights(int(fd)), nil) }); err != nil {
+		return err
+	}
+	return werr
+}
+
+// oldSockets is what the old process says of itself: "sockets PID
+// GENERATION QUIET INODE...", with the rendezvous socket attached.
+type oldSockets struct {
+	pid, gen int
+	quiet    time.Duration // its Handover's Quiet: how long it may drain
+	inos     []uint64
+	rv       *net.UnixListener
+}
+
+// readSockets reads the old process's answer: what it says of itself, and
+// its rendezvous socket.
+func readSockets(ctx context.Context, conn *net.UnixConn) (oldSockets, error) {
+	buf := make([]byte, 64<<10)
+	oob := make([]byte, unix.CmsgSpace(4))
+	if err := readDeadline(ctx, conn, answerTimeout); err != nil {
+		return oldSockets{}, err
+	}
+	n, oobn, _, _, err := conn.ReadMsgUnix(buf, oob)
+	if errors.Is(err, os.ErrDeadlineExceeded) {
+		err = errSilent
+	}
+	if err == nil && n == 0 {
+		err = io.EOF
+	}
+	if err != nil {
+		return oldSockets{}, err
+	}
+	msgs, err := unix.ParseSocketControlMessage(oob[:oobn])
+	if err != nil || len(msgs) != 1 {
+		return oldSockets{}, fmt.Errorf("the old process sent no rendezvous socket (%d control messages): %v", len(msgs), err)
+	}
+	fds, err := unix.ParseUnixRights(&msgs[0])
+	if err != nil || len(fds) != 1 {
+		for _, fd := range fds {
+			unix.Close(fd)
+		}
+		return oldSockets{}, fmt.Errorf("the old process sent %d descriptors: %v", len(fds), err)
+	}
+	f := os.NewFile(uintptr(fds[0]), "rendezvous")
+	ln, err := net.FileListener(f)
+	f.Close()
+	if err != nil {
+		return oldSockets{}, err
+	}
+	ul, ok := ln.(*net.UnixListener)
+	if !ok {
+		ln.Close()
+		return oldSockets{}, fmt.Errorf("the old process sent a %T, not a Unix listener", ln)
+	}
+	old, err := parseSockets(string(buf[:n]))
+	if err != nil {
+		ul.Close()
+		return oldSockets{}, err
+	}
+	old.rv = ul
+	return old, nil
+}
+
+// parseSockets reads the old process's id, generation, Quiet and sockets'
+// inodes. (The rendezvous socket's SO_PEERCRED names the process that first
+// listened on it, which may have handed it on since.)
+func parseSockets(msg string) (oldSockets, error) {
+	fields := strings.Fields(msg)
+	if len(fields) < 5 || fields[0] != msgSockets {
+		return oldSockets{}, fmt.Errorf("the old process said %q, want %q, its id, generation, Quiet and sockets", msg, msgSockets)
+	}
+	var old oldSockets
+	var quiet int64
+	pid, err := strconv.Atoi(fields[1])
+	if err == nil {
+		old.gen, err = strconv.Atoi(fields[2])
+	}
+	if err == nil && (old.gen < 0 || old.gen >= maxMembers) {
+		err = fmt.Errorf("generation %d out of range", old.gen)
+	}
+	if err == nil {
+		quiet, err = strconv.ParseInt(fields[3], 10, 64)
+	}
+	for _, f := range fields[4:] {
+		if err != nil {
+			break
+		}
+		var ino uint64
+		ino, err = strconv.ParseUint(f, 10, 64)
+		old.inos = append(old.inos, ino)
+	}
+	if err != nil || quiet < 0 {
+		return oldSockets{}, fmt.Errorf("the old process said %q: %v", msg, err)
+	}
+	old.pid, old.quiet = pid, time.Duration(quiet)
+	return old, nil
 }

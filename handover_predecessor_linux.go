@@ -4,13 +4,10 @@ import (
 	"context"
 	"net"
 	"net/netip"
-	"os"
 	"slices"
 	"strconv"
 	"strings"
 	"time"
-
-	"golang.org/x/sys/unix"
 )
 
 // This file is the old process's side of a handover: after TakeOver, it
@@ -245,28 +242,6 @@ func (p *predecessor) untilGo() step {
 	case <-p.closing:
 		return closed
 	}
-}
-
-// sendSockets tells the successor what it needs of this process: "sockets
-// PID GENERATION QUIET INODE...", with the rendezvous socket attached.
-func (st *handoverState) sendSockets(conn *net.UnixConn) error {
-	msg := msgSockets + " " + strconv.Itoa(os.Getpid()) + " " + strconv.Itoa(st.gen) + " " + strconv.FormatInt(int64(st.quiet), 10)
-	for _, s := range st.socks {
-		msg += " " + strconv.FormatUint(s.ino, 10)
-	}
-	// The descriptor itself, not a File's duplicate: File may leave the
-	// socket, shared with the successor, in blocking mode, where Close
-	// would not end this process's Accept.
-	rc, err := st.rv.SyscallConn()
-	if err != nil {
-		return err
-	}
-	_ = conn.SetWriteDeadline(time.Now().Add(answerTimeout))
-	var werr error
-	if err := rc.Control(func(fd uintptr) { _, _, werr = conn.WriteMsgUnix([]byte(msg), unix.UnixRights(int(fd)), nil) }); err != nil {
-		return err
-	}
-	return werr
 }
 
 // checkSteered checks the successor's "steered INODE...": its sockets, in

@@ -5,7 +5,6 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
-	"io"
 	"net"
 	"os"
 	"strconv"
@@ -43,39 +42,12 @@ func takeOver(ctx context.Context, g *sockGroup, slot string, quiet time.Duratio
 		if err != nil {
 			return nil, err
 		}
+		again := false
 		if len(names) == 0 {
-			// Nobody serves the slot: this process is the first, unless
-			// another new one listens there by a hair.
-			ln, err := listenRendezvous(prefix)
-			if err != nil {
-				return nil, err
-			}
-			if ln == nil {
-				if err := backOff(ctx); err != nil {
-					return nil, err
-				}
-				continue
-			}
-			if err := st.steerAlone(); err != nil {
-				ln.Close()
-				return nil, err
-			}
-			st.rv = ln
-			st.markReleased()
-			return st, nil
+			again, err = st.serveFirst(prefix)
+		} else {
+			again, err = st.takeOverAt(ctx, names[0])
 		}
-		conn, err := dialPeer(ctx, names[0])
-		if errors.Is(err, unix.ECONNREFUSED) || errors.Is(err, unix.ENOENT) {
-			// Not listening yet, or gone since the listing.
-			if err := backOff(ctx); err != nil {
-				return nil, err
-			}
-			continue
-		}
-		if err != nil {
-			return nil, ctxErr(ctx, err)
-		}
-		again, err := st.takeOverFrom(ctx, conn)
 		if errors.Is(err, errSilent) && !again && silent < silentTries-1 {
 			// No answer to "takeover": the old process may be busy with
 			// another successor (each of whose steps is bounded); ask
@@ -83,18 +55,47 @@ func takeOver(ctx context.Context, g *sockGroup, slot string, quiet time.Duratio
 			silent++
 			again = true
 		}
-		if again {
-			// The old process went away, or another successor is ahead.
-			if err := backOff(ctx); err != nil {
-				return nil, err
-			}
-			continue
-		}
-		if err != nil {
+		if !again && err != nil {
 			return nil, err
 		}
-		return st, nil
+		if !again {
+			return st, nil
+		}
+		// The old process went away, or another successor is ahead.
+		if err := backOff(ctx); err != nil {
+			return nil, err
+		}
 	}
+}
+
+// serveFirst makes this process the first to serve the slot of prefix,
+// where nobody serves it; again reports that another new one listens there
+// too, by a hair.
+func (st *handoverState) serveFirst(prefix string) (again bool, err error) {
+	ln, err := listenRendezvous(prefix)
+	if err != nil || ln == nil {
+		return ln == nil && err == nil, err
+	}
+	if err := st.steerAlone(); err != nil {
+		ln.Close()
+		return false, err
+	}
+	st.rv = ln
+	st.markReleased()
+	return false, nil
+}
+
+// takeOverAt takes over from the process listening at name; again reports
+// that it went away, or is not listening yet.
+func (st *handoverState) takeOverAt(ctx context.Context, name string) (again bool, err error) {
+	conn, err := dialPeer(ctx, name)
+	if errors.Is(err, unix.ECONNREFUSED) || errors.Is(err, unix.ENOENT) {
+		return true, nil // not listening yet, or gone since the listing
+	}
+	if err != nil {
+		return false, ctxErr(ctx, err)
+	}
+	return st.takeOverFrom(ctx, conn)
 }
 
 // silentTries is how many times a successor asks an old process that does
@@ -115,15 +116,6 @@ func namesAt(prefix string) ([]string, error) {
 		}
 	}
 	return ok, nil
-}
-
-// oldSockets is what the old process says of itself: "sockets PID
-// GENERATION QUIET INODE...", with the rendezvous socket attached.
-type oldSockets struct {
-	pid, gen int
-	quiet    time.Duration // its Handover's Quiet: how long it may drain
-	inos     []uint64
-	rv       *net.UnixListener
 }
 
 // takeOverFrom runs the new process's side of a handover with the process
@@ -352,90 +344,6 @@ func ctxErr(ctx context.Context, err error) error {
 		return ctx.Err()
 	}
 	return err
-}
-
-// readSockets reads the old process's answer: what it says of itself, and
-// its rendezvous socket.
-func readSockets(ctx context.Context, conn *net.UnixConn) (oldSockets, error) {
-	buf := make([]byte, 64<<10)
-	oob := make([]byte, unix.CmsgSpace(4))
-	if err := readDeadline(ctx, conn, answerTimeout); err != nil {
-		return oldSockets{}, err
-	}
-	n, oobn, _, _, err := conn.ReadMsgUnix(buf, oob)
-	if errors.Is(err, os.ErrDeadlineExceeded) {
-		err = errSilent
-	}
-	if err == nil && n == 0 {
-		err = io.EOF
-	}
-	if err != nil {
-		return oldSockets{}, err
-	}
-	msgs, err := unix.ParseSocketControlMessage(oob[:oobn])
-	if err != nil || len(msgs) != 1 {
-		return oldSockets{}, fmt.Errorf("the old process sent no rendezvous socket (%d control messages): %v", len(msgs), err)
-	}
-	fds, err := unix.ParseUnixRights(&msgs[0])
-	if err != nil || len(fds) != 1 {
-		for _, fd := range fds {
-			unix.Close(fd)
-		}
-		return oldSockets{}, fmt.Errorf("the old process sent %d descriptors: %v", len(fds), err)
-	}
-	f := os.NewFile(uintptr(fds[0]), "rendezvous")
-	ln, err := net.FileListener(f)
-	f.Close()
-	if err != nil {
-		return oldSockets{}, err
-	}
-	ul, ok := ln.(*net.UnixListener)
-	if !ok {
-		ln.Close()
-		return oldSockets{}, fmt.Errorf("the old process sent a %T, not a Unix listener", ln)
-	}
-	old, err := parseSockets(string(buf[:n]))
-	if err != nil {
-		ul.Close()
-		return oldSockets{}, err
-	}
-	old.rv = ul
-	return old, nil
-}
-
-// parseSockets reads the old process's id, generation, Quiet and sockets'
-// inodes. (The rendezvous socket's SO_PEERCRED names the process that first
-// listened on it, which may have handed it on since.)
-func parseSockets(msg string) (oldSockets, error) {
-	fields := strings.Fields(msg)
-	if len(fields) < 5 || fields[0] != msgSockets {
-		return oldSockets{}, fmt.Errorf("the old process said %q, want %q, its id, generation, Quiet and sockets", msg, msgSockets)
-	}
-	var old oldSockets
-	var quiet int64
-	pid, err := strconv.Atoi(fields[1])
-	if err == nil {
-		old.gen, err = strconv.Atoi(fields[2])
-	}
-	if err == nil && (old.gen < 0 || old.gen >= maxMembers) {
-		err = fmt.Errorf("generation %d out of range", old.gen)
-	}
-	if err == nil {
-		quiet, err = strconv.ParseInt(fields[3], 10, 64)
-	}
-	for _, f := range fields[4:] {
-		if err != nil {
-			break
-		}
-		var ino uint64
-		ino, err = strconv.ParseUint(f, 10, 64)
-		old.inos = append(old.inos, ino)
-	}
-	if err != nil || quiet < 0 {
-		return oldSockets{}, fmt.Errorf("the old process said %q: %v", msg, err)
-	}
-	old.pid, old.quiet = pid, time.Duration(quiet)
-	return old, nil
 }
 
 // checkHelper checks, on a socket that joins nothing, that the kernel lets
