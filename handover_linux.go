@@ -17,14 +17,6 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// Classic BPF offsets from linux/filter.h, which x/sys does not export; they
-// are the same on every architecture.
-const (
-	skfAdOff    = -0x1000   // SKF_AD_OFF: ancillary data
-	skfAdRandom = 56        // SKF_AD_RANDOM: a random 32-bit number
-	skfNetOff   = -0x100000 // SKF_NET_OFF: the network header
-)
-
 // The messages of the rendezvous, one a packet (SOCK_SEQPACKET).
 const (
 	msgTakeOver = "takeover" // new → old: take the address over from you
@@ -224,7 +216,8 @@ func (st *handoverState) steer(old []uint64, oldPid int, ask func(string) (strin
 			sg.release()
 			return nil, fmt.Errorf("every member of the group of %s %s belongs to the old process: none to steer to", st.g.network, st.g.address)
 		}
-		if err := sg.attach(st.program(picks)); err != nil {
+		_, v6 := st.sa.(*unix.SockaddrInet6)
+		if err := sg.attach(spreadProgram(st.g.network == "udp", v6, picks)); err != nil {
 			sg.release()
 			return nil, err
 		}
@@ -347,52 +340,6 @@ func (st *handoverState) onSteerable(helper int, fn func(fd int) error) error {
 func (st *handoverState) openHelper() (int, error) {
 	return joinHelper(st.sa, unix.SOCK_STREAM, st.v6, st.dev)
 }
-
-// program returns a classic BPF program that picks one of the slots picks
-// (ascending): at random for TCP, where a SYN's choice is final, by a hash
-// of the source address and port for UDP, so that a flow stays on one
-// member.
-func (st *handoverState) program(picks []int) []unix.SockFilter {
-	if len(picks) == 1 {
-		return []unix.SockFilter{{Code: unix.BPF_RET | unix.BPF_K, K: uint32(picks[0])}}
-	}
-	var p []unix.SockFilter
-	if st.g.network == "udp" {
-		// The program sees the UDP payload at offset 0; SKF_NET_OFF
-		// reaches the IP header (no IPv4 options or IPv6 extension
-		// headers assumed: a wrong guess only changes the hash).
-		srcAddr, srcPort := bpfOff(skfNetOff+12), bpfOff(skfNetOff+20)
-		if _, ok := st.sa.(*unix.SockaddrInet6); ok {
-			srcAddr, srcPort = bpfOff(skfNetOff+20), bpfOff(skfNetOff+40)
-		}
-		p = append(p,
-			unix.SockFilter{Code: unix.BPF_LD | unix.BPF_W | unix.BPF_ABS, K: srcAddr},
-			unix.SockFilter{Code: unix.BPF_MISC | unix.BPF_TAX},
-			unix.SockFilter{Code: unix.BPF_LD | unix.BPF_H | unix.BPF_ABS, K: srcPort},
-			unix.SockFilter{Code: unix.BPF_ALU | unix.BPF_XOR | unix.BPF_X},
-			unix.SockFilter{Code: unix.BPF_ALU | unix.BPF_MUL | unix.BPF_K, K: 0x9e3779b1},
-			unix.SockFilter{Code: unix.BPF_ALU | unix.BPF_RSH | unix.BPF_K, K: 16},
-		)
-	} else {
-		p = append(p, unix.SockFilter{Code: unix.BPF_LD | unix.BPF_W | unix.BPF_ABS, K: bpfOff(skfAdOff + skfAdRandom)})
-	}
-	p = append(p, unix.SockFilter{Code: unix.BPF_ALU | unix.BPF_MOD | unix.BPF_K, K: uint32(len(picks))})
-	// Map 0..len(picks)-1 onto picks: step over each slot left out, in
-	// ascending order.
-	for i := 0; i < picks[len(picks)-1]; i++ {
-		if !slices.Contains(picks, i) {
-			p = append(p,
-				unix.SockFilter{Code: unix.BPF_JMP | unix.BPF_JGE | unix.BPF_K, K: uint32(i), Jt: 0, Jf: 1},
-				unix.SockFilter{Code: unix.BPF_ALU | unix.BPF_ADD | unix.BPF_K, K: 1},
-			)
-		}
-	}
-	return append(p, unix.SockFilter{Code: unix.BPF_RET | unix.BPF_A})
-}
-
-// bpfOff returns a negative offset of the classic BPF ABI as the unsigned K
-// of an instruction.
-func bpfOff(off int32) uint32 { return uint32(off) }
 
 func boolInt(b bool) int {
 	if b {

@@ -128,25 +128,14 @@ func (p *prober) close() {
 // would go without a program (or by the Handover's Steering), but never to
 // the helper, which joined last.
 func (p *prober) program(i int) []unix.SockFilter {
-	srcPort := bpfOff(skfNetOff + 20)
-	if p.dst.IP.To4() == nil {
-		srcPort = bpfOff(skfNetOff + 40)
-	}
+	v6 := p.dst.IP.To4() == nil
 	var rest []unix.SockFilter
 	if st := p.sg.st; st.steering != nil {
 		rest = steerProgram(*st.steering) // the old process's steering, unchanged
 	} else {
-		all := make([]int, p.n)
-		for j := range all {
-			all[j] = j
-		}
-		rest = st.program(all)
+		rest = spreadProgram(st.g.network == "udp", v6, upTo(p.n))
 	}
-	return append([]unix.SockFilter{
-		{Code: unix.BPF_LD | unix.BPF_H | unix.BPF_ABS, K: srcPort},
-		{Code: unix.BPF_JMP | unix.BPF_JEQ | unix.BPF_K, K: uint32(p.port), Jt: 0, Jf: 1},
-		{Code: unix.BPF_RET | unix.BPF_K, K: uint32(i)},
-	}, rest...)
+	return probeProgram(v6, []int{p.port}, []int{i}, rest)
 }
 
 // probe reports whether the old process holds the member in slot i.
@@ -319,13 +308,7 @@ func (st *handoverState) filterProbes(port string) error {
 	if st.g.network != "udp" {
 		return nil
 	}
-	// The filter sees the UDP header at offset 0.
-	prog := []unix.SockFilter{
-		{Code: unix.BPF_LD | unix.BPF_H | unix.BPF_ABS, K: 0},
-		{Code: unix.BPF_JMP | unix.BPF_JEQ | unix.BPF_K, K: uint32(n), Jt: 0, Jf: 1},
-		{Code: unix.BPF_RET | unix.BPF_K, K: 0},
-		{Code: unix.BPF_RET | unix.BPF_K, K: 0xffffffff},
-	}
+	prog := probeFilter([]int{int(n)})
 	for _, s := range st.socks {
 		var serr error
 		err := s.rc.Control(func(fd uintptr) {

@@ -5,8 +5,6 @@ import (
 	"net"
 	"slices"
 	"time"
-
-	"golang.org/x/sys/unix"
 )
 
 // steerAlone steers the group by the Handover's Steering, if any, as Steer
@@ -70,7 +68,7 @@ func (st *handoverState) steerGenerations(conn *net.UnixConn, old []uint64, oldG
 			st.recoverSteering()
 			return fmt.Errorf("the group of %s %s was reordered (a member left since the new ones joined): the old members are at %v, not where they joined (%v)", st.g.network, st.g.address, found, guess)
 		}
-		if err := sg.attach(st.generationsProgram(members, old, oldGen)); err != nil {
+		if err := sg.attach(generationsProgram(*st.steering, oldGen, st.gen, indexesIn(members, old), indexesIn(members, st.inodes()))); err != nil {
 			st.recoverSteering()
 			return err
 		}
@@ -107,7 +105,7 @@ func (st *handoverState) steerGenerations(conn *net.UnixConn, old []uint64, oldG
 			}
 			if next := afterLeaves(arr, members); !slices.Equal(next, arr) {
 				arr = next
-				_ = sg.attach(st.generationsProgram(arr, old, oldGen))
+				_ = sg.attach(generationsProgram(*st.steering, oldGen, st.gen, indexesIn(arr, old), indexesIn(arr, st.inodes())))
 			}
 		}
 		for m, s := range st.socks {
@@ -173,123 +171,20 @@ func afterLeaves(arr, members []uint64) []uint64 {
 	return next
 }
 
-// generationsProgram returns the program of a handover under a Steering,
-// for the group whose array of members is arr: the byte at Offset names the
-// member, the next one the generation. A datagram of generation oldGen goes
-// to the old process's member it names (old[m] is member m), one of this
-// process's generation to this process's member it names, and any other one
-// (too short, with a bit of HashIf set, of another generation, or naming no
-// member left) to one of this process's members, by its source port.
-func (st *handoverState) generationsProgram(arr, old []uint64, oldGen int) []unix.SockFilter {
-	s := *st.steering
-	places := func(inos []uint64) []int {
-		p := make([]int, len(inos))
-		for m, ino := range inos {
-			p[m] = slices.Index(arr, ino)
-		}
-		return p
+// indexesIn returns the index of each of inos in arr, -1 where missing.
+func indexesIn(arr, inos []uint64) []int {
+	indexes := make([]int, len(inos))
+	for m, ino := range inos {
+		indexes[m] = slices.Index(arr, ino)
 	}
-	oldPlaces := places(old)
-	newInos := make([]uint64, len(st.socks))
-	for m, sk := range st.socks {
-		newInos[m] = sk.ino
-	}
-	newPlaces := places(newInos)
-	var a bpfAsm
-	a.op(unix.SockFilter{Code: unix.BPF_LD | unix.BPF_W | unix.BPF_LEN})
-	a.op(unix.SockFilter{Code: unix.BPF_JMP | unix.BPF_JGT | unix.BPF_K, K: uint32(s.Offset + 1), Jt: 1})
-	a.ja("byPort")
-	if s.HashIf != 0 {
-		a.op(unix.SockFilter{Code: unix.BPF_LD | unix.BPF_B | unix.BPF_ABS, K: 0})
-		a.op(unix.SockFilter{Code: unix.BPF_JMP | unix.BPF_JSET | unix.BPF_K, K: uint32(s.HashIf), Jf: 1})
-		a.ja("byPort")
-	}
-	a.op(unix.SockFilter{Code: unix.BPF_LD | unix.BPF_B | unix.BPF_ABS, K: uint32(s.Offset + 1)})
-	a.op(unix.SockFilter{Code: unix.BPF_JMP | unix.BPF_JEQ | unix.BPF_K, K: uint32(oldGen), Jf: 1})
-	a.ja("old")
-	a.op(unix.SockFilter{Code: unix.BPF_JMP | unix.BPF_JEQ | unix.BPF_K, K: uint32(st.gen), Jf: 1})
-	a.ja("new")
-	a.ja("byPort")
-	for _, t := range []struct {
-		label  string
-		places []int
-	}{{"old", oldPlaces}, {"new", newPlaces}} {
-		a.label(t.label)
-		a.op(unix.SockFilter{Code: unix.BPF_LD | unix.BPF_B | unix.BPF_ABS, K: uint32(s.Offset)})
-		a.table(t.places)
-		a.ja("byPort")
-	}
-	// The source port: past an IPv4 header of any length (ldx msh), or past
-	// a 40-byte IPv6 header (extension headers are not followed: a wrong
-	// port only changes which new member is picked).
-	a.label("byPort")
-	a.op(unix.SockFilter{Code: unix.BPF_LD | unix.BPF_B | unix.BPF_ABS, K: bpfOff(skfNetOff)})
-	a.op(unix.SockFilter{Code: unix.BPF_ALU | unix.BPF_RSH | unix.BPF_K, K: 4})
-	a.op(unix.SockFilter{Code: unix.BPF_JMP | unix.BPF_JEQ | unix.BPF_K, K: 6, Jt: 3})
-	a.op(unix.SockFilter{Code: unix.BPF_LDX | unix.BPF_B | unix.BPF_MSH, K: bpfOff(skfNetOff)})
-	a.op(unix.SockFilter{Code: unix.BPF_LD | unix.BPF_H | unix.BPF_IND, K: bpfOff(skfNetOff)})
-	a.ja("mod")
-	a.op(unix.SockFilter{Code: unix.BPF_LD | unix.BPF_H | unix.BPF_ABS, K: bpfOff(skfNetOff + 40)})
-	a.label("mod")
-	var present []int
-	for _, p := range newPlaces {
-		if p >= 0 {
-			present = append(present, p)
-		}
-	}
-	if len(present) == 0 {
-		a.op(unix.SockFilter{Code: unix.BPF_RET | unix.BPF_K, K: toHash})
-		return a.done()
-	}
-	a.op(unix.SockFilter{Code: unix.BPF_ALU | unix.BPF_MOD | unix.BPF_K, K: uint32(len(present))})
-	a.table(present)
-	a.op(unix.SockFilter{Code: unix.BPF_RET | unix.BPF_K, K: toHash})
-	return a.done()
+	return indexes
 }
 
-// toHash is a program's result that names no member: the kernel's hash
-// picks.
-const toHash = 0xffffffff
-
-// bpfAsm assembles a classic BPF program whose long jumps (ja) go to labels.
-type bpfAsm struct {
-	p      []unix.SockFilter
-	labels map[string]int
-	jumps  map[int]string // a ja's index → its label
-}
-
-func (a *bpfAsm) op(f unix.SockFilter) { a.p = append(a.p, f) }
-
-func (a *bpfAsm) ja(label string) {
-	if a.jumps == nil {
-		a.jumps = make(map[int]string)
+// inodes returns the inodes of this process's sockets.
+func (st *handoverState) inodes() []uint64 {
+	inos := make([]uint64, len(st.socks))
+	for m, s := range st.socks {
+		inos[m] = s.ino
 	}
-	a.jumps[len(a.p)] = label
-	a.op(unix.SockFilter{Code: unix.BPF_JMP | unix.BPF_JA})
-}
-
-func (a *bpfAsm) label(name string) {
-	if a.labels == nil {
-		a.labels = make(map[string]int)
-	}
-	a.labels[name] = len(a.p)
-}
-
-// table returns places[A], for each A that names a place at or past 0, and
-// falls through otherwise.
-func (a *bpfAsm) table(places []int) {
-	for m, p := range places {
-		if p >= 0 {
-			a.op(unix.SockFilter{Code: unix.BPF_JMP | unix.BPF_JEQ | unix.BPF_K, K: uint32(m), Jf: 1})
-			a.op(unix.SockFilter{Code: unix.BPF_RET | unix.BPF_K, K: uint32(p)})
-		}
-	}
-}
-
-// done resolves the jumps.
-func (a *bpfAsm) done() []unix.SockFilter {
-	for i, l := range a.jumps {
-		a.p[i].K = uint32(a.labels[l] - i - 1)
-	}
-	return a.p
+	return inos
 }
