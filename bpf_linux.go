@@ -100,7 +100,7 @@ func spreadProgram(udp, v6 bool, indexes []int) []unix.SockFilter {
 	// ascending order.
 	for i := 0; i < picks[len(picks)-1]; i++ {
 		if _, found := slices.BinarySearch(picks, i); !found {
-			next := "skip" + strconv.Itoa(i)
+			next := "skip/" + strconv.Itoa(i)
 			p = append(p,
 				cbpf.JumpIf(cbpf.Ge, uint32(i), "", next),
 				cbpf.ALU(cbpf.Add, 1),
@@ -130,7 +130,7 @@ func probeProgram(v6 bool, ports, indexes []int, rest []unix.SockFilter) []unix.
 // keeps all others.
 func probeFilter(ports []int) []unix.SockFilter {
 	drop := make([]int, len(ports))
-	p := append(loadSourcePort(true), table("port", ports, drop)...)
+	p := append(loadSourcePort(true), table("drop", ports, drop)...)
 	return assemble(append(p, cbpf.Ret(keepAll)))
 }
 
@@ -206,7 +206,7 @@ func loadSourcePort(v6 bool) []cbpf.Instruction {
 }
 
 // byIPVersion runs ip4 on an IPv4 packet, ip6 on an IPv6 one, and goes on
-// after both, its labels starting with name. A program of an IPv4 group
+// after both, its labels starting with name and a slash, as table's do. A program of an IPv4 group
 // (v6 false) gets IPv4 alone, and runs ip4 alone.
 func byIPVersion(v6 bool, name string, ip4, ip6 []cbpf.Instruction) []cbpf.Instruction {
 	if !v6 {
@@ -215,23 +215,24 @@ func byIPVersion(v6 bool, name string, ip4, ip6 []cbpf.Instruction) []cbpf.Instr
 	p := []cbpf.Instruction{
 		cbpf.LoadAbs(cbpf.Byte, cbpf.NetOff),
 		cbpf.ALU(cbpf.Rsh, 4),
-		cbpf.JumpIf(cbpf.Eq, 6, name+"6", ""),
+		cbpf.JumpIf(cbpf.Eq, 6, name+"/ip6", ""),
 	}
 	p = append(p, ip4...)
-	p = append(p, cbpf.Jump(name+"End"), cbpf.Label(name+"6"))
+	p = append(p, cbpf.Jump(name+"/end"), cbpf.Label(name+"/ip6"))
 	p = append(p, ip6...)
-	return append(p, cbpf.Label(name+"End"))
+	return append(p, cbpf.Label(name+"/end"))
 }
 
 // table returns values[i] where A is keys[i] (values[i] at or past 0), and
-// goes on otherwise; its labels start with name.
+// goes on otherwise; its labels are name, a slash and a number, which no
+// other label of a program may start with.
 func table(name string, keys, values []int) []cbpf.Instruction {
 	var p []cbpf.Instruction
 	for i, v := range values {
 		if v < 0 {
 			continue
 		}
-		next := name + strconv.Itoa(i)
+		next := name + "/" + strconv.Itoa(i)
 		p = append(p,
 			cbpf.JumpIf(cbpf.Eq, uint32(keys[i]), "", next),
 			cbpf.Ret(uint32(v)),

@@ -365,8 +365,9 @@ func TestBPFGenerationsProgram(t *testing.T) {
 	}
 }
 
-// TestBPFLargeGroups assembles each program for a group of 1,000 members,
-// whose tables no conditional jump could span.
+// TestBPFLargeGroups assembles each program for a group of 1,000 members
+// (or 1,000 ports), whose tables no conditional jump could span and whose
+// labels must not collide.
 func TestBPFLargeGroups(t *testing.T) {
 	const n = 1000
 	all := upTo(n)
@@ -381,8 +382,36 @@ func TestBPFLargeGroups(t *testing.T) {
 	if got := run(t, spreadProgram(true, false, half), p.reuseport(0)); got < n/2 || got >= n {
 		t.Errorf("spreadProgram over indexes %d to %d: got %d", n/2, n-1, got)
 	}
-	if got := run(t, probeProgram(false, all, all, nil), p.reuseport(0)); got != toHash {
-		t.Errorf("probeProgram over %d ports: got %d, want toHash", n, got)
+	for _, v6 := range []bool{false, true} {
+		if got := run(t, probeProgram(v6, all, all, nil), p.reuseport(0)); got != toHash {
+			t.Errorf("probeProgram over %d ports: got %d, want toHash", n, got)
+		}
+		if got := run(t, probeProgram(v6, all, all, spreadProgram(true, v6, half)), p.reuseport(0)); got < n/2 || got >= n {
+			t.Errorf("probeProgram over %d ports, then spreadProgram over indexes %d to %d: got %d", n, n/2, n-1, got)
+		}
+	}
+	if got := run(t, probeFilter(all), p.filter()); got != keepAll {
+		t.Errorf("probeFilter of %d ports: got %#x, want keepAll", n, got)
+	}
+}
+
+// TestBPFShapes assembles each program for every small size of its
+// parameters: assemble panics on a label defined twice or a jump too far.
+func TestBPFShapes(t *testing.T) {
+	for n := 0; n <= 40; n++ {
+		all, gone := upTo(n), make([]int, n)
+		for i := range gone {
+			gone[i] = -1
+		}
+		for _, v6 := range []bool{false, true} {
+			for _, udp := range []bool{false, true} {
+				_ = probeProgram(v6, all, all, spreadProgram(udp, v6, all))
+			}
+			_ = probeProgram(v6, all, all, steerProgram(Steering{HashIf: byte(n)}))
+		}
+		_ = probeFilter(all)
+		_ = generationsProgram(Steering{Offset: n, HashIf: byte(n)}, n, n+1, all, all)
+		_ = generationsProgram(QUICSteering(), 1, 2, gone, gone)
 	}
 }
 
