@@ -14,13 +14,13 @@ import (
 // and in the kernel, and checks that they agree.
 //
 // What the kernel presents to a program (measured on Linux 6.18; pinned by
-// the "what the kernel presents" cases of TestBPFKernelUDP, TestBPFKernelTCP
-// and TestBPFKernelFilter):
+// the "what the kernel presents" cases of TestBPFKernelUDP, TestBPFKernelTCP,
+// TestBPFKernelFastOpen and TestBPFKernelFilter):
 //   - a SO_ATTACH_REUSEPORT_CBPF program of a UDP group: the UDP payload at
 //     offset 0, whose length LoadLen loads;
-//   - one of a TCP group: a SYN's TCP payload, none (a SYN with TCP Fast
-//     Open data was not measured): LoadLen loads 0, and a load at offset 0
-//     or more ends the program with 0, member 0;
+//   - one of a TCP group: the SYN's TCP payload: usually none, so that
+//     LoadLen loads 0 and a load at offset 0 or more ends the program with
+//     0, member 0; a SYN that carries TCP Fast Open data, that data;
 //   - a socket filter (SO_ATTACH_FILTER) on a UDP socket: the UDP header
 //     at offset 0, and LoadLen the header's 8 bytes and the payload;
 //   - to each, loads at cbpf.NetOff read the IP header, with its IPv4

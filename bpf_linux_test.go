@@ -15,6 +15,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/sockreuse/reuse/internal/cbpf"
+	"github.com/sockreuse/reuse/internal/sockettest"
 )
 
 // The package's programs run on test packets in cbpf's interpreter, whose
@@ -666,71 +667,106 @@ func TestBPFKernelUDP(t *testing.T) {
 	}
 }
 
+// tcpCase is a program for a TCP group.
+type tcpCase struct {
+	name    string
+	program func(v6 bool, dst uint16, ports []int) []unix.SockFilter // dst: the group's port; ports: the senders'
+}
+
+// tcpProbeCases are the package's programs for a TCP group.
+var tcpProbeCases = []tcpCase{
+	{"spread", func(v6 bool, _ uint16, _ []int) []unix.SockFilter { return spreadProgram(false, v6, []int{1, 3, 4}) }},
+	{"spread to one", func(v6 bool, _ uint16, _ []int) []unix.SockFilter { return spreadProgram(false, v6, []int{2}) }},
+	{"probe", func(v6 bool, _ uint16, ports []int) []unix.SockFilter {
+		return probeProgram(v6, ports[1:3], []int{5, 0}, spreadProgram(false, v6, []int{2, 3}))
+	}},
+	// What the kernel presents: the length of the SYN's data, its first
+	// byte (or, where none, a load at 0 that ends the program with 0).
+	{"len", func(bool, uint16, []int) []unix.SockFilter {
+		return testProgram(cbpf.LoadLen(), cbpf.ALU(cbpf.Add, 1), cbpf.RetA())
+	}},
+	{"first byte", func(bool, uint16, []int) []unix.SockFilter {
+		return testProgram(cbpf.LoadAbs(cbpf.Byte, 0), cbpf.ALU(cbpf.Add, 1), cbpf.RetA())
+	}},
+}
+
 // TestBPFKernelTCP runs each program for a TCP group in the kernel and in
 // the interpreter on the same SYNs: the member that accepts the connection
 // must be one the interpreter can pick.
 func TestBPFKernelTCP(t *testing.T) {
 	requireProgram(t)
-	// dstPort is 1 where the destination port, past an IPv4 header of any
-	// length or a 40-byte IPv6 one, is port, 2 otherwise.
-	dstPort := func(v6 bool, port uint16) []unix.SockFilter {
+	// What the kernel presents past the IP header, of any length: the TCP
+	// header, with the destination port (1 where it is dst, 2 otherwise)
+	// and the SYN flag (3 where set, 4 otherwise).
+	dstPort := func(v6 bool, dst uint16, _ []int) []unix.SockFilter {
 		p := byIPVersion(v6, "dst",
 			[]cbpf.Instruction{cbpf.LoadIPv4HeaderLen(cbpf.NetOff), cbpf.LoadInd(cbpf.Half, cbpf.NetOff+2)},
 			[]cbpf.Instruction{cbpf.LoadAbs(cbpf.Half, cbpf.NetOff+42)})
-		return testProgram(append(p, cbpf.JumpIf(cbpf.Eq, uint32(port), "", "no"), cbpf.Ret(1), cbpf.Label("no"), cbpf.Ret(2))...)
+		return testProgram(append(p, cbpf.JumpIf(cbpf.Eq, uint32(dst), "", "no"), cbpf.Ret(1), cbpf.Label("no"), cbpf.Ret(2))...)
 	}
-	// syn is 3 for a SYN, 4 otherwise.
-	syn := func(v6 bool) []unix.SockFilter {
+	syn := func(v6 bool, _ uint16, _ []int) []unix.SockFilter {
 		p := byIPVersion(v6, "flags",
 			[]cbpf.Instruction{cbpf.LoadIPv4HeaderLen(cbpf.NetOff), cbpf.LoadInd(cbpf.Byte, cbpf.NetOff+13)},
 			[]cbpf.Instruction{cbpf.LoadAbs(cbpf.Byte, cbpf.NetOff+53)})
 		return testProgram(append(p, cbpf.JumpIf(cbpf.Set, 0x02, "", "no"), cbpf.Ret(3), cbpf.Label("no"), cbpf.Ret(4))...)
 	}
-	cases := []struct {
-		name    string
-		program func(v6 bool, dst uint16, ports []int) []unix.SockFilter
-	}{
-		{"spread", func(v6 bool, _ uint16, _ []int) []unix.SockFilter { return spreadProgram(false, v6, []int{1, 3, 4}) }},
-		{"spread to one", func(v6 bool, _ uint16, _ []int) []unix.SockFilter { return spreadProgram(false, v6, []int{2}) }},
-		{"probe", func(v6 bool, _ uint16, ports []int) []unix.SockFilter {
-			return probeProgram(v6, ports[1:3], []int{5, 0}, spreadProgram(false, v6, []int{2, 3}))
-		}},
-		// What the kernel presents: no data (a load at 0 ends the
-		// program with 0), a length of 0, the IP and TCP headers.
-		{"len", func(bool, uint16, []int) []unix.SockFilter {
-			return testProgram(cbpf.LoadLen(), cbpf.ALU(cbpf.Add, 1), cbpf.RetA())
-		}},
-		{"first byte", func(bool, uint16, []int) []unix.SockFilter {
-			return testProgram(cbpf.LoadAbs(cbpf.Byte, 0), cbpf.ALU(cbpf.Add, 1), cbpf.RetA())
-		}},
-		{"destination port", func(v6 bool, dst uint16, _ []int) []unix.SockFilter { return dstPort(v6, dst) }},
-		{"flags", func(v6 bool, _ uint16, _ []int) []unix.SockFilter { return syn(v6) }},
-	}
+	cases := append(tcpProbeCases, tcpCase{"destination port", dstPort}, tcpCase{"flags", syn})
 	for _, f := range bpfFamilies {
 		for _, c := range cases {
+			t.Run(f.name+"/"+c.name, func(t *testing.T) { checkTCP(t, f, c, nil) })
+		}
+	}
+}
+
+// TestBPFKernelFastOpen runs the programs for a TCP group on SYNs that
+// carry TCP Fast Open data, in a private network namespace whose
+// tcp_fastopen sysctl lets a client send data in its first SYN: the
+// kernel gives the program that data at offset 0.
+func TestBPFKernelFastOpen(t *testing.T) {
+	requireProgram(t)
+	if !sockettest.RunInNetNS(t) {
+		return
+	}
+	// 0x207: a client and a server of Fast Open, without cookies.
+	if err := os.WriteFile("/proc/sys/net/ipv4/tcp_fastopen", []byte("519"), 0); err != nil {
+		t.Fatal(err)
+	}
+	for _, f := range bpfFamilies {
+		for _, c := range tcpProbeCases {
 			t.Run(f.name+"/"+c.name, func(t *testing.T) {
-				g := openKernelGroup(t, f, unix.SOCK_STREAM, members)
-				// The source ports: each connection's own, known before
-				// the program is made.
-				fds, ports := make([]int, senders), make([]int, senders)
-				for i := range fds {
-					fds[i], ports[i] = openSender(t, f, unix.SOCK_STREAM)
-				}
-				prog := c.program(f.v6(), g.dst.Port(), ports)
-				g.attach(t, prog)
-				_, dst := sockaddrOf(g.dst)
-				for i, fd := range fds {
-					if err := unix.Connect(fd, dst); err != nil {
-						t.Fatalf("connect from port %d: %v", ports[i], err)
-					}
-					member := g.accept(t)
-					resetClose(fd)
-					want := results(t, prog, f.packet(ports[i], g.dst, true, nil))
-					if !agree(member, members, want) {
-						t.Errorf("from port %d: member %d accepted it, the interpreter says %v", ports[i], member, want)
-					}
+				for _, data := range [][]byte{{4}, {1, 2}, {0, 9, 9, 9}, {2, 0, 0}} {
+					checkTCP(t, f, c, data)
 				}
 			})
+		}
+	}
+}
+
+// checkTCP attaches c's program to a group of TCP listeners for f, opens a
+// connection from each sender, with data in its SYN (TCP Fast Open) unless
+// nil, and checks that the member that accepts it is one the interpreter
+// can pick.
+func checkTCP(t *testing.T, f bpfFamily, c tcpCase, data []byte) {
+	t.Helper()
+	g := openKernelGroup(t, f, unix.SOCK_STREAM, members)
+	fds, ports := make([]int, senders), make([]int, senders)
+	for i := range fds {
+		fds[i], ports[i] = openSender(t, f, unix.SOCK_STREAM)
+	}
+	prog := c.program(f.v6(), g.dst.Port(), ports)
+	g.attach(t, prog)
+	_, dst := sockaddrOf(g.dst)
+	for i, fd := range fds {
+		if data == nil {
+			must(t, unix.Connect(fd, dst))
+		} else {
+			must(t, unix.Sendto(fd, data, unix.MSG_FASTOPEN, dst))
+		}
+		member := g.accept(t)
+		resetClose(fd)
+		want := results(t, prog, f.packet(ports[i], g.dst, true, data))
+		if !agree(member, members, want) {
+			t.Errorf("from port %d, data %x: member %d accepted it, the interpreter says %v", ports[i], data, member, want)
 		}
 	}
 }
