@@ -130,6 +130,9 @@ func probeProgram(v6 bool, ports, indexes []int, rest []unix.SockFilter) []unix.
 // keeps all others.
 func probeFilter(ports []int) []unix.SockFilter {
 	drop := make([]int, len(ports))
+	// The port is read as everywhere else (a filter also has it at offset
+	// 0, in the UDP header), on an IPv4 or IPv6 datagram: the socket may be
+	// a dual-stack one.
 	p := append(loadSourcePort(true), table("drop", ports, drop)...)
 	return assemble(append(p, cbpf.Ret(keepAll)))
 }
