@@ -10,8 +10,9 @@ type Packet struct {
 	// Data is what loads at offset 0 and up read, to the end of the
 	// packet; LoadLen loads its length. What it starts with depends on
 	// the program (see package reuse's bpf_linux.go): the UDP payload for
-	// a SO_ATTACH_REUSEPORT_CBPF program of a UDP group, the UDP header
-	// for a socket filter (SO_ATTACH_FILTER) on a UDP socket.
+	// a SO_ATTACH_REUSEPORT_CBPF program of a UDP group, the SYN's TCP
+	// payload (usually none) for one of a TCP group, the UDP header for a
+	// socket filter (SO_ATTACH_FILTER) on a UDP socket.
 	Data []byte
 
 	// Net is what loads at NetOff and up read: the IP header, and on to
@@ -24,7 +25,7 @@ type Packet struct {
 
 // Run runs prog on p as Linux does, and returns the program's result. A
 // load past the end of Data or Net ends the program with 0, as in the
-// kernel; so does a division by an X of 0.
+// kernel; so does a modulus by an X of 0.
 //
 // It returns an error for an instruction that it does not know (the
 // instructions that Assemble makes, and no more), and for a program that
