@@ -11,31 +11,6 @@ import (
 
 func canSteer() error { return nil }
 
-// steerProgram is the classic BPF program of s. For a UDP group the kernel
-// runs it on the payload (offset 0 is its first byte; measured on 6.18),
-// and a result at or past the group's size falls back to the hash. A load
-// past the end of the datagram would end the program with 0, member 0, so
-// the length is checked first.
-func steerProgram(s Steering) []unix.SockFilter {
-	var hashIf []unix.SockFilter
-	if s.HashIf != 0 {
-		hashIf = []unix.SockFilter{
-			{Code: unix.BPF_LD | unix.BPF_B | unix.BPF_ABS, K: 0},
-			{Code: unix.BPF_JMP | unix.BPF_JSET | unix.BPF_K, K: uint32(s.HashIf), Jt: 2}, // to the hash
-		}
-	}
-	p := []unix.SockFilter{
-		{Code: unix.BPF_LD | unix.BPF_W | unix.BPF_LEN},
-		// len > Offset, or to the hash.
-		{Code: unix.BPF_JMP | unix.BPF_JGT | unix.BPF_K, K: uint32(s.Offset), Jf: uint8(len(hashIf) + 2)},
-	}
-	return append(append(p, hashIf...),
-		unix.SockFilter{Code: unix.BPF_LD | unix.BPF_B | unix.BPF_ABS, K: uint32(s.Offset)},
-		unix.SockFilter{Code: unix.BPF_RET | unix.BPF_A},
-		unix.SockFilter{Code: unix.BPF_RET | unix.BPF_K, K: toHash},
-	)
-}
-
 func steer(rc syscall.RawConn, s Steering) error {
 	domain, err := checkGroupMember(rc)
 	if err != nil {
@@ -179,8 +154,8 @@ func joinHelper(sa unix.Sockaddr, sockType int, v6only bool, dev string) (int, e
 // on this host) would still reach it.
 func dropAll(fd, sockType, family int) error {
 	if sockType != unix.SOCK_STREAM {
-		drop := []unix.SockFilter{{Code: unix.BPF_RET | unix.BPF_K, K: 0}}
-		return os.NewSyscallError("setsockopt SO_ATTACH_FILTER", unix.SetsockoptSockFprog(fd, unix.SOL_SOCKET, unix.SO_ATTACH_FILTER, &unix.SockFprog{Len: 1, Filter: &drop[0]}))
+		drop := dropFilter()
+		return os.NewSyscallError("setsockopt SO_ATTACH_FILTER", unix.SetsockoptSockFprog(fd, unix.SOL_SOCKET, unix.SO_ATTACH_FILTER, &unix.SockFprog{Len: uint16(len(drop)), Filter: &drop[0]}))
 	}
 	if err := unix.SetsockoptInt(fd, unix.IPPROTO_IP, unix.IP_MINTTL, 255); err != nil {
 		return fmt.Errorf("steering a group of MPTCP listeners needs a plain-TCP helper that drops every SYN (IP_MINTTL), which this kernel refuses (listen with plain TCP, ListenConfig.SetMultipathTCP(false), to hand over without it): %w", os.NewSyscallError("setsockopt IP_MINTTL", err))
