@@ -91,10 +91,11 @@ func hungUp(conn *net.UnixConn) bool {
 		return true
 	}
 	gone := false
-	_ = rc.Control(func(fd uintptr) {
+	_ = withFD(rc, func(fd uintptr) error {
 		var b [1]byte
 		n, _, err := unix.Recvfrom(int(fd), b[:], unix.MSG_PEEK|unix.MSG_DONTWAIT)
 		gone = (err == nil && n == 0) || isGone(err)
+		return nil
 	})
 	return gone
 }
@@ -124,11 +125,10 @@ func (st *handoverState) sendSockets(conn *net.UnixConn) error {
 		return err
 	}
 	_ = conn.SetWriteDeadline(time.Now().Add(answerTimeout))
-	var werr error
-	if err := rc.Control(func(fd uintptr) { _, _, werr = conn.WriteMsgUnix([]byte(msg), unix.UnixRights(int(fd)), nil) }); err != nil {
+	return withFD(rc, func(fd uintptr) error {
+		_, _, err := conn.WriteMsgUnix([]byte(msg), unix.UnixRights(int(fd)), nil)
 		return err
-	}
-	return werr
+	})
 }
 
 // oldSockets is what the old process says of itself: "sockets PID

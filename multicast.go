@@ -117,16 +117,12 @@ func joinGroup(conn *net.UDPConn, ifi *net.Interface, group net.IP) error {
 	if err != nil {
 		return err
 	}
-	var jerr error
-	if err := rc.Control(func(fd uintptr) { jerr = join(fd, ifi, group) }); err != nil {
-		return err
-	}
-	if jerr != nil {
+	if err := withFD(rc, func(fd uintptr) error { return join(fd, ifi, group) }); err != nil {
 		on := "the default interface"
 		if ifi != nil {
 			on = fmt.Sprintf("interface %q (index %d)", ifi.Name, ifi.Index)
 		}
-		return fmt.Errorf("join %v on %s: %w", group, on, jerr)
+		return fmt.Errorf("join %v on %s: %w", group, on, err)
 	}
 	return nil
 }

@@ -211,11 +211,7 @@ func setOptions(rc syscall.RawConn, opts []sockOpt) error {
 	if len(opts) == 0 {
 		return nil
 	}
-	var serr error
-	if err := rc.Control(func(fd uintptr) { serr = setOptionsFD(fd, opts) }); err != nil {
-		return err
-	}
-	return serr
+	return withFD(rc, func(fd uintptr) error { return setOptionsFD(fd, opts) })
 }
 
 // setOptionsFD sets opts on fd, in order, and stops at the first error.

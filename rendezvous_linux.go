@@ -170,12 +170,12 @@ func checkPeer(conn *net.UnixConn) error {
 		return err
 	}
 	var cred *unix.Ucred
-	var serr error
-	if err := rc.Control(func(fd uintptr) { cred, serr = unix.GetsockoptUcred(int(fd), unix.SOL_SOCKET, unix.SO_PEERCRED) }); err != nil {
+	err = withFD(rc, func(fd uintptr) (err error) {
+		cred, err = unix.GetsockoptUcred(int(fd), unix.SOL_SOCKET, unix.SO_PEERCRED)
+		return os.NewSyscallError("getsockopt SO_PEERCRED", err)
+	})
+	if err != nil {
 		return err
-	}
-	if serr != nil {
-		return os.NewSyscallError("getsockopt SO_PEERCRED", serr)
 	}
 	if int(cred.Uid) != os.Geteuid() {
 		return fmt.Errorf("the handover's rendezvous %q is held by process %d of uid %d, not by this user (uid %d): %w",

@@ -19,12 +19,8 @@ func steer(rc syscall.RawConn, s Steering) error {
 	if err := s.checkFor(domain == unix.AF_INET6); err != nil {
 		return err
 	}
-	var serr error
-	if err := rc.Control(func(fd uintptr) { serr = attachProgram(int(fd), steerProgram(s)) }); err != nil {
-		return err
-	}
-	if serr != nil {
-		return fmt.Errorf("steering the group: %w", serr)
+	if err := withFD(rc, func(fd uintptr) error { return attachProgram(int(fd), steerProgram(s)) }); err != nil {
+		return fmt.Errorf("steering the group: %w", err)
 	}
 	return nil
 }
@@ -33,12 +29,8 @@ func unsteer(rc syscall.RawConn) error {
 	if _, err := checkGroupMember(rc); err != nil {
 		return err
 	}
-	var serr error
-	if err := rc.Control(func(fd uintptr) { serr = detachProgram(int(fd)) }); err != nil {
-		return err
-	}
-	if serr != nil {
-		return fmt.Errorf("unsteering the group: %w", serr)
+	if err := withFD(rc, func(fd uintptr) error { return detachProgram(int(fd)) }); err != nil {
+		return fmt.Errorf("unsteering the group: %w", err)
 	}
 	return nil
 }
@@ -199,22 +191,20 @@ func programError(call string, err error) error {
 // the reason.
 func checkGroupMember(rc syscall.RawConn) (int, error) {
 	var domain, typ, proto, reusePort int
-	var serr error
-	if err := rc.Control(func(fd uintptr) {
+	err := withFD(rc, func(fd uintptr) (err error) {
 		for _, o := range []struct {
 			opt int
 			v   *int
 		}{{unix.SO_DOMAIN, &domain}, {unix.SO_TYPE, &typ}, {unix.SO_PROTOCOL, &proto}, {unix.SO_REUSEPORT, &reusePort}} {
-			if *o.v, serr = unix.GetsockoptInt(int(fd), unix.SOL_SOCKET, o.opt); serr != nil {
-				return
+			if *o.v, err = unix.GetsockoptInt(int(fd), unix.SOL_SOCKET, o.opt); err != nil {
+				return os.NewSyscallError("getsockopt", err)
 			}
 		}
-	}); err != nil {
-		return 0, err
-	}
+		return nil
+	})
 	switch {
-	case serr != nil:
-		return 0, os.NewSyscallError("getsockopt", serr)
+	case err != nil:
+		return 0, err
 	case (domain != unix.AF_INET && domain != unix.AF_INET6) || typ != unix.SOCK_DGRAM || proto != unix.IPPROTO_UDP:
 		return 0, fmt.Errorf("steering needs a UDP socket, not %s", socketName(domain, typ, proto))
 	case reusePort == 0:
