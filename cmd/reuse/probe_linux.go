@@ -19,6 +19,7 @@ import (
 
 	"github.com/sockreuse/reuse"
 	"github.com/sockreuse/reuse/internal/netns"
+	"github.com/sockreuse/reuse/internal/sockdiag"
 )
 
 // probeOptions are the matrix's rows and columns on Linux.
@@ -208,7 +209,83 @@ func measureSteering() []probeFact {
 		}
 		facts = append(facts, f)
 	}
-	return append(facts, measureSYNDrop())
+	return append(facts, measureSYNDrop(), measureUnixDiag(), measureMSSMark())
+}
+
+// Two facts that a handover needs: where its processes meet, and how the
+// new one tells the old listeners in a group.
+const (
+	factUnixDiag = "the kernel lists abstract Unix names with their owners (unix_diag), where a handover's processes meet"
+	factMSSMark  = "a listener's TCP_MAXSEG lowers the MSS a client may send (tcp4), as a handover's probes find the old listeners"
+)
+
+// measureUnixDiag binds a fresh abstract name and looks for it, with this
+// user as its owner, in the kernel's listing (sockdiag.DumpUnix).
+func measureUnixDiag() probeFact {
+	f := probeFact{Name: factUnixDiag, Stable: true}
+	name := fmt.Sprintf("reuse-probe/%d/%d", os.Getpid(), time.Now().UnixNano())
+	ln, err := net.ListenUnix("unixpacket", &net.UnixAddr{Name: "@" + name, Net: "unixpacket"})
+	if err != nil {
+		f.Value = "not measured: " + describe(err)
+		return f
+	}
+	defer ln.Close()
+	found := false
+	err = sockdiag.DumpUnix(name, func(s sockdiag.UnixSocket) { found = found || s.Name == name && s.UID == os.Geteuid() })
+	switch {
+	case err != nil:
+		f.Value = "no: " + describe(err)
+	case !found:
+		f.Value = "no: the name is not listed with its owner"
+	default:
+		f.Value = "yes"
+	}
+	return f
+}
+
+// measureMSSMark sets TCP_MAXSEG 16384 on a listener and reads the largest
+// segment that a loopback client may then send (TCP_INFO), which a listener
+// without it lets be larger.
+func measureMSSMark() probeFact {
+	f := probeFact{Name: factMSSMark, Stable: true}
+	mss := func(mark bool) (int, error) {
+		ln, err := net.Listen("tcp4", "127.0.0.1:0")
+		if err != nil {
+			return 0, err
+		}
+		defer ln.Close()
+		if mark {
+			rc, _ := ln.(*net.TCPListener).SyscallConn()
+			var serr error
+			if err := rc.Control(func(fd uintptr) { serr = unix.SetsockoptInt(int(fd), unix.IPPROTO_TCP, unix.TCP_MAXSEG, 16384) }); err != nil || serr != nil {
+				return 0, errors.Join(err, serr)
+			}
+		}
+		c, err := net.DialTimeout("tcp4", ln.Addr().String(), time.Second)
+		if err != nil {
+			return 0, err
+		}
+		defer c.Close()
+		rc, _ := c.(*net.TCPConn).SyscallConn()
+		var info *unix.TCPInfo
+		var ierr error
+		_ = rc.Control(func(fd uintptr) { info, ierr = unix.GetsockoptTCPInfo(int(fd), unix.IPPROTO_TCP, unix.TCP_INFO) })
+		if ierr != nil {
+			return 0, ierr
+		}
+		return int(info.Snd_mss), nil
+	}
+	marked, err := mss(true)
+	plain, perr := mss(false)
+	switch {
+	case err != nil || perr != nil:
+		f.Value = "not measured: " + describe(errors.Join(err, perr))
+	case marked <= 16384 && plain > 16384:
+		f.Value = "yes"
+	default:
+		f.Value = fmt.Sprintf("no: %d bytes with it, %d without", marked, plain)
+	}
+	return f
 }
 
 // measureSYNDrop reports whether a TCP listener with IP_MINTTL 255 drops a

@@ -81,6 +81,8 @@ func TestProbeLinuxFacts(t *testing.T) {
 		"a steering program attaches (SO_ATTACH_REUSEPORT_CBPF, tcp4)":                                "yes",
 		"a steering program attaches (SO_ATTACH_REUSEPORT_CBPF, udp4)":                                "yes",
 		"a TCP listener drops every SYN by IP_MINTTL 255, as the MPTCP handover's helper does (tcp4)": "yes",
+		factUnixDiag: "yes",
+		factMSSMark:  "yes",
 	}
 	if rep.inNamespace() {
 		wants[factSpecific] = "yes"
