@@ -200,13 +200,13 @@ func (s *successor) ask(msg string) (string, error) {
 func (s *successor) withSteering() error {
 	st, old := s.st, s.old
 	if err := st.steerGenerations(s.conn, old.inos, old.gen, s.ask); err != nil {
-		if !st.oldGone(s.conn, old.inos) {
+		if !s.oldGone() {
 			return err
 		}
 		st.markReleased()
 		return st.steerAlone()
 	}
-	if err := s.agree(); err != nil && !st.oldGone(s.conn, old.inos) {
+	if err := s.agree(); err != nil && !s.oldGone() {
 		st.follow = nil
 		st.recoverSteering()
 		return err
@@ -224,7 +224,7 @@ func (s *successor) withHash(lock *os.File) error {
 	sg, err := st.steer(old.inos, s.ask)
 	if err != nil || sg == nil { // an error, or no old member left
 		lock.Close()
-		if err != nil && !st.oldGone(s.conn, old.inos) {
+		if err != nil && !s.oldGone() {
 			return err
 		}
 		ctx, cancel := context.WithTimeout(context.Background(), answerTimeout)
@@ -235,7 +235,7 @@ func (s *successor) withHash(lock *os.File) error {
 		st.markReleased()
 		return nil
 	}
-	if err := s.agree(); err != nil && !st.oldGone(s.conn, old.inos) {
+	if err := s.agree(); err != nil && !s.oldGone() {
 		lock.Close()
 		return errors.Join(err, sg.release())
 	}
@@ -258,6 +258,13 @@ func (s *successor) withHash(lock *os.File) error {
 	case <-s.ctx.Done():
 		return nil
 	}
+}
+
+// oldGone reports whether the old process is gone or going (see
+// handoverState.oldGone), after a step failed; false at once where ctx
+// ended, which failed the step.
+func (s *successor) oldGone() bool {
+	return s.ctx.Err() == nil && s.st.oldGone(s.conn, s.old.inos)
 }
 
 // agree tells the old process that the group is steered (naming this
