@@ -18,8 +18,8 @@ import (
 	"github.com/sockreuse/reuse/internal/sockettest"
 )
 
-// crashHandovers is how many handovers TestHandoverCrashInjection runs per
-// tcp_migrate_req setting: REUSE_CRASH_HANDOVERS, or 6 (bench/crash.sh
+// crashHandovers is how many handovers a crash injection runs (TCP: per
+// tcp_migrate_req setting): REUSE_CRASH_HANDOVERS, or 6 (bench/crash.sh
 // runs more).
 func crashHandovers() int {
 	if n, err := strconv.Atoi(os.Getenv("REUSE_CRASH_HANDOVERS")); err == nil {
