@@ -10,6 +10,7 @@ import (
 	"os"
 	"strconv"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"syscall"
 	"testing"
@@ -191,7 +192,7 @@ func TestUDPHandoverCrashInjection(t *testing.T) {
 	gen, addr := start("127.0.0.1:0")
 	gen.Expect("took over", 10*time.Second)
 	const sources = 200
-	stream := startCountedStream(t, addr, sources)
+	stream := startCountedStream(t, addr, sources, time.Minute+time.Duration(crashHandovers())*time.Second)
 	r := &udpReports{t: t, addr: addr, seen: map[int]int{}, counted: map[int]int{}}
 	type round struct {
 		what       string
@@ -417,9 +418,9 @@ type countedStream struct {
 }
 
 // startCountedStream sends numbered datagrams to addr from sources
-// sockets, round robin, about 20,000 a second, until stop, for a minute at
-// most.
-func startCountedStream(t *testing.T, addr string, sources int) *countedStream {
+// sockets, round robin, about 20,000 a second, until stop or the test's
+// end, for limit at most.
+func startCountedStream(t *testing.T, addr string, sources int, limit time.Duration) *countedStream {
 	t.Helper()
 	var conns []net.Conn
 	for i := 0; i < sources; i++ {
@@ -433,7 +434,7 @@ func startCountedStream(t *testing.T, addr string, sources int) *countedStream {
 	done, ended := make(chan struct{}), make(chan struct{})
 	go func() {
 		defer close(ended)
-		for end := time.Now().Add(time.Minute); time.Now().Before(end); {
+		for end := time.Now().Add(limit); time.Now().Before(end); {
 			for _, c := range conns {
 				select {
 				case <-done:
@@ -454,13 +455,17 @@ func startCountedStream(t *testing.T, addr string, sources int) *countedStream {
 			}
 		}
 	}()
+	var once sync.Once
 	s.stop = func() int {
-		close(done)
-		<-ended
-		for _, c := range conns {
-			c.Close()
-		}
+		once.Do(func() {
+			close(done)
+			<-ended
+			for _, c := range conns {
+				c.Close()
+			}
+		})
 		return int(s.sent.Load())
 	}
+	t.Cleanup(func() { s.stop() })
 	return s
 }
