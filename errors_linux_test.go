@@ -36,17 +36,8 @@ func TestErrors(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer first.Close()
-	// Dial with port 0 binds nothing shared: take a shared port explicitly.
-	shared, err := reuse.Listen("tcp4", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	sharedAddr := shared.Addr().String()
-	shared.Close()
-	c1, err := reuse.Dial("tcp4", sharedAddr, addr)
-	if err != nil {
-		t.Fatal(err)
-	}
+	// Dial from port 0 binds nothing shared: dial from a port explicitly.
+	c1, sharedAddr := dialFromFreePort(t, addr)
 	defer c1.Close()
 
 	unixPath := filepath.Join(t.TempDir(), "sock")

@@ -1,13 +1,16 @@
 package reuse_test
 
 import (
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"math/rand"
 	"net"
+	"net/netip"
 	"os"
 	"strconv"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"syscall"
 	"testing"
@@ -16,8 +19,8 @@ import (
 	"github.com/sockreuse/reuse/internal/sockettest"
 )
 
-// crashHandovers is how many handovers TestHandoverCrashInjection runs per
-// tcp_migrate_req setting: REUSE_CRASH_HANDOVERS, or 6 (bench/crash.sh
+// crashHandovers is how many handovers a crash injection runs (TCP: per
+// tcp_migrate_req setting): REUSE_CRASH_HANDOVERS, or 6 (bench/crash.sh
 // runs more).
 func crashHandovers() int {
 	if n, err := strconv.Atoi(os.Getenv("REUSE_CRASH_HANDOVERS")); err == nil {
@@ -70,24 +73,7 @@ func TestHandoverCrashInjection(t *testing.T) {
 			failed, refused := counts().reset.Load()+counts().other.Load(), counts().refused.Load()
 			next, _ := startGeneration(t, s, addr, quiet, "readme")
 			next.Send("takeover")
-			time.Sleep(time.Duration(rand.Int63n(int64(4 * quiet))))
-			victim := []string{"old", "new", "none"}[rand.Intn(3)]
-			action := []string{"kill", "stop"}[rand.Intn(2)]
-			w := gen
-			if victim == "new" {
-				w = next
-			}
-			what := victim + " " + action
-			switch {
-			case victim == "none":
-				what = "none"
-			case action == "kill":
-				_ = syscall.Kill(w.Pid(), syscall.SIGKILL)
-			default:
-				_ = syscall.Kill(w.Pid(), syscall.SIGSTOP)
-				time.Sleep(50*time.Millisecond + time.Duration(rand.Int63n(int64(500*time.Millisecond))))
-				_ = syscall.Kill(w.Pid(), syscall.SIGCONT)
-			}
+			what := injectCrash(quiet, gen, next)
 			if what == "new kill" {
 				saidGo := false
 				for _, l := range next.Rest(10 * time.Second) {
@@ -138,6 +124,32 @@ func TestHandoverCrashInjection(t *testing.T) {
 	})
 }
 
+// injectCrash does, at a random moment of a handover from old to next
+// (within 4 quiet periods of its start), what a crash injection does to
+// one handover: it kills (SIGKILL) or stops for 50 to 550 ms (SIGSTOP, then
+// SIGCONT) the old or the new process, or does nothing. It returns what it
+// did: "none", or the victim and the action ("old kill", "new stop").
+func injectCrash(quiet time.Duration, old, next *sockettest.Worker) string {
+	time.Sleep(time.Duration(rand.Int63n(int64(4 * quiet))))
+	victim := []string{"old", "new", "none"}[rand.Intn(3)]
+	action := []string{"kill", "stop"}[rand.Intn(2)]
+	w := old
+	if victim == "new" {
+		w = next
+	}
+	switch {
+	case victim == "none":
+		return "none"
+	case action == "kill":
+		_ = syscall.Kill(w.Pid(), syscall.SIGKILL)
+	default:
+		_ = syscall.Kill(w.Pid(), syscall.SIGSTOP)
+		time.Sleep(50*time.Millisecond + time.Duration(rand.Int63n(int64(500*time.Millisecond))))
+		_ = syscall.Kill(w.Pid(), syscall.SIGCONT)
+	}
+	return victim + " " + action
+}
+
 // takeOverRetrying waits until w took over, sending "takeover" again each
 // time its TakeOver failed, as the README's server tries again.
 func takeOverRetrying(t *testing.T, w *sockettest.Worker) {
@@ -157,16 +169,13 @@ func takeOverRetrying(t *testing.T, w *sockettest.Worker) {
 // datagrams sent in each handover that no process read (a killed process
 // takes what it read and what its socket held with it), and the sends
 // refused (a moment the port was unserved). Test: none refused, and none
-// lost where no process was killed.
+// lost where no process was killed, but those that the kernel counted
+// dropped on the sockets in that handover (a full buffer, the probe).
 //
-// It runs only from bench/crash.sh (REUSE_CRASH_HANDOVERS set): in the
-// normal suite, 1 run in about 30 counted datagrams lost where nothing was
-// killed, and one run under go1.21.0 hung for 10 minutes; until the cause
-// is found (issue 19 stays open for it), it must not decide CI.
+// A worker reports what it read every 20 ms: each handover ends once the
+// serving process reported datagrams sent after it, so that what a crash
+// takes with it was sent in the handover of the crash.
 func TestUDPHandoverCrashInjection(t *testing.T) {
-	if os.Getenv("REUSE_CRASH_HANDOVERS") == "" {
-		t.Skip("run by bench/crash.sh (REUSE_CRASH_HANDOVERS): its loss count is not yet reliable, see its doc")
-	}
 	requireSteering(t)
 	if !sockettest.RunInNetNS(t) {
 		return
@@ -183,62 +192,54 @@ func TestUDPHandoverCrashInjection(t *testing.T) {
 	gen, addr := start("127.0.0.1:0")
 	gen.Expect("took over", 10*time.Second)
 	const sources = 200
-	stream := startCountedStream(t, addr, sources)
-	seen := make(map[int]int)
+	stream := startCountedStream(t, addr, sources, time.Minute+time.Duration(crashHandovers())*time.Second)
+	r := &udpReports{t: t, addr: addr, seen: map[int]int{}, counted: map[int]int{}}
 	type round struct {
 		what       string
 		first, end int
 	}
 	var rounds []round
 	refused := map[string]int64{}
-	drops := map[string]int{} // counted by the kernel on the sockets of the processes that ended
+	drops := map[string]int{} // counted by the kernel on the sockets, in each handover
+	end := 0
 	for i := 0; i < crashHandovers(); i++ {
-		first, refusedBefore := int(stream.sent.Load()), stream.refused.Load()
+		first, refusedBefore := end, stream.refused.Load()
 		next, _ := start(addr)
-		time.Sleep(time.Duration(rand.Int63n(int64(4 * quiet))))
-		victim := []string{"old", "new", "none"}[rand.Intn(3)]
-		action := []string{"kill", "stop"}[rand.Intn(2)]
-		w := gen
-		if victim == "new" {
-			w = next
-		}
-		what := victim + " " + action
-		switch {
-		case victim == "none":
-			what = "none"
-		case action == "kill":
-			_ = syscall.Kill(w.Pid(), syscall.SIGKILL)
-		default:
-			_ = syscall.Kill(w.Pid(), syscall.SIGSTOP)
-			time.Sleep(50*time.Millisecond + time.Duration(rand.Int63n(int64(500*time.Millisecond))))
-			_ = syscall.Kill(w.Pid(), syscall.SIGCONT)
-		}
+		what := injectCrash(quiet, gen, next)
+		dropped := 0 // counted by the kernel in this handover
 		switch what {
 		case "new kill":
 			saidGo := false
 			for _, l := range next.Rest(10 * time.Second) {
 				saidGo = saidGo || l == "saying go"
-				addSeqs(t, l, seen)
+				r.add(l)
 			}
-			for start := time.Now(); saidGo && !gen.Exited() && time.Since(start) < 3*time.Second; {
-				time.Sleep(10 * time.Millisecond)
+			if !saidGo {
+				break
 			}
-			if saidGo && gen.Exited() {
+			// Told to go before its successor died, the old process
+			// reports what it read and ends; if not, it serves on.
+			if d, ended := r.read(gen, -1, 3*time.Second); ended {
 				what = "new kill past go"
-				drops[what] += readSeqs(t, gen, seen)
+				dropped += d
+				r.wait(gen)
 				gen, _ = start(addr)
 				gen.Expect("took over", 10*time.Second)
 			}
 		case "old kill":
 			for _, l := range gen.Rest(10 * time.Second) {
-				addSeqs(t, l, seen)
+				r.add(l)
 			}
 			next.Expect("took over", 15*time.Second)
 			gen = next
 		default:
 			next.Expect("took over", 15*time.Second)
-			drops[what] += readSeqs(t, gen, seen)
-			_ = gen.Wait()
+			if d, ended := r.read(gen, -1, 15*time.Second); ended {
+				dropped += d
+			} else {
+				t.Fatalf("%s: the replaced worker did not end in 15 s", what)
+			}
+			r.wait(gen)
 			gen = next
 		}
 		// Datagrams sent in this handover arrive in it, and a refusal (an
@@ -248,26 +249,37 @@ func TestUDPHandoverCrashInjection(t *testing.T) {
 		for target, start := stream.sent.Load()+2*sources, time.Now(); stream.sent.Load() < target && time.Since(start) < 5*time.Second; {
 			time.Sleep(time.Millisecond)
 		}
-		rounds = append(rounds, round{what, first, int(stream.sent.Load())})
+		end = int(stream.sent.Load())
+		// The serving process, now alone, reads in the order sent: once it
+		// reported one sent later (by one datagram per source), it
+		// reported every one of this handover that it read.
+		if _, ended := r.read(gen, end+sources, 10*time.Second); ended || !r.reached(end+sources) {
+			t.Fatalf("%s: the serving worker reported no datagram sent after the handover in 10 s", what)
+		}
+		dropped += r.liveDrops(gen)
+		rounds = append(rounds, round{what, first, end})
+		drops[what] += dropped
 		refused[what] += stream.refused.Load() - refusedBefore
 	}
 	sent := stream.stop()
-	time.Sleep(50 * time.Millisecond)
 	gen.Send("close")
-	readSeqs(t, gen, seen)
+	if _, ended := r.read(gen, -1, 15*time.Second); !ended {
+		t.Fatal("the last worker did not end in 15 s")
+	}
+	r.wait(gen)
 	lost, count := map[string]int{}, map[string]int{}
-	for _, r := range rounds {
-		count[r.what]++
-		for seq := r.first; seq < r.end; seq++ {
-			if seen[seq] == 0 {
-				lost[r.what]++
+	for _, rd := range rounds {
+		count[rd.what]++
+		for seq := rd.first; seq < rd.end; seq++ {
+			if r.seen[seq] == 0 {
+				lost[rd.what]++
 			}
 		}
 	}
 	report := ""
 	for _, k := range []string{"none", "old kill", "old stop", "new kill", "new stop", "new kill past go"} {
 		if count[k] > 0 {
-			report += fmt.Sprintf("\n\t%-16s %3d handovers: %d datagrams lost (the kernel counted %d dropped by full buffers), %d sends refused", k, count[k], lost[k], drops[k], refused[k])
+			report += fmt.Sprintf("\n\t%-16s %3d handovers: %d datagrams lost (the kernel counted %d dropped), %d sends refused", k, count[k], lost[k], drops[k], refused[k])
 		}
 	}
 	t.Logf("UDP, %d handovers under %d datagrams:%s", len(rounds), sent, report)
@@ -275,13 +287,127 @@ func TestUDPHandoverCrashInjection(t *testing.T) {
 		if refused[k] != 0 && k != "new kill past go" {
 			t.Errorf("%s: the port was unserved (%d sends refused)", k, refused[k])
 		}
-		// A process stopped, or a loaded machine, may overflow a receive
-		// buffer, which the kernel counts (with the empty probe that each
-		// replaced process drops).
 		if lost[k] > drops[k] && k != "old kill" && k != "new kill" && k != "new kill past go" {
-			t.Errorf("%s: %d datagrams lost where no process was killed, %d of them dropped by full buffers", k, lost[k], drops[k])
+			t.Errorf("%s: %d datagrams lost where no process was killed; the kernel counted %d dropped", k, lost[k], drops[k])
 		}
 	}
+}
+
+// udpReports collects what the UDP workers of a crash injection on addr
+// report: the datagrams they read (seen), and the drops that the kernel
+// counted on their sockets, by process.
+type udpReports struct {
+	t       *testing.T
+	addr    string
+	seen    map[int]int
+	max     int         // the highest number seen
+	counted map[int]int // pid: the drops of its socket counted so far
+}
+
+// read reads the reports of worker w into r until it reported a datagram
+// numbered upTo or more (never, if upTo is negative), or its last report
+// ("seqs-end D": ended, with D the drops of its socket not counted yet), or
+// timeout passed.
+func (r *udpReports) read(w *sockettest.Worker, upTo int, timeout time.Duration) (drops int, ended bool) {
+	r.t.Helper()
+	deadline := time.Now().Add(timeout)
+	for upTo < 0 || r.max < upTo {
+		line, ok := w.Next(time.Until(deadline))
+		if !ok {
+			return 0, false
+		}
+		if d, ok := strings.CutPrefix(line, "seqs-end "); ok {
+			n, err := strconv.Atoi(d)
+			if err != nil {
+				r.t.Fatal(err)
+			}
+			n -= r.counted[w.Pid()]
+			delete(r.counted, w.Pid())
+			return n, true
+		}
+		r.add(line)
+	}
+	return 0, false
+}
+
+// add adds the numbers of a worker's line "seqs N,N,..." to r.
+func (r *udpReports) add(line string) {
+	r.t.Helper()
+	rest, ok := strings.CutPrefix(line, "seqs ")
+	if !ok {
+		return
+	}
+	for _, f := range strings.Split(rest, ",") {
+		seq, err := strconv.Atoi(f)
+		if err != nil {
+			r.t.Fatal(err)
+		}
+		r.seen[seq]++
+		r.max = max(r.max, seq)
+	}
+}
+
+// reached reports whether a datagram numbered seq or more was seen.
+func (r *udpReports) reached(seq int) bool { return r.max >= seq }
+
+// wait waits for worker w, which reported its end, to exit.
+func (r *udpReports) wait(w *sockettest.Worker) {
+	r.t.Helper()
+	if err := w.Wait(); err != nil {
+		r.t.Fatal(err)
+	}
+}
+
+// liveDrops returns the drops that the kernel counted on the socket of
+// worker w, the only one on r.addr, since they were last counted.
+func (r *udpReports) liveDrops(w *sockettest.Worker) int {
+	r.t.Helper()
+	n, err := socketDrops(w.Pid(), r.addr)
+	if err != nil {
+		r.t.Fatal(err)
+	}
+	d := n - r.counted[w.Pid()]
+	r.counted[w.Pid()] = n
+	return d
+}
+
+// socketDrops returns the drops that the kernel counted on the UDP socket
+// that process pid has on addr (an IPv4 address): the last column of
+// /proc/net/udp.
+func socketDrops(pid int, addr string) (int, error) {
+	ap, err := netip.ParseAddrPort(addr)
+	if err != nil {
+		return 0, err
+	}
+	a4 := ap.Addr().As4()
+	local := fmt.Sprintf("%08X:%04X", binary.NativeEndian.Uint32(a4[:]), ap.Port())
+	fds, err := os.ReadDir(fmt.Sprintf("/proc/%d/fd", pid))
+	if err != nil {
+		return 0, err
+	}
+	inodes := map[string]bool{}
+	for _, fd := range fds {
+		target, _ := os.Readlink(fmt.Sprintf("/proc/%d/fd/%s", pid, fd.Name()))
+		if ino, ok := strings.CutPrefix(target, "socket:["); ok {
+			inodes[strings.TrimSuffix(ino, "]")] = true
+		}
+	}
+	// A read of /proc/net/udp may skip entries while sockets come and go
+	// (the kernel resumes its listing by position): read again.
+	for try := 0; try < 20; try++ {
+		data, err := os.ReadFile("/proc/net/udp")
+		if err != nil {
+			return 0, err
+		}
+		for _, line := range strings.Split(string(data), "\n") {
+			// sl local_address rem_address st ... uid timeout inode ref pointer drops
+			f := strings.Fields(line)
+			if len(f) >= 13 && f[1] == local && inodes[f[9]] {
+				return strconv.Atoi(f[len(f)-1])
+			}
+		}
+	}
+	return 0, fmt.Errorf("process %d has no UDP socket on %s in /proc/net/udp", pid, addr)
 }
 
 // countedStream sends numbered datagrams, counting those sent and the
@@ -292,9 +418,9 @@ type countedStream struct {
 }
 
 // startCountedStream sends numbered datagrams to addr from sources
-// sockets, round robin, about 20,000 a second, until stop, for a minute at
-// most.
-func startCountedStream(t *testing.T, addr string, sources int) *countedStream {
+// sockets, round robin, about 20,000 a second, until stop or the test's
+// end, for limit at most.
+func startCountedStream(t *testing.T, addr string, sources int, limit time.Duration) *countedStream {
 	t.Helper()
 	var conns []net.Conn
 	for i := 0; i < sources; i++ {
@@ -308,7 +434,7 @@ func startCountedStream(t *testing.T, addr string, sources int) *countedStream {
 	done, ended := make(chan struct{}), make(chan struct{})
 	go func() {
 		defer close(ended)
-		for end := time.Now().Add(time.Minute); time.Now().Before(end); {
+		for end := time.Now().Add(limit); time.Now().Before(end); {
 			for _, c := range conns {
 				select {
 				case <-done:
@@ -329,29 +455,17 @@ func startCountedStream(t *testing.T, addr string, sources int) *countedStream {
 			}
 		}
 	}()
+	var once sync.Once
 	s.stop = func() int {
-		close(done)
-		<-ended
-		for _, c := range conns {
-			c.Close()
-		}
+		once.Do(func() {
+			close(done)
+			<-ended
+			for _, c := range conns {
+				c.Close()
+			}
+		})
 		return int(s.sent.Load())
 	}
+	t.Cleanup(func() { s.stop() })
 	return s
-}
-
-// addSeqs adds the numbers of a UDP worker's line "seqs N,N,..." to seen.
-func addSeqs(t *testing.T, line string, seen map[int]int) {
-	t.Helper()
-	rest, ok := strings.CutPrefix(line, "seqs ")
-	if !ok {
-		return
-	}
-	for _, f := range strings.Split(rest, ",") {
-		seq, err := strconv.Atoi(f)
-		if err != nil {
-			t.Fatal(err)
-		}
-		seen[seq]++
-	}
 }

@@ -501,17 +501,8 @@ func TestInUseErrorTimeWait(t *testing.T) {
 			"bound without SO_REUSEPORT (inferred")
 	})
 	t.Run("dial", func(t *testing.T) {
-		free, err := net.Listen("tcp4", "127.0.0.1:0")
-		if err != nil {
-			t.Fatal(err)
-		}
-		local := free.Addr().String()
-		free.Close()
-		c, err := reuse.Dial("tcp4", local, srv.Addr().String())
-		if err != nil {
-			t.Fatal(err)
-		}
-		_, err = reuse.Dial("tcp4", local, srv.Addr().String())
+		c, local := dialFromFreePort(t, srv.Addr().String())
+		_, err := reuse.Dial("tcp4", local, srv.Addr().String())
 		ie := inUse(t, err)
 		me := os.Geteuid()
 		checkHolders(t, ie, []shown{{"tcp", local, srv.Addr().String(), "connected", me, userName(t, me), os.Getpid(), false}},
@@ -552,16 +543,7 @@ func TestInUseErrorTupleTimeWait(t *testing.T) {
 			t.Fatal(err)
 		}
 		defer srv.Close()
-		free, err := net.Listen("tcp4", "127.0.0.1:0")
-		if err != nil {
-			t.Fatal(err)
-		}
-		local := free.Addr().String()
-		free.Close()
-		c, err := reuse.Dial("tcp4", local, srv.Addr().String())
-		if err != nil {
-			t.Fatal(err)
-		}
+		c, local := dialFromFreePort(t, srv.Addr().String())
 		closeFirst(t, srv, c)
 		c, err = reuse.Dial("tcp4", local, srv.Addr().String())
 		if timestamps == "1" {

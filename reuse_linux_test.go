@@ -823,16 +823,7 @@ func TestDialTupleInUseErrno(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer ln.Close()
-	probe, err := net.Listen("tcp4", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	laddr := probe.Addr().String()
-	probe.Close()
-	c, err := reuse.Dial("tcp4", laddr, ln.Addr().String())
-	if err != nil {
-		t.Fatal(err)
-	}
+	c, laddr := dialFromFreePort(t, ln.Addr().String())
 	defer c.Close()
 	_, err = reuse.Dial("tcp4", laddr, ln.Addr().String())
 	var se *os.SyscallError
@@ -854,6 +845,25 @@ func TestDialTupleInUseErrno(t *testing.T) {
 	}
 }
 
+// dialFromFreePort connects to raddr over TCP with reuse.Dial from a local
+// port that nobody held (bound at port 0, then closed), and returns the
+// connection and that local address: another Dial from it to raddr repeats
+// the 4-tuple.
+func dialFromFreePort(t *testing.T, raddr string) (net.Conn, string) {
+	t.Helper()
+	free, err := net.Listen("tcp4", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	laddr := free.Addr().String()
+	free.Close()
+	c, err := reuse.Dial("tcp4", laddr, raddr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return c, laddr
+}
+
 // TestNoDescriptorLeaks: a thousand failing calls of each kind leave the
 // number of open descriptors where it was.
 func TestNoDescriptorLeaks(t *testing.T) {
@@ -873,18 +883,9 @@ func TestNoDescriptorLeaks(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer remote.Close()
-	probe, err := net.Listen("tcp4", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	laddr := probe.Addr().String()
-	closedPort := laddr // nothing listens there once probe is closed
-	probe.Close()
-	first, err := reuse.Dial("tcp4", laddr, remote.Addr().String())
-	if err != nil {
-		t.Fatal(err)
-	}
+	first, laddr := dialFromFreePort(t, remote.Addr().String())
 	defer first.Close()
+	closedPort := laddr // a connection's port: nothing listens there
 	errControl := errors.New("refused by the caller")
 	var failing reuse.Config
 	failing.ListenConfig.Control = func(string, string, syscall.RawConn) error { return errControl }
@@ -1090,16 +1091,7 @@ func TestDialPastTimeWait(t *testing.T) {
 // dialPastTimeWait is one try of TestDialPastTimeWait; it reports false if
 // the TIME_WAIT was gone before the results could show anything.
 func dialPastTimeWait(t *testing.T, servers []string) bool {
-	probe, err := net.Listen("tcp4", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	laddr := probe.Addr().String()
-	probe.Close()
-	c, err := reuse.Dial("tcp4", laddr, servers[0])
-	if err != nil {
-		t.Fatal(err)
-	}
+	c, laddr := dialFromFreePort(t, servers[0])
 	c.Close() // the client closes first: its side goes to TIME_WAIT
 	if !waitTimeWait(laddr, servers[0], 5*time.Second) {
 		return false

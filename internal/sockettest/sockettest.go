@@ -7,6 +7,7 @@ package sockettest
 
 import (
 	"bufio"
+	"context"
 	"fmt"
 	"io"
 	"os"
@@ -104,7 +105,19 @@ func RunInNetNS(t *testing.T) bool {
 	for _, part := range strings.Split(t.Name(), "/") {
 		pattern = append(pattern, "^"+regexp.QuoteMeta(part)+"$")
 	}
-	cmd := exec.Command(os.Args[0], "-test.run="+strings.Join(pattern, "/"), "-test.v=true", "-test.count=1")
+	// The child's time is bounded by the test binary's -test.timeout, or
+	// netNSTimeout: its own timeout, shorter, ends it with its goroutines'
+	// stacks printed, and one that runs on is killed.
+	limit := netNSTimeout
+	if d, ok := t.Deadline(); ok {
+		limit = time.Until(d) - netNSGrace
+	}
+	limit = max(limit, 2*netNSGrace)
+	ctx, cancel := context.WithTimeout(context.Background(), limit)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, os.Args[0], "-test.run="+strings.Join(pattern, "/"), "-test.v=true", "-test.count=1",
+		"-test.timeout="+(limit-netNSGrace).String())
+	cmd.WaitDelay = netNSGrace // its output may be held open by a worker it left
 	cmd.Env = append(os.Environ(), envNetNS+"=1")
 	cmd.SysProcAttr = netNSAttr()
 	out, err := cmd.CombinedOutput()
@@ -112,6 +125,8 @@ func RunInNetNS(t *testing.T) bool {
 	switch {
 	case err != nil && cmd.Process == nil && isRefusal(err):
 		t.Skipf("cannot create a private user and network namespace here (qemu-user and some sandboxes refuse them): %v", err)
+	case ctx.Err() != nil:
+		t.Fatalf("in the private network namespace: still running after %v: killed (%v)\n%s", limit, err, text)
 	case err != nil:
 		t.Fatalf("in the private network namespace: %v\n%s", err, text)
 	case strings.Contains(text, "--- SKIP: "+t.Name()+" "):
@@ -123,6 +138,14 @@ func RunInNetNS(t *testing.T) bool {
 	}
 	return false
 }
+
+// How long a test run in a private network namespace may take where the
+// test binary has no -test.timeout, and the time its parent keeps to
+// report it.
+const (
+	netNSTimeout = 10 * time.Minute
+	netNSGrace   = 10 * time.Second
+)
 
 // Worker is a worker process started by StartWorker.
 type Worker struct {
@@ -181,14 +204,48 @@ func StartWorker(t testing.TB, name string, args []string, opts ...WorkerOption)
 		close(w.done)
 	}()
 	t.Cleanup(func() {
-		select {
-		case <-w.done:
-		default:
-			_ = cmd.Process.Kill()
-			<-w.done
+		if err := w.kill(); err != nil {
+			t.Error(err)
 		}
 	})
 	return w
+}
+
+// exitTimeout bounds how long a worker takes to end once told to (its
+// input closed, or killed): one that runs on is killed, and reported.
+const exitTimeout = 30 * time.Second
+
+// kill kills the worker unless it ended, and waits, exitTimeout at most,
+// until it did, discarding the lines nobody read (which would otherwise
+// hold its output, and so it, up).
+func (w *Worker) kill() error {
+	select {
+	case <-w.done:
+		return nil
+	default:
+	}
+	_ = w.cmd.Process.Kill()
+	return w.await("killed")
+}
+
+// await discards the worker's unread lines until it ended, exitTimeout at
+// most; how says what ended it, for the error.
+func (w *Worker) await(how string) error {
+	deadline := time.NewTimer(exitTimeout)
+	defer deadline.Stop()
+	lines := w.lines
+	for {
+		select {
+		case _, ok := <-lines:
+			if !ok {
+				lines = nil
+			}
+		case <-w.done:
+			return nil
+		case <-deadline.C:
+			return fmt.Errorf("worker %s (pid %d) %s: its output did not end in %v", w.name, w.Pid(), how, exitTimeout)
+		}
+	}
 }
 
 // lockedWriter lets the process's stderr be read while it is written.
@@ -279,6 +336,23 @@ func (w *Worker) Exited() bool {
 	}
 }
 
+// Next returns the worker's next line that nobody read yet, waiting
+// timeout at most; ok is false if none came: the worker ended, or timeout
+// passed (Exited tells which).
+func (w *Worker) Next(timeout time.Duration) (line string, ok bool) {
+	deadline := time.NewTimer(timeout)
+	defer deadline.Stop()
+	select {
+	case line, ok := <-w.lines:
+		if !ok {
+			_ = w.await("ended") // its output ended: it exits
+		}
+		return line, ok
+	case <-deadline.C:
+		return "", false
+	}
+}
+
 // Rest returns the lines the worker printed and nobody read yet, once it
 // exited (killed, or ended); it fails the test if it runs on past timeout.
 func (w *Worker) Rest(timeout time.Duration) []string {
@@ -300,12 +374,18 @@ func (w *Worker) Rest(timeout time.Duration) []string {
 	}
 }
 
-// Wait closes the worker's standard input and waits for it to exit.
+// Wait closes the worker's standard input and waits, discarding the lines
+// nobody read, for it to exit; one that runs on for exitTimeout is killed,
+// and Wait returns an error saying so.
 func (w *Worker) Wait() error {
 	_ = w.stdin.Close()
-	for range w.lines {
+	if err := w.await("told to end (its input closed)"); err != nil {
+		_ = w.cmd.Process.Kill()
+		if kerr := w.await("killed"); kerr != nil {
+			return fmt.Errorf("%v; %v\n%s", err, kerr, w.Stderr())
+		}
+		return fmt.Errorf("%v: killed\n%s", err, w.Stderr())
 	}
-	<-w.done
 	if w.err != nil {
 		return fmt.Errorf("worker %s: %w\n%s", w.name, w.err, w.Stderr())
 	}

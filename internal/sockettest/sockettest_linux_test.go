@@ -15,6 +15,11 @@ func init() {
 		fmt.Printf("uid %d pid %d %s\n", os.Getuid(), os.Getpid(), strings.Join(args, " "))
 		return nil
 	})
+	sockettest.Register("chatter", func([]string) error {
+		for {
+			fmt.Println("a line nobody reads")
+		}
+	})
 }
 
 func TestMain(m *testing.M) { sockettest.Main(m) }
@@ -62,5 +67,39 @@ func TestRunInNetNS(t *testing.T) {
 	}
 	if err := os.WriteFile("/proc/sys/net/ipv4/tcp_migrate_req", []byte("1"), 0); err != nil {
 		t.Errorf("the namespace's sysctl is not writable: %v", err)
+	}
+}
+
+// heldCleanups is t, but keeps the functions given to Cleanup for the test
+// to run.
+type heldCleanups struct {
+	testing.TB
+	fns []func()
+}
+
+func (h *heldCleanups) Cleanup(f func()) { h.fns = append(h.fns, f) }
+
+// TestWorkerCleanupUnread: a worker whose output nobody reads (its lines
+// fill the pipe) is killed and waited for when its test ends, within the
+// bound of a worker's exit, not for ever.
+func TestWorkerCleanupUnread(t *testing.T) {
+	tb := &heldCleanups{TB: t}
+	w := sockettest.StartWorker(tb, "chatter", nil)
+	w.Expect("a line", 10*time.Second)
+	time.Sleep(100 * time.Millisecond) // its output fills the pipe
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for _, f := range tb.fns {
+			f()
+		}
+	}()
+	select {
+	case <-done:
+	case <-time.After(time.Minute):
+		t.Fatalf("the cleanup of worker %d, whose output nobody read, still waits after a minute", w.Pid())
+	}
+	if !w.Exited() {
+		t.Errorf("worker %d runs on after its cleanup", w.Pid())
 	}
 }
