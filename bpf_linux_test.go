@@ -505,40 +505,38 @@ func openSender(t *testing.T, f bpfFamily, typ int) (int, int) {
 // checks its payload and IPv4 options.
 func (g *kernelGroup) receive(t *testing.T, f bpfFamily, port int, payload []byte) int {
 	t.Helper()
-	pfds := make([]unix.PollFd, len(g.fds))
-	for i, fd := range g.fds {
-		pfds[i] = unix.PollFd{Fd: int32(fd), Events: unix.POLLIN}
-	}
+	i := g.ready(t, "received the datagram from port "+strconv.Itoa(port))
 	buf, oob := make([]byte, 2048), make([]byte, 256)
-	for deadline := time.Now().Add(5 * time.Second); time.Now().Before(deadline); {
-		if _, err := unix.Poll(pfds, 100); err != nil && err != unix.EINTR {
-			t.Fatal(err)
-		}
-		for i, p := range pfds {
-			if p.Revents&unix.POLLIN == 0 {
-				continue
-			}
-			n, oobn, _, from, err := unix.Recvmsg(g.fds[i], buf, oob, unix.MSG_DONTWAIT)
-			if err != nil {
-				t.Fatalf("member %d: recvmsg: %v", i, err)
-			}
-			if got := portOf(from); got != port || !bytes.Equal(buf[:n], payload) {
-				t.Fatalf("member %d received %x from port %d, want %x from port %d", i, buf[:n], got, payload, port)
-			}
-			if f.opts != nil {
-				if got := ipOptions(t, oob[:oobn]); len(got) != len(f.opts) {
-					t.Fatalf("member %d received the datagram with IPv4 options %x, want %d bytes of them", i, got, len(f.opts))
-				}
-			}
-			return i
+	n, oobn, _, from, err := unix.Recvmsg(g.fds[i], buf, oob, unix.MSG_DONTWAIT)
+	if err != nil {
+		t.Fatalf("member %d: recvmsg: %v", i, err)
+	}
+	if got := portOf(from); got != port || !bytes.Equal(buf[:n], payload) {
+		t.Fatalf("member %d received %x from port %d, want %x from port %d", i, buf[:n], got, payload, port)
+	}
+	if f.opts != nil {
+		if got := ipOptions(t, oob[:oobn]); len(got) != len(f.opts) {
+			t.Fatalf("member %d received the datagram with IPv4 options %x, want %d bytes of them", i, got, len(f.opts))
 		}
 	}
-	t.Fatalf("no member received the datagram from port %d in 5s", port)
-	return -1
+	return i
 }
 
 // accept returns the member that a connection arrives on, and resets it.
 func (g *kernelGroup) accept(t *testing.T) int {
+	t.Helper()
+	i := g.ready(t, "accepted the connection")
+	c, _, err := unix.Accept4(g.fds[i], unix.SOCK_CLOEXEC)
+	if err != nil {
+		t.Fatalf("member %d: accept: %v", i, err)
+	}
+	resetClose(c)
+	return i
+}
+
+// ready returns the first member with something to read, within 5 s; what
+// names what was awaited, for the failure.
+func (g *kernelGroup) ready(t *testing.T, what string) int {
 	t.Helper()
 	pfds := make([]unix.PollFd, len(g.fds))
 	for i, fd := range g.fds {
@@ -549,18 +547,12 @@ func (g *kernelGroup) accept(t *testing.T) int {
 			t.Fatal(err)
 		}
 		for i, p := range pfds {
-			if p.Revents&unix.POLLIN == 0 {
-				continue
+			if p.Revents&unix.POLLIN != 0 {
+				return i
 			}
-			c, _, err := unix.Accept4(g.fds[i], unix.SOCK_CLOEXEC)
-			if err != nil {
-				t.Fatalf("member %d: accept: %v", i, err)
-			}
-			resetClose(c)
-			return i
 		}
 	}
-	t.Fatal("no member accepted the connection in 5s")
+	t.Fatalf("no member %s in 5s", what)
 	return -1
 }
 
