@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"math/rand"
-	"net"
 	"net/netip"
 	"os"
 	"strconv"
@@ -422,14 +421,7 @@ type countedStream struct {
 // end, for limit at most.
 func startCountedStream(t *testing.T, addr string, sources int, limit time.Duration) *countedStream {
 	t.Helper()
-	var conns []net.Conn
-	for i := 0; i < sources; i++ {
-		c, err := net.Dial("udp", addr)
-		if err != nil {
-			t.Fatal(err)
-		}
-		conns = append(conns, c)
-	}
+	conns := udpSources(t, addr, sources)
 	s := new(countedStream)
 	done, ended := make(chan struct{}), make(chan struct{})
 	go func() {

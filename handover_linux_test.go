@@ -113,14 +113,7 @@ func handoverWorker(args []string) error {
 	ho := &reuse.Handover{Slot: slot, Quiet: quiet}
 	took := make(chan error, 1)
 	cancelTakeOver := func() {}
-	cmds := make(chan string)
-	go func() {
-		sc := bufio.NewScanner(os.Stdin)
-		for sc.Scan() {
-			cmds <- sc.Text()
-		}
-		close(cmds)
-	}()
+	cmds := stdinLines()
 	for {
 		select {
 		case cmd, ok := <-cmds:
@@ -935,14 +928,7 @@ func TestTakeOverErrors(t *testing.T) {
 // returns how many were sent.
 func udpStream(t *testing.T, addr string, sources int) (stop func() int) {
 	t.Helper()
-	var conns []net.Conn
-	for i := 0; i < sources; i++ {
-		c, err := net.Dial("udp", addr)
-		if err != nil {
-			t.Fatal(err)
-		}
-		conns = append(conns, c)
-	}
+	conns := udpSources(t, addr, sources)
 	done := make(chan struct{})
 	sent := make(chan int)
 	go func() {
@@ -1384,14 +1370,7 @@ func udpHandoverWorker(args []string) error {
 		return ho.Close()
 	}
 	ho := &reuse.Handover{Slot: args[1], Quiet: quiet}
-	cmds := make(chan string)
-	go func() {
-		sc := bufio.NewScanner(os.Stdin)
-		for sc.Scan() {
-			cmds <- sc.Text()
-		}
-		close(cmds)
-	}()
+	cmds := stdinLines()
 	for {
 		select {
 		case cmd := <-cmds:
@@ -1583,4 +1562,34 @@ func TestHandoverOldExited(t *testing.T) {
 			next.Expect("closed ", 10*time.Second)
 		})
 	}
+}
+
+// udpSources returns n UDP sockets connected to addr, each a source port of
+// its own, which the test closes.
+func udpSources(t *testing.T, addr string, n int) []net.Conn {
+	t.Helper()
+	var conns []net.Conn
+	for i := 0; i < n; i++ {
+		c, err := net.Dial("udp", addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { c.Close() })
+		conns = append(conns, c)
+	}
+	return conns
+}
+
+// stdinLines returns a worker's commands, one a line of its input, closed
+// at its end.
+func stdinLines() <-chan string {
+	cmds := make(chan string)
+	go func() {
+		sc := bufio.NewScanner(os.Stdin)
+		for sc.Scan() {
+			cmds <- sc.Text()
+		}
+		close(cmds)
+	}()
+	return cmds
 }
