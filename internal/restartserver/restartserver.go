@@ -9,9 +9,10 @@
 // opened under reuse's Share. It is replaced one of three ways:
 //
 //   - reuse: it serves, then calls reuse.Handover.TakeOver; once
-//     Handover.Replaced says that a successor took over, it closes its
-//     listeners, waits until every accepted connection's first request was
-//     read, calls http.Server.Shutdown and Handover.Close, and returns.
+//     Handover.Replaced says that a successor took over, it stops as the
+//     README's server does (reusehttp's Serving.Stop: every accepted
+//     connection's first request is read before http.Server.Shutdown),
+//     calls Handover.Close, and returns.
 //   - reuse-plain: the same, but it calls Shutdown as soon as Replaced is
 //     closed.
 //   - naive: no handover; it shuts down at once when the driver says stop.
@@ -172,7 +173,7 @@ func (s *Server) serveHTTP() (*service, error) {
 	}
 	svc.close = func(drain bool) (int, error) {
 		if drain {
-			srv.Drain(lns)
+			srv.Drain()
 		} else {
 			srv.Shutdown()
 		}

@@ -121,7 +121,7 @@ func serveTableflip(stop <-chan struct{}) error {
 	if opts.Mode == "tableflip-readme" {
 		srv.Shutdown()
 	} else {
-		srv.Drain([]net.Listener{ln})
+		srv.Drain()
 	}
 	restartserver.Event(os.Stdout, "exit", opts.Slot, "n="+strconv.FormatInt(served.Load(), 10))
 	return nil
