@@ -1593,3 +1593,50 @@ func stdinLines() <-chan string {
 	}()
 	return cmds
 }
+
+// TestHandoverLargeGroup hands over a group of 64 listeners in one
+// process, and of 64 datagram sockets: the messages that name each socket
+// fit (they were cut short at 512 bytes, about 50 sockets).
+func TestHandoverLargeGroup(t *testing.T) {
+	requireSteering(t)
+	s := shape{64, false}
+	old, addr := startGeneration(t, s, "127.0.0.1:0", 20*time.Millisecond)
+	old.Send("takeover")
+	old.Expect("took over", 10*time.Second)
+	next, _ := startGeneration(t, s, addr, 20*time.Millisecond)
+	next.Send("takeover")
+	old.Expect("replaced", 10*time.Second)
+	next.Expect("took over", 10*time.Second)
+	dialServed(t, addr, 64)
+	next.Send("close")
+	next.Expect("closed ", 10*time.Second)
+
+	ctx := context.Background()
+	pcs, err := reuse.ListenPacketGroup("udp4", "127.0.0.1:0", 64)
+	if err != nil {
+		t.Fatal(err)
+	}
+	oldHo := new(reuse.Handover)
+	if err := oldHo.TakeOver(ctx, anys(pcs)...); err != nil {
+		t.Fatal(err)
+	}
+	nextPcs, err := reuse.ListenPacketGroup("udp4", pcs[0].LocalAddr().String(), 64)
+	if err != nil {
+		t.Fatal(err)
+	}
+	nextHo := new(reuse.Handover)
+	took := make(chan error, 1)
+	go func() { took <- nextHo.TakeOver(ctx, anys(nextPcs)...) }()
+	<-oldHo.Replaced()
+	for _, pc := range pcs {
+		pc.Close()
+	}
+	oldHo.Close()
+	if err := <-took; err != nil {
+		t.Fatalf("taking over a group of 64 datagram sockets: %v", err)
+	}
+	for _, pc := range nextPcs {
+		pc.Close()
+	}
+	nextHo.Close()
+}

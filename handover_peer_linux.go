@@ -29,9 +29,11 @@ const (
 	msgClosed   = "closed"   // old → new: the old process let go of its sockets
 )
 
-// maxMessage bounds a message of the rendezvous, but the old process's
-// "sockets" (see readSockets).
-const maxMessage = 512
+// maxMessage bounds a message of the rendezvous: "sockets" and "steered"
+// name each socket of a group by its inode (up to 20 digits and a space),
+// for groups of a thousand sockets and more. A longer message would be cut
+// short (SOCK_SEQPACKET), so sendMessage refuses one.
+const maxMessage = 32 << 10
 
 // answerTimeout bounds each step of the rendezvous: how long a party may
 // take to send the next message it owes. A peer that breaks it is hung up
@@ -74,6 +76,9 @@ func readDeadline(ctx context.Context, conn *net.UnixConn, d time.Duration) erro
 // sendMessage sends the peer a message, waiting answerTimeout at most (a
 // full buffer: a peer that stopped reading).
 func sendMessage(conn *net.UnixConn, msg string) error {
+	if err := checkLength(msg); err != nil {
+		return err
+	}
 	_ = conn.SetWriteDeadline(time.Now().Add(answerTimeout))
 	_, err := conn.Write([]byte(msg))
 	_ = conn.SetWriteDeadline(time.Time{})
@@ -81,6 +86,14 @@ func sendMessage(conn *net.UnixConn, msg string) error {
 		return errSilent
 	}
 	return err
+}
+
+// checkLength refuses a message longer than maxMessage.
+func checkLength(msg string) error {
+	if len(msg) > maxMessage {
+		return fmt.Errorf("a handover message of %d bytes, more than %d: too many sockets in one process", len(msg), maxMessage)
+	}
+	return nil
 }
 
 // hungUp reports, without waiting, whether the peer of conn hung up (its
@@ -124,6 +137,9 @@ func (st *handoverState) sendSockets(conn *net.UnixConn) error {
 	if err != nil {
 		return err
 	}
+	if err := checkLength(msg); err != nil {
+		return err
+	}
 	_ = conn.SetWriteDeadline(time.Now().Add(answerTimeout))
 	return withFD(rc, func(fd uintptr) error {
 		_, _, err := conn.WriteMsgUnix([]byte(msg), unix.UnixRights(int(fd)), nil)
@@ -143,7 +159,7 @@ type oldSockets struct {
 // readSockets reads the old process's answer: what it says of itself, and
 // its rendezvous socket.
 func readSockets(ctx context.Context, conn *net.UnixConn) (oldSockets, error) {
-	buf := make([]byte, 64<<10)
+	buf := make([]byte, maxMessage)
 	oob := make([]byte, unix.CmsgSpace(4))
 	if err := readDeadline(ctx, conn, answerTimeout); err != nil {
 		return oldSockets{}, err
