@@ -1,12 +1,17 @@
 #!/usr/bin/env bash
 # Produces RESTARTS.md: servers restarted under load, reuse.Handover beside a
-# naive replacement and cloudflare/tableflip, in one run (cmd/restartload).
-# Run from anywhere: bash bench/restart.sh. 5 to 8 minutes with the defaults
-# (36 HTTP cases and 4 UDP cases of 20 restarts); every wait is bounded.
+# naive replacement and cloudflare/tableflip, then restarted idle (one process
+# beside tableflip, each worker slot, rolling restarts of 4, 8 and 16
+# workers), in one run (cmd/restartload). Run from anywhere:
+# bash bench/restart.sh. At most about 10 minutes with the defaults (36 HTTP
+# cases and 4 UDP cases under load, 5 idle cases, of 20 restarts, and 3
+# rolling restarts of each group); every wait is bounded.
 #
 # Settings, from the environment:
 #   RESTARTS=20      restarts per case (4 worker processes: 5 rounds of 4)
-#   QUICK=           1: the short run of CI (4 restarts, fewer cases), to stdout
+#   ROLLS=3          rolling restarts of each group of workers (4, 8, 16)
+#   QUICK=           1: the short run of CI (4 restarts, fewer cases, 1 rolling
+#                    restart of 4 workers), to stdout
 #   NOTE=            a sentence about the machine's state during the run
 #   OUT=RESTARTS.md, at the repository root
 #   RUN_AS=          a uid (65534): the driver, and so every server and client, runs
@@ -14,6 +19,7 @@
 set -euo pipefail
 cd "$(dirname "$0")"
 RESTARTS=${RESTARTS:-20}
+ROLLS=${ROLLS:-3}
 QUICK=${QUICK:-}
 NOTE=${NOTE:-}
 OUT=${OUT:-../RESTARTS.md}
@@ -43,14 +49,14 @@ fi
 
 load_start=$(cut -d' ' -f1-3 /proc/loadavg)
 start=$SECONDS
-drive -restarts "$RESTARTS" >"$tmp/tables.md"
+drive -restarts "$RESTARTS" -rolls "$ROLLS" >"$tmp/tables.md"
 load_end=$(cut -d' ' -f1-3 /proc/loadavg)
 md=$tmp/RESTARTS.md
 {
 	echo "# Restarts under load"
 	echo
-	echo "Produced by \`bash bench/restart.sh\` (RESTARTS=$RESTARTS${RUN_AS:+, RUN_AS=$RUN_AS: every process as uid $RUN_AS without capabilities}), which runs"
-	echo "\`go run ./cmd/restartload -restarts $RESTARTS\` (in bench/) with hey $HEY_VERSION; every figure below"
+	echo "Produced by \`bash bench/restart.sh\` (RESTARTS=$RESTARTS, ROLLS=$ROLLS${RUN_AS:+, RUN_AS=$RUN_AS: every process as uid $RUN_AS without capabilities}), which runs"
+	echo "\`go run ./cmd/restartload -restarts $RESTARTS -rolls $ROLLS\` (in bench/) with hey $HEY_VERSION; every figure below"
 	echo "comes from that one run, which took $((SECONDS - start)) s."
 	echo
 	echo "| | |"
@@ -105,12 +111,34 @@ md=$tmp/RESTARTS.md
 	echo "the SIGHUP) to the exit of the old one. The requests answered grow with the length of"
 	echo "a case, which the restart time sets: compare the failures, not the totals."
 	echo
+	echo "Idle cases: the same restarts without load, for the time alone: (e) one"
+	echo "process, reuse.Handover beside tableflip (its mode that reads first requests before"
+	echo "\`Shutdown\`; without load the two modes do the same); (f) 4 worker processes, one"
+	echo "slot after the other ($RESTARTS restarts: $((RESTARTS / 4)) of each slot); (g) rolling restarts of"
+	echo "4, 8 and 16 worker processes: every slot in turn, the next slot's new process"
+	echo "started as soon as the previous slot's old process is gone, as a supervisor rolling"
+	echo "through its workers does, $ROLLS times for each group. The idle cases run at"
+	echo "\`tcp_migrate_req\` 0 (the kernel's default), (e) and (f) with MPTCP and plain listeners,"
+	echo "(g) with MPTCP listeners (Go's default) only; they run first, before hey's connections"
+	echo "leave thousands of TIME_WAIT sockets in the namespace (for a minute), which the"
+	echo "cases under load then have beside them."
+	echo
 	echo "UDP load: one goroutine of the driver sends numbered 64-byte datagrams round-robin"
 	echo "from 1,000 connected sockets (1,000 source ports), paced per millisecond. *Lost* is"
 	echo "sent minus the distinct sequence numbers that the servers recorded;"
 	echo "*receive-buffer drops* is the growth of \`Udp: RcvbufErrors\` of the namespace over the"
 	echo "case (drops for a full socket buffer, which a restart does not cause: a datagram"
 	echo "queued on a socket that closes is not counted there)."
+	echo
+	echo "The tables after the UDP one take the restart times apart. *Restart time, idle*: (e),"
+	echo "reuse.Handover beside tableflip, and the ratio of their medians. *Restart time under"
+	echo "hey*: the same for the cases (a), from the table of failed requests. *Restart time of each"
+	echo "worker slot*: the median of each slot's restarts in (c), (d) and (f), slot 1 being the"
+	echo "first worker started, and the last slot's median divided by the first's. *Rolling"
+	echo "restarts*: (g)'s total time for each number of workers, and that total per worker, also"
+	echo "divided by the smallest group's: a total that grows at most linearly with the workers"
+	echo "keeps it at about 1 or below. Medians come with quartiles (interpolated between the two"
+	echo "nearest restarts) and the fastest and slowest restart."
 	echo
 	echo "## Results"
 	echo
