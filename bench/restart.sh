@@ -2,14 +2,17 @@
 # Produces RESTARTS.md: servers restarted under load, reuse.Handover beside a
 # naive replacement and cloudflare/tableflip, then restarted idle (one process
 # beside tableflip, each worker slot, rolling restarts of 4, 8 and 16
-# workers), in one run (cmd/restartload). Run from anywhere:
-# bash bench/restart.sh. At most about 10 minutes with the defaults (36 HTTP
-# cases and 4 UDP cases under load, 5 idle cases, of 20 restarts, and 3
-# rolling restarts of each group); every wait is bounded.
+# workers), in one run (cmd/restartload); then the cost of one handover as
+# the group grows, with and without 10,000 unrelated connections (the root
+# package's BenchmarkHandover). Run from anywhere: bash bench/restart.sh. At
+# most about 10 minutes with the defaults (36 HTTP cases and 4 UDP cases
+# under load, 5 idle cases, of 20 restarts, 3 rolling restarts of each
+# group, and 16 benchmarks of 3 handovers); every wait is bounded.
 #
 # Settings, from the environment:
 #   RESTARTS=20      restarts per case (4 worker processes: 5 rounds of 4)
 #   ROLLS=3          rolling restarts of each group of workers (4, 8, 16)
+#   HANDOVERS=3      handovers of each benchmark (go test -benchtime=3x)
 #   QUICK=           1: the short run of CI (4 restarts, fewer cases, 1 rolling
 #                    restart of 4 workers), to stdout
 #   NOTE=            a sentence about the machine's state during the run
@@ -20,6 +23,7 @@ set -euo pipefail
 cd "$(dirname "$0")"
 RESTARTS=${RESTARTS:-20}
 ROLLS=${ROLLS:-3}
+HANDOVERS=${HANDOVERS:-3}
 QUICK=${QUICK:-}
 NOTE=${NOTE:-}
 OUT=${OUT:-../RESTARTS.md}
@@ -32,14 +36,18 @@ GOBIN=$tmp go install "github.com/rakyll/hey@$HEY_VERSION"
 go build -o "$tmp/restartserver" ./cmd/restartserver
 go build -o "$tmp/restartload" ./cmd/restartload
 RUN_AS=${RUN_AS:-}
-drive() {
+# as_user runs a command in $tmp, as RUN_AS where it is set.
+as_user() {
 	if [ -z "$RUN_AS" ]; then
-		"$tmp/restartload" -server "$tmp/restartserver" -hey "$tmp/hey" "$@"
+		(cd "$tmp" && "$@")
 		return
 	fi
 	chmod 755 "$tmp"
 	(cd "$tmp" && setpriv --reuid="$RUN_AS" --regid="$RUN_AS" --clear-groups --inh-caps=-all --bounding-set=-all \
-		env HOME="$tmp" "$tmp/restartload" -server "$tmp/restartserver" -hey "$tmp/hey" "$@")
+		env HOME="$tmp" "$@")
+}
+drive() {
+	as_user "$tmp/restartload" -server "$tmp/restartserver" -hey "$tmp/hey" "$@"
 }
 
 if [ -n "$QUICK" ]; then
@@ -47,10 +55,31 @@ if [ -n "$QUICK" ]; then
 	exit
 fi
 
+(cd .. && go test -c -o "$tmp/reuse.test" .)
 load_start=$(cut -d' ' -f1-3 /proc/loadavg)
 start=$SECONDS
 drive -restarts "$RESTARTS" -rolls "$ROLLS" >"$tmp/tables.md"
+echo "BenchmarkHandover, $HANDOVERS handovers each" >&2
+bench_start=$SECONDS
+as_user "$tmp/reuse.test" -test.run '^$' -test.bench '^BenchmarkHandover$' -test.benchtime="${HANDOVERS}x" -test.v >"$tmp/bench.txt"
+bench_time=$((SECONDS - bench_start))
 load_end=$(cut -d' ' -f1-3 /proc/loadavg)
+# handover_table writes BenchmarkHandover's results (go test -v) as a table.
+handover_table() {
+	awk '
+	/^BenchmarkHandover\/conns=[0-9]+$/ { conns = substr($1, index($1, "=") + 1) }
+	/TCP sockets in this network namespace/ { sockets[conns] = $2 }
+	/^BenchmarkHandover\/conns=[0-9]+\/shape=[a-z]+\/k=[0-9]+-[0-9]+[ \t]/ && $4 == "ns/op" {
+		split($1, p, "/"); sub(/-[0-9]+$/, "", p[4])
+		shape = substr(p[3], 7); k = substr(p[4], 3)
+		what = (shape == "slot") ? "1 slot of " k (k == 1 ? " worker process" : " worker processes") : "1 process, " k " listeners → " k
+		printf "| %s | %s | %s | **%.1f** | %d | %d |\n", substr(p[2], 7), sockets[substr(p[2], 7)], what, $3 / 1e6, $7, $5
+		rows++
+	}
+	/--- SKIP|--- FAIL/ { print "| " $0 " | | | | | |"; rows++ }
+	END { if (!rows) print "| no results | | | | | |" }
+	' "$1"
+}
 md=$tmp/RESTARTS.md
 {
 	echo "# Restarts under load"
@@ -130,6 +159,21 @@ md=$tmp/RESTARTS.md
 	echo "case (drops for a full socket buffer, which a restart does not cause: a datagram"
 	echo "queued on a socket that closes is not counted there)."
 	echo
+	echo "*One handover*, last, is the root package's \`BenchmarkHandover\` (handover_bench_linux_test.go),"
+	echo "run as \`go test -run '^\$' -bench '^BenchmarkHandover\$' -benchtime=${HANDOVERS}x\` in the machine's own network"
+	echo "namespace (not the driver's), which took $bench_time s. Each handover is a real one between two processes: the old"
+	echo "one is a process of the test binary, started and serving before the timer runs; the new one is"
+	echo "the benchmark's process, whose time runs from its \`TakeOver\` to the old process gone (exited),"
+	echo "and whose allocations (the successor's) are counted. *k* is the size of the group of"
+	echo "sockets on the port: either one process with k listeners handing over to k new ones, or k"
+	echo "worker processes of one listener each (in k Slots), of which one slot is handed over while"
+	echo "the others serve on; before each of those handovers another worker restarts, as in a rolling"
+	echo "restart, which moves the old worker to that worker's place in the kernel's array. Listeners"
+	echo "are MPTCP, with the default Quiet. *Unrelated connections*: established loopback connections"
+	echo "held by two helper processes (the server ends in one, the client ends in the other), which every"
+	echo "listing of the namespace's TCP sockets passes; the next column is the count of TCP sockets that"
+	echo "/proc/net/tcp and tcp6 listed in the namespace when those benchmarks began (other programs' too)."
+	echo
 	echo "The tables after the UDP one take the restart times apart. *Restart time, idle*: (e),"
 	echo "reuse.Handover beside tableflip, and the ratio of their medians. *Restart time under"
 	echo "hey*: the same for the cases (a), from the table of failed requests. *Restart time of each"
@@ -143,6 +187,11 @@ md=$tmp/RESTARTS.md
 	echo "## Results"
 	echo
 	cat "$tmp/tables.md"
+	echo "### One handover, as the group grows"
+	echo
+	echo "| unrelated connections | TCP sockets in the namespace | handed over | ms per handover | allocations | bytes allocated |"
+	echo "|---|---|---|---|---|---|"
+	handover_table "$tmp/bench.txt"
 } >"$md"
 cp "$md" "$OUT"
 echo "wrote $OUT" >&2
