@@ -7,7 +7,8 @@
 # package's BenchmarkHandover). Run from anywhere: bash bench/restart.sh. At
 # most about 10 minutes with the defaults (36 HTTP cases and 4 UDP cases
 # under load, 5 idle cases, of 20 restarts, 3 rolling restarts of each
-# group, and 16 benchmarks of 3 handovers); every wait is bounded.
+# group idle and 4 of 16 workers under load, and 16 benchmarks of 3
+# handovers); every wait is bounded.
 #
 # Settings, from the environment:
 #   RESTARTS=20      restarts per case (4 worker processes: 5 rounds of 4)
@@ -140,6 +141,10 @@ md=$tmp/RESTARTS.md
 	echo "the SIGHUP) to the exit of the old one. The requests answered grow with the length of"
 	echo "a case, which the restart time sets: compare the failures, not the totals."
 	echo
+	echo "Under the same load, (h) is one rolling restart of the largest group of (g) below, 16"
+	echo "worker processes, each slot in turn as in (g), for its failed requests and its total time"
+	echo "under load, in every setting."
+	echo
 	echo "Idle cases: the same restarts without load, for the time alone: (e) one"
 	echo "process, reuse.Handover beside tableflip (its mode that reads first requests before"
 	echo "\`Shutdown\`; without load the two modes do the same); (f) 4 worker processes, one"
@@ -179,10 +184,10 @@ md=$tmp/RESTARTS.md
 	echo "hey*: the same for the cases (a), from the table of failed requests. *Restart time of each"
 	echo "worker slot*: the median of each slot's restarts in (c), (d) and (f), slot 1 being the"
 	echo "first worker started, and the last slot's median divided by the first's. *Rolling"
-	echo "restarts*: (g)'s total time for each number of workers, and that total per worker, also"
-	echo "divided by the smallest group's: a total that grows at most linearly with the workers"
-	echo "keeps it at about 1 or below. Medians come with quartiles (interpolated between the two"
-	echo "nearest restarts) and the fastest and slowest restart."
+	echo "restarts*: the total time of (g) for each number of workers, and of (h), and that total per"
+	echo "worker, also divided by that of the smallest group of the same load and settings: a total that"
+	echo "grows at most linearly with the workers keeps it at about 1 or below. Medians come with"
+	echo "quartiles (interpolated between the two nearest restarts) and the fastest and slowest restart."
 	echo
 	echo "## Results"
 	echo

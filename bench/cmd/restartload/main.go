@@ -48,12 +48,12 @@ var (
 	heyPath   = flag.String("hey", "hey", "the hey binary (github.com/rakyll/hey v0.1.5)")
 	server    = flag.String("server", "", "the restartserver binary (default: built from ./cmd/restartserver)")
 	restarts  = flag.Int("restarts", 20, "restarts per case: for 4 worker processes, 5 rounds of 4")
-	shapes    = flag.String("shapes", "one,group,workers,udp-group,udp-workers,idle-one,idle-workers,rolling", "shapes to run, comma-separated")
+	shapes    = flag.String("shapes", "one,group,workers,rolling-hey,udp-group,udp-workers,idle-one,idle-workers,rolling", "shapes to run, comma-separated")
 	mptcpList = flag.String("mptcp", "true,false", "MPTCP settings of the listeners, comma-separated")
 	migrates  = flag.String("migrate", "0,1", "values of net.ipv4.tcp_migrate_req, comma-separated")
 	idleMig   = flag.String("idlemigrate", "", "values of net.ipv4.tcp_migrate_req for the idle shapes (default: the first of -migrate)")
-	rolling   = flag.String("rolling", "4,8,16", "rolling: the sizes of the groups of worker processes, comma-separated")
-	rolls     = flag.Int("rolls", 3, "rolling: rolling restarts of each group")
+	rolling   = flag.String("rolling", "4,8,16", "rolling: the sizes of the groups of worker processes, comma-separated (rolling-hey: the largest)")
+	rolls     = flag.Int("rolls", 3, "rolling: rolling restarts of each group (rolling-hey: 1)")
 	groupK    = flag.Int("k", 4, "sockets of the group shapes")
 	conc      = flag.Int("c", 8, "hey's concurrent workers")
 	udpRate   = flag.Int("udprate", 10000, "UDP datagrams per second")
@@ -77,6 +77,7 @@ var modesOf = map[string][]string{
 	"idle-one":     {"reuse", "tableflip"},
 	"idle-workers": {"reuse"},
 	"rolling":      {"reuse"},
+	"rolling-hey":  {"reuse"},
 }
 
 const inNetNS = "RESTARTLOAD_IN_NETNS"
@@ -304,6 +305,11 @@ func specsOf(shape string, mptcp bool, migrate string) []spec {
 			s.k = *groupK
 		case "workers", "udp-workers", "idle-workers":
 			s.procs = *groupK
+		case "rolling-hey":
+			for _, f := range strings.Split(*rolling, ",") {
+				n, _ := strconv.Atoi(f)
+				s.procs = max(s.procs, n)
+			}
 		}
 		out = append(out, s)
 	}
@@ -317,6 +323,9 @@ func summary(r *result) string {
 	case r.shape == "rolling":
 		rmed, rmax := medianMax(r.rolls)
 		s = fmt.Sprintf("%d rolling restarts of %d workers, total median %v max %v; restart median %v max %v", len(r.rolls), r.procs, rmed, rmax, med, max)
+	case r.shape == "rolling-hey":
+		rmed, _ := medianMax(r.rolls)
+		s = fmt.Sprintf("%d rolling restart of %d workers, %d ok, %d failed, total %v; restart median %v max %v", len(r.rolls), r.procs, r.ok, r.failed, rmed, med, max)
 	case r.idle():
 		s = fmt.Sprintf("%d restarts, restart median %v max %v", len(r.restarts), med, max)
 	case r.udp():
@@ -625,6 +634,9 @@ func (g *group) snapshot() (map[string]int64, error) {
 
 func (g *group) restartAll(r *result) error {
 	time.Sleep(*warm)
+	if g.shape == "rolling" || g.shape == "rolling-hey" {
+		return g.roll(r)
+	}
 	for i := 0; i < *restarts; i++ {
 		if err := g.restart(r, i%g.procs); err != nil {
 			return fmt.Errorf("restart %d: %w", i+1, err)
@@ -645,28 +657,37 @@ func (g *group) restart(r *result, i int) error {
 	return nil
 }
 
+// roll restarts every slot in turn, each restart starting once the
+// previous old process is gone: -rolls times (rolling-hey: once), -gap
+// apart.
+func (g *group) roll(r *result) error {
+	n := *rolls
+	if g.shape == "rolling-hey" {
+		n = 1
+	}
+	for j := 0; j < n; j++ {
+		if j > 0 {
+			time.Sleep(*gap)
+		}
+		start := time.Now()
+		for i := 0; i < g.procs; i++ {
+			if err := g.restart(r, i); err != nil {
+				return fmt.Errorf("rolling restart %d, slot %d: %w", j+1, i+1, err)
+			}
+		}
+		r.rolls = append(r.rolls, time.Since(start))
+	}
+	return nil
+}
+
 // runIdle restarts the servers without load: -restarts times, one slot
-// after the other, -gap apart; or, rolling, -rolls times every slot in
-// turn, each restart starting once the previous old process is gone.
+// after the other, -gap apart; or rolling restarts.
 func (g *group) runIdle(r *result) error {
 	if err := g.startAll(); err != nil {
 		return err
 	}
-	if g.shape != "rolling" {
-		if err := g.restartAll(r); err != nil {
-			return err
-		}
-		return g.stopAll()
-	}
-	for n := 0; n < *rolls; n++ {
-		time.Sleep(*gap)
-		start := time.Now()
-		for i := 0; i < g.procs; i++ {
-			if err := g.restart(r, i); err != nil {
-				return fmt.Errorf("rolling restart %d, slot %d: %w", n+1, i+1, err)
-			}
-		}
-		r.rolls = append(r.rolls, time.Since(start))
+	if err := g.restartAll(r); err != nil {
+		return err
 	}
 	return g.stopAll()
 }
@@ -978,6 +999,8 @@ func shapeName(s spec) string {
 		return fmt.Sprintf("(f) idle, %d worker processes, one at a time", s.procs)
 	case "rolling":
 		return fmt.Sprintf("(g) idle, rolling restart of %d worker processes", s.procs)
+	case "rolling-hey":
+		return fmt.Sprintf("(h) rolling restart of %d worker processes", s.procs)
 	}
 	return s.shape
 }
@@ -1046,7 +1069,6 @@ func find(results []*result, s spec, shape, mode string) *result {
 // restartTables writes the tables of restart times: one process beside
 // tableflip (idle, then under hey), each worker slot, and rolling restarts.
 func restartTables(w io.Writer, results []*result) {
-	tf := modeNames["tableflip"]
 	var idleOne, heyOne, slotted, rolled []*result
 	for _, r := range results {
 		switch {
@@ -1054,9 +1076,9 @@ func restartTables(w io.Writer, results []*result) {
 			idleOne = append(idleOne, r)
 		case r.mode == "reuse" && r.shape == "one":
 			heyOne = append(heyOne, r)
-		case r.mode == "reuse" && r.procs > 1 && r.shape != "rolling":
+		case r.mode == "reuse" && r.procs > 1 && !strings.HasPrefix(r.shape, "rolling"):
 			slotted = append(slotted, r)
-		case r.shape == "rolling":
+		case strings.HasPrefix(r.shape, "rolling"):
 			rolled = append(rolled, r)
 		}
 	}
@@ -1064,93 +1086,112 @@ func restartTables(w io.Writer, results []*result) {
 		fmt.Fprintln(w, "### Restart time, idle: one process beside tableflip")
 		fmt.Fprintln(w)
 		fmt.Fprintln(w, "Start new → old gone, no load: **median** (quartiles; min–max).")
-		fmt.Fprintln(w)
-		fmt.Fprintf(w, "| MPTCP | tcp_migrate_req | restarts | reuse.Handover | %s | reuse ÷ tableflip (medians) |\n", tf)
-		fmt.Fprintln(w, "|---|---|---|---|---|---|")
-		for _, r := range idleOne {
-			a, b := statsOf(r.restarts), stats{}
-			if t := find(results, r.spec, "idle-one", "tableflip"); t != nil {
-				b = statsOf(t.restarts)
-			}
-			fmt.Fprintf(w, "| %s | %s | %d | %v | %v | **%s** |\n", onOff(r.mptcp), r.migrate, a.n, a, b, ratio(a.med, b.med))
-		}
-		fmt.Fprintln(w)
+		besideTableflip(w, results, idleOne, false)
 	}
 	if len(heyOne) > 0 {
-		fmt.Fprintf(w, "### Restart time under hey: one process beside tableflip\n\n")
+		fmt.Fprintln(w, "### Restart time under hey: one process beside tableflip")
+		fmt.Fprintln(w)
 		fmt.Fprintln(w, "Start new → old gone, from the cases (a) above: **median** (quartiles; min–max).")
-		fmt.Fprintln(w)
-		fmt.Fprintf(w, "| MPTCP | tcp_migrate_req | restarts | reuse.Handover | %s | reuse ÷ tableflip (medians) | %s, median |\n", tf, modeNames["tableflip-readme"])
-		fmt.Fprintln(w, "|---|---|---|---|---|---|---|")
-		for _, r := range heyOne {
-			a, b, c := statsOf(r.restarts), stats{}, stats{}
-			if t := find(results, r.spec, "one", "tableflip"); t != nil {
-				b = statsOf(t.restarts)
-			}
-			if t := find(results, r.spec, "one", "tableflip-readme"); t != nil {
-				c = statsOf(t.restarts)
-			}
-			fmt.Fprintf(w, "| %s | %s | %d | %v | %v | **%s** | %v |\n", onOff(r.mptcp), r.migrate, a.n, a, b, ratio(a.med, b.med), c.med)
-		}
-		fmt.Fprintln(w)
+		besideTableflip(w, results, heyOne, true)
 	}
 	if len(slotted) > 0 {
-		fmt.Fprintln(w, "### Restart time of each worker slot")
-		fmt.Fprintln(w)
-		fmt.Fprintln(w, "reuse.Handover, start new → old gone: the **median** of each slot's restarts (slot 1 is the first worker started), and over all slots the median (min–max).")
-		fmt.Fprintln(w)
-		n := 0
-		for _, r := range slotted {
-			n = max(n, r.procs)
-		}
-		fmt.Fprint(w, "| shape | MPTCP | tcp_migrate_req | restarts per slot |")
-		for i := 1; i <= n; i++ {
-			fmt.Fprintf(w, " slot %d |", i)
-		}
-		fmt.Fprintln(w, " all slots | last slot ÷ first |")
-		fmt.Fprintln(w, "|---|---|---|---|"+strings.Repeat("---|", n)+"---|---|")
-		for _, r := range slotted {
-			slots := bySlot(r)
-			fmt.Fprintf(w, "| %s | %s | %s | %d |", shapeName(r.spec), onOff(r.mptcp), orNA(r.migrate), len(slots[0]))
-			for i := 0; i < n; i++ {
-				if i < len(slots) {
-					fmt.Fprintf(w, " **%v** |", statsOf(slots[i]).med)
-				} else {
-					fmt.Fprint(w, " |")
-				}
-			}
-			all := statsOf(r.restarts)
-			fmt.Fprintf(w, " %v (%v–%v) | %s |\n", all.med, all.min, all.max,
-				ratio(statsOf(slots[len(slots)-1]).med, statsOf(slots[0]).med))
-		}
-		fmt.Fprintln(w)
+		slotTable(w, slotted)
 	}
 	if len(rolled) > 0 {
-		fmt.Fprintln(w, "### Rolling restarts, idle")
-		fmt.Fprintln(w)
-		fmt.Fprintln(w, "reuse.Handover: every worker slot restarted in turn, each restart starting once the previous slot's old process is gone. *Total*: from starting the first new process to the last old one gone, **median** (min–max) of the rolling restarts; *per worker*: the median total ÷ the workers; the last column divides that by the smallest group's (at most about 1: the total grows at most linearly with the workers).")
-		fmt.Fprintln(w)
-		fmt.Fprintln(w, "| MPTCP | tcp_migrate_req | workers | rolling restarts | total | per worker | per worker ÷ smallest group's | each restart: median (min–max) |")
-		fmt.Fprintln(w, "|---|---|---|---|---|---|---|---|")
-		var base time.Duration
-		for i, r := range rolled {
-			t := statsOf(r.rolls)
-			per := time.Duration(0)
-			if r.procs > 0 {
-				per = (t.med / time.Duration(r.procs)).Round(time.Millisecond)
+		rollingTable(w, rolled)
+	}
+}
+
+// besideTableflip writes a table of the restart times of reuse's cases rs
+// beside those of tableflip's cases of the same shape and settings, and
+// their ratio; readme adds the median of tableflip's net/http example.
+func besideTableflip(w io.Writer, results, rs []*result, readme bool) {
+	fmt.Fprintln(w)
+	head := "| MPTCP | tcp_migrate_req | restarts | reuse.Handover | " + modeNames["tableflip"] + " | reuse ÷ tableflip (medians) |"
+	if readme {
+		head += " " + modeNames["tableflip-readme"] + ", median |"
+	}
+	fmt.Fprintln(w, head)
+	fmt.Fprintln(w, "|"+strings.Repeat("---|", strings.Count(head, "|")-1))
+	for _, r := range rs {
+		a, b := statsOf(r.restarts), stats{}
+		if t := find(results, r.spec, r.shape, "tableflip"); t != nil {
+			b = statsOf(t.restarts)
+		}
+		fmt.Fprintf(w, "| %s | %s | %d | %v | %v | **%s** |", onOff(r.mptcp), r.migrate, a.n, a, b, ratio(a.med, b.med))
+		if readme {
+			c := stats{}
+			if t := find(results, r.spec, r.shape, "tableflip-readme"); t != nil {
+				c = statsOf(t.restarts)
 			}
-			if i == 0 || rolled[i-1].mptcp != r.mptcp || rolled[i-1].migrate != r.migrate {
-				base = per
-			}
-			all := statsOf(r.restarts)
-			total := fmt.Sprintf("**%v** (%v–%v)", t.med, t.min, t.max)
-			if r.err != nil {
-				total = "ERROR: " + r.err.Error()
-			}
-			fmt.Fprintf(w, "| %s | %s | %d | %d | %s | %v | %s | %v (%v–%v) |\n", onOff(r.mptcp), r.migrate, r.procs, t.n, total, per, ratio(per, base), all.med, all.min, all.max)
+			fmt.Fprintf(w, " %v |", c.med)
 		}
 		fmt.Fprintln(w)
 	}
+	fmt.Fprintln(w)
+}
+
+// slotTable writes the median restart time of each worker slot of rs.
+func slotTable(w io.Writer, rs []*result) {
+	fmt.Fprintln(w, "### Restart time of each worker slot")
+	fmt.Fprintln(w)
+	fmt.Fprintln(w, "reuse.Handover, start new → old gone: the **median** of each slot's restarts (slot 1 is the first worker started), and over all slots the median (min–max).")
+	fmt.Fprintln(w)
+	n := 0
+	for _, r := range rs {
+		n = max(n, r.procs)
+	}
+	fmt.Fprint(w, "| shape | MPTCP | tcp_migrate_req | restarts per slot |")
+	for i := 1; i <= n; i++ {
+		fmt.Fprintf(w, " slot %d |", i)
+	}
+	fmt.Fprintln(w, " all slots | last slot ÷ first |")
+	fmt.Fprintln(w, "|---|---|---|---|"+strings.Repeat("---|", n)+"---|---|")
+	for _, r := range rs {
+		slots := bySlot(r)
+		fmt.Fprintf(w, "| %s | %s | %s | %d |", shapeName(r.spec), onOff(r.mptcp), orNA(r.migrate), len(slots[0]))
+		for i := 0; i < n; i++ {
+			if i < len(slots) {
+				fmt.Fprintf(w, " **%v** |", statsOf(slots[i]).med)
+			} else {
+				fmt.Fprint(w, " |")
+			}
+		}
+		all := statsOf(r.restarts)
+		fmt.Fprintf(w, " %v (%v–%v) | %s |\n", all.med, all.min, all.max,
+			ratio(statsOf(slots[len(slots)-1]).med, statsOf(slots[0]).med))
+	}
+	fmt.Fprintln(w)
+}
+
+// rollingTable writes the total times of the rolling restarts rs, and how
+// they grow with the number of workers.
+func rollingTable(w io.Writer, rs []*result) {
+	fmt.Fprintln(w, "### Rolling restarts")
+	fmt.Fprintln(w)
+	fmt.Fprintln(w, "reuse.Handover: every worker slot restarted in turn, each restart starting once the previous slot's old process is gone; idle (g), or under hey (h, whose failed requests are in the first table). *Total*: from starting the first new process to the last old one gone, **median** (min–max) of the rolling restarts; *per worker*: the median total ÷ the workers; the next column divides that by the first row's of the same load and settings (at most about 1: the total grows at most linearly with the workers).")
+	fmt.Fprintln(w)
+	fmt.Fprintln(w, "| load | MPTCP | tcp_migrate_req | workers | rolling restarts | total | per worker | per worker ÷ first row's | each restart: median (min–max) |")
+	fmt.Fprintln(w, "|---|---|---|---|---|---|---|---|---|")
+	var base time.Duration
+	for i, r := range rs {
+		t := statsOf(r.rolls)
+		per := (t.med / time.Duration(r.procs)).Round(time.Millisecond)
+		if i == 0 || rs[i-1].shape != r.shape || rs[i-1].mptcp != r.mptcp || rs[i-1].migrate != r.migrate {
+			base = per
+		}
+		load := "idle"
+		if r.shape == "rolling-hey" {
+			load = fmt.Sprintf("hey -c %d", *conc)
+		}
+		total := fmt.Sprintf("**%v** (%v–%v)", t.med, t.min, t.max)
+		if r.err != nil {
+			total = "ERROR: " + strings.ReplaceAll(r.err.Error(), "\n", " ")
+		}
+		all := statsOf(r.restarts)
+		fmt.Fprintf(w, "| %s | %s | %s | %d | %d | %s | %v | %s | %v (%v–%v) |\n", load, onOff(r.mptcp), r.migrate, r.procs, t.n, total, per, ratio(per, base), all.med, all.min, all.max)
+	}
+	fmt.Fprintln(w)
 }
 
 func orNA(s string) string {
@@ -1197,10 +1238,10 @@ func report(w io.Writer, results []*result, notes []string) {
 		fmt.Fprintln(w, "### Worker processes: each slot's share of the requests")
 		fmt.Fprintln(w)
 		fmt.Fprintf(w, "During: from the start to the last restart (every process that held the slot). After: the %v of load that followed.\n\n", *afterLoad)
-		fmt.Fprintln(w, "| replacement | MPTCP | tcp_migrate_req | during | after |")
-		fmt.Fprintln(w, "|---|---|---|---|---|")
+		fmt.Fprintln(w, "| shape | replacement | MPTCP | tcp_migrate_req | during | after |")
+		fmt.Fprintln(w, "|---|---|---|---|---|---|")
 		for _, r := range workers {
-			fmt.Fprintf(w, "| %s | %v | %s | %s | %s |\n", modeNames[r.mode], onOff(r.mptcp), r.migrate, shares(r.during), shares(r.after))
+			fmt.Fprintf(w, "| %s | %s | %v | %s | %s | %s |\n", shapeName(r.spec), modeNames[r.mode], onOff(r.mptcp), r.migrate, shares(r.during), shares(r.after))
 		}
 		fmt.Fprintln(w)
 	}
@@ -1261,7 +1302,10 @@ func shares(m map[string]int64) string {
 		keys = append(keys, k)
 		sum += n
 	}
-	sort.Strings(keys)
+	// w2 before w10
+	sort.Slice(keys, func(i, j int) bool {
+		return len(keys[i]) < len(keys[j]) || len(keys[i]) == len(keys[j]) && keys[i] < keys[j]
+	})
 	var parts []string
 	for _, k := range keys {
 		parts = append(parts, fmt.Sprintf("%s %.1f%%", k, 100*float64(m[k])/math.Max(1, float64(sum))))
