@@ -119,7 +119,7 @@ func benchHandover(b *testing.B, slots bool, k int) {
 		if err := holder.takeOver(); errors.Is(err, errors.ErrUnsupported) {
 			b.Skipf("this kernel cannot hand a group over: %v", err)
 		} else if err != nil {
-			b.Fatalf("handover %d: %v", i+1, err)
+			b.Fatalf("handover %d: %v\nthe old process's errors:\n%s", i+1, err, old.Stderr())
 		}
 		rest := old.Rest(30 * time.Second)
 		b.StopTimer()

@@ -14,6 +14,8 @@
 #   RESTARTS=20      restarts per case (4 worker processes: 5 rounds of 4)
 #   ROLLS=3          rolling restarts of each group of workers (4, 8, 16)
 #   HANDOVERS=3      handovers of each benchmark (go test -benchtime=3x)
+#   SHAPES=          the driver's -shapes (default: all of them; see
+#                    go run ./cmd/restartload -h)
 #   QUICK=           1: the short run of CI (4 restarts, fewer cases, 1 rolling
 #                    restart of 4 workers), to stdout
 #   NOTE=            a sentence about the machine's state during the run
@@ -24,6 +26,7 @@ set -euo pipefail
 cd "$(dirname "$0")"
 RESTARTS=${RESTARTS:-20}
 ROLLS=${ROLLS:-3}
+SHAPES=${SHAPES:-}
 HANDOVERS=${HANDOVERS:-3}
 QUICK=${QUICK:-}
 NOTE=${NOTE:-}
@@ -59,25 +62,32 @@ fi
 (cd .. && go test -c -o "$tmp/reuse.test" .)
 load_start=$(cut -d' ' -f1-3 /proc/loadavg)
 start=$SECONDS
-drive -restarts "$RESTARTS" -rolls "$ROLLS" >"$tmp/tables.md"
+drive -restarts "$RESTARTS" -rolls "$ROLLS" ${SHAPES:+-shapes "$SHAPES"} >"$tmp/tables.md"
 echo "BenchmarkHandover, $HANDOVERS handovers each" >&2
 bench_start=$SECONDS
-as_user "$tmp/reuse.test" -test.run '^$' -test.bench '^BenchmarkHandover$' -test.benchtime="${HANDOVERS}x" -test.v >"$tmp/bench.txt"
+bench_status=0
+as_user "$tmp/reuse.test" -test.run '^$' -test.bench '^BenchmarkHandover$' -test.benchtime="${HANDOVERS}x" -test.v >"$tmp/bench.txt" 2>&1 ||
+	bench_status=$?
 bench_time=$((SECONDS - bench_start))
 load_end=$(cut -d' ' -f1-3 /proc/loadavg)
 # handover_table writes BenchmarkHandover's results (go test -v) as a table.
 handover_table() {
 	awk '
 	/^BenchmarkHandover\/conns=[0-9]+$/ { conns = substr($1, index($1, "=") + 1) }
+	/^BenchmarkHandover\// { why = "" }
+	/^    handover_bench_linux_test.go:[0-9]+: / { why = $0; sub(/^ +[^ ]+ /, "", why); gsub(/\|/, "/", why) }
 	/TCP sockets in this network namespace/ { sockets[conns] = $2 }
 	/^BenchmarkHandover\/conns=[0-9]+\/shape=[a-z]+\/k=[0-9]+-[0-9]+[ \t]/ && $4 == "ns/op" {
 		split($1, p, "/"); sub(/-[0-9]+$/, "", p[4])
 		shape = substr(p[3], 7); k = substr(p[4], 3)
-		what = (shape == "slot") ? "1 slot of " k (k == 1 ? " worker process" : " worker processes") : "1 process, " k " listeners → " k
+		what = (shape == "slot") ? "1 slot of " k (k == 1 ? " worker process" : " worker processes") : "1 process, " k (k == 1 ? " listener" : " listeners") " → " k
 		printf "| %s | %s | %s | **%.1f** | %d | %d |\n", substr(p[2], 7), sockets[substr(p[2], 7)], what, $3 / 1e6, $7, $5
 		rows++
 	}
-	/--- SKIP|--- FAIL/ { print "| " $0 " | | | | | |"; rows++ }
+	/--- SKIP: BenchmarkHandover\/.*\/k=|--- FAIL: BenchmarkHandover\/.*\/k=/ {
+		printf "| %s | | %s | | | |\n", $2 " " $3, why
+		rows++
+	}
 	END { if (!rows) print "| no results | | | | | |" }
 	' "$1"
 }
@@ -197,6 +207,11 @@ md=$tmp/RESTARTS.md
 	echo "| unrelated connections | TCP sockets in the namespace | handed over | ms per handover | allocations | bytes allocated |"
 	echo "|---|---|---|---|---|---|"
 	handover_table "$tmp/bench.txt"
+	if [ "$bench_status" != 0 ]; then
+		echo
+		echo "**The benchmark failed** (exit status $bench_status): see the rows marked FAIL."
+	fi
+	echo
 } >"$md"
 cp "$md" "$OUT"
 echo "wrote $OUT" >&2
