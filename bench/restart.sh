@@ -150,6 +150,9 @@ md=$tmp/RESTARTS.md
 	echo "*Start new → old gone* is the time from starting the new process (tableflip: from"
 	echo "the SIGHUP) to the exit of the old one. The requests answered grow with the length of"
 	echo "a case, which the restart time sets: compare the failures, not the totals."
+	echo "*TCP sockets in the namespace*: those that /proc/net/tcp and tcp6 listed after the last"
+	echo "restart, mostly hey's connections in TIME_WAIT (of this case and of those of the last"
+	echo "minute), which every listing of the namespace's TCP sockets passes."
 	echo
 	echo "Under the same load, (h) is one rolling restart of the largest group of (g) below, 16"
 	echo "worker processes, each slot in turn as in (g), for its failed requests and its total time"

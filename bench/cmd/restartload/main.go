@@ -181,6 +181,7 @@ type result struct {
 	ok, failed int              // HTTP: answered 200; non-200 and errors
 	errs       map[string]int   // HTTP: hey's errors, by their last part
 	slowest    time.Duration    // HTTP: hey's slowest request
+	tcpSocks   int              // HTTP: TCP sockets in the namespace after the last restart
 	during     map[string]int64 // workers: requests per slot during the restarts
 	after      map[string]int64 // workers: requests per slot after them
 	sent, recv int              // UDP: datagrams sent, distinct ones received
@@ -719,6 +720,9 @@ func (g *group) runHTTP(r *result) error {
 		stopHey()
 		return err
 	}
+	// Every listing of the namespace's sockets passes what hey's
+	// connections left in TIME_WAIT.
+	r.tcpSocks, _ = tcpSockets()
 	var snapA, snapB map[string]int64
 	var err error
 	if g.procs > 1 {
@@ -931,6 +935,20 @@ func getSeq(b []byte) uint64 {
 		v |= uint64(b[i]) << (8 * i)
 	}
 	return v
+}
+
+// tcpSockets counts the TCP sockets of the network namespace, as
+// /proc/net/tcp and tcp6 list them (a header line each).
+func tcpSockets() (int, error) {
+	n := 0
+	for _, f := range []string{"/proc/net/tcp", "/proc/net/tcp6"} {
+		b, err := os.ReadFile(f)
+		if err != nil {
+			return 0, err
+		}
+		n += bytes.Count(b, []byte("\n")) - 1
+	}
+	return n, nil
 }
 
 // rcvbufErrors reads the network namespace's count of UDP datagrams dropped
@@ -1225,12 +1243,12 @@ func report(w io.Writer, results []*result, notes []string) {
 	}
 	if len(http) > 0 {
 		fmt.Fprintf(w, "### HTTP: failed requests (hey -disable-keepalive -c %d)\n\n", *conc)
-		fmt.Fprintln(w, "| shape | replacement | MPTCP | tcp_migrate_req | restarts | requests answered 200 | failed | hey's errors | slowest request | start new → old gone, median | max |")
-		fmt.Fprintln(w, "|---|---|---|---|---|---|---|---|---|---|---|")
+		fmt.Fprintln(w, "| shape | replacement | MPTCP | tcp_migrate_req | restarts | requests answered 200 | failed | hey's errors | slowest request | start new → old gone, median | max | TCP sockets in the namespace |")
+		fmt.Fprintln(w, "|---|---|---|---|---|---|---|---|---|---|---|---|")
 		for _, r := range http {
 			med, max := medianMax(r.restarts)
-			fmt.Fprintf(w, "| %s | %s | %v | %s | %d | %d | **%d** | %s | %v | %v | %v |\n",
-				shapeName(r.spec), modeNames[r.mode], onOff(r.mptcp), r.migrate, len(r.restarts), r.ok, r.failed, errText(r), r.slowest, med, max)
+			fmt.Fprintf(w, "| %s | %s | %v | %s | %d | %d | **%d** | %s | %v | %v | %v | %d |\n",
+				shapeName(r.spec), modeNames[r.mode], onOff(r.mptcp), r.migrate, len(r.restarts), r.ok, r.failed, errText(r), r.slowest, med, max, r.tcpSocks)
 		}
 		fmt.Fprintln(w)
 	}
