@@ -32,9 +32,11 @@ func init() {
 //
 //   - conns: unrelated established TCP connections on loopback, held by two
 //     helper processes (the server ends in one, the client ends in the
-//     other: 10,000 descriptors each, within the RLIMIT_NOFILE of 20,000
-//     that CI's machine has): every listing of the namespace's TCP sockets
-//     (sock_diag's, or /proc/net/tcp) passes them.
+//     other: 10,000 descriptors each, within a hard RLIMIT_NOFILE of 20,000,
+//     as on the machine this was written on; each helper skips the benchmark
+//     where it runs out): every listing of the namespace's TCP sockets
+//     (sock_diag's, or /proc/net/tcp) passes them. The benchmarks run in the
+//     test's network namespace, whose other sockets they log.
 //   - shape=process, k: the old process serves the address with k
 //     listeners (no Slot) and the new one takes over with k: the group has
 //     k members of each.
@@ -50,10 +52,10 @@ func init() {
 //
 // The listeners are MPTCP (Go's default for modules whose go line is 1.24
 // or later, and so what most users get), and every Handover has the
-// package's default Quiet. Run it
-// with a count of handovers: go test -run '^$' -bench Handover -benchtime=3x
-// (the time-based default runs some tens of handovers of each, with a
-// process started before each one).
+// package's default Quiet. Run it with a count of handovers:
+// go test -run '^$' -bench Handover -benchtime=3x (the time-based default
+// runs some tens of handovers of each, with a process started before each
+// one).
 func BenchmarkHandover(b *testing.B) {
 	if e := sockettest.Emulator(); e != "" {
 		b.Skipf("%s translates neither SO_ATTACH_REUSEPORT_CBPF nor NETLINK_SOCK_DIAG, which reuse.Handover needs", e)
