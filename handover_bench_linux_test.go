@@ -210,7 +210,7 @@ func establish(b *testing.B, n int) {
 	client := sockettest.StartWorker(b, "established", []string{"dial", addr, strconv.Itoa(n)})
 	for _, w := range []*sockettest.Worker{client, server} {
 		if prefix, rest := w.ExpectOneOf(time.Minute, "holding", "cannot "); prefix == "cannot " {
-			b.Skipf("cannot hold %d established connections on loopback: %s", n, rest)
+			b.Skipf("cannot hold %d established connections on loopback (each helper needs an RLIMIT_NOFILE above %d): %s", n, n, rest)
 		}
 	}
 	b.Cleanup(func() {
