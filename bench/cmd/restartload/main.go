@@ -5,7 +5,10 @@
 // client nobody here wrote) or the datagrams lost (UDP, numbered), and the
 // time from starting the new process to the old one being gone. It compares
 // reuse.Handover with a naive replacement and, for one listener, with
-// github.com/cloudflare/tableflip, in one run, and prints Markdown.
+// github.com/cloudflare/tableflip, in one run, and prints Markdown. The idle
+// shapes time restarts without load: one process beside tableflip, each
+// slot of a group of worker processes, and rolling restarts of every slot
+// of groups of growing size.
 //
 // Usage (from bench/; hey from `go install github.com/rakyll/hey@v0.1.5`):
 //
@@ -45,9 +48,12 @@ var (
 	heyPath   = flag.String("hey", "hey", "the hey binary (github.com/rakyll/hey v0.1.5)")
 	server    = flag.String("server", "", "the restartserver binary (default: built from ./cmd/restartserver)")
 	restarts  = flag.Int("restarts", 20, "restarts per case: for 4 worker processes, 5 rounds of 4")
-	shapes    = flag.String("shapes", "one,group,workers,udp-group,udp-workers", "shapes to run, comma-separated")
+	shapes    = flag.String("shapes", "one,group,workers,rolling-hey,udp-group,udp-workers,idle-one,idle-workers,rolling", "shapes to run, comma-separated")
 	mptcpList = flag.String("mptcp", "true,false", "MPTCP settings of the listeners, comma-separated")
 	migrates  = flag.String("migrate", "0,1", "values of net.ipv4.tcp_migrate_req, comma-separated")
+	idleMig   = flag.String("idlemigrate", "", "values of net.ipv4.tcp_migrate_req for the idle shapes (default: the first of -migrate)")
+	rolling   = flag.String("rolling", "4,8,16", "rolling: the sizes of the groups of worker processes, comma-separated (rolling-hey: the largest)")
+	rolls     = flag.Int("rolls", 3, "rolling: rolling restarts of each group (rolling-hey: 1)")
 	groupK    = flag.Int("k", 4, "sockets of the group shapes")
 	conc      = flag.Int("c", 8, "hey's concurrent workers")
 	udpRate   = flag.Int("udprate", 10000, "UDP datagrams per second")
@@ -57,17 +63,21 @@ var (
 	afterLoad = flag.Duration("after", time.Second, "workers: load after the last restart, for the shares after")
 	limit     = flag.Duration("limit", 30*time.Second, "time limit of each wait for a server")
 	quiet     = flag.Duration("quiet", 0, "the reuse.Handover's Quiet (0: the package's default)")
-	quick     = flag.Bool("quick", false, "a short run for CI: 4 restarts of one listener, 4 workers and a UDP group, MPTCP, tcp_migrate_req 0")
-	check     = flag.Bool("check", false, "exit with status 1 if a reuse case failed a request, or lost a datagram other than to a full receive buffer")
+	quick     = flag.Bool("quick", false, "a short run for CI: 4 restarts of one listener, 4 workers and a UDP group, under load and idle, and 1 rolling restart of 4 workers; MPTCP, tcp_migrate_req 0")
+	check     = flag.Bool("check", false, "exit with status 1 if a reuse case failed to restart, failed a request, or lost a datagram other than to a full receive buffer")
 )
 
 // modesOf lists the replacement modes run for each shape.
 var modesOf = map[string][]string{
-	"one":         {"reuse", "reuse-plain", "naive", "tableflip-readme", "tableflip"},
-	"group":       {"reuse", "naive"},
-	"workers":     {"reuse", "naive"},
-	"udp-group":   {"reuse", "naive"},
-	"udp-workers": {"reuse", "naive"},
+	"one":          {"reuse", "reuse-plain", "naive", "tableflip-readme", "tableflip"},
+	"group":        {"reuse", "naive"},
+	"workers":      {"reuse", "naive"},
+	"udp-group":    {"reuse", "naive"},
+	"udp-workers":  {"reuse", "naive"},
+	"idle-one":     {"reuse", "tableflip"},
+	"idle-workers": {"reuse"},
+	"rolling":      {"reuse"},
+	"rolling-hey":  {"reuse"},
 }
 
 const inNetNS = "RESTARTLOAD_IN_NETNS"
@@ -75,7 +85,8 @@ const inNetNS = "RESTARTLOAD_IN_NETNS"
 func main() {
 	flag.Parse()
 	if *quick {
-		*restarts, *shapes, *mptcpList, *migrates = 4, "one,workers,udp-group", "true", "0"
+		*restarts, *shapes, *mptcpList, *migrates = 4, "one,workers,udp-group,idle-one,idle-workers,rolling", "true", "0"
+		*idleMig, *rolling, *rolls = "", "4", 1
 	}
 	var err error
 	if os.Getenv(inNetNS) == "" {
@@ -155,14 +166,22 @@ type spec struct {
 
 func (s spec) udp() bool { return strings.HasPrefix(s.shape, "udp") }
 
+// idle reports whether the case restarts without load.
+func (s spec) idle() bool {
+	return s.shape == "idle-one" || s.shape == "idle-workers" || s.shape == "rolling"
+}
+
 // A result is what one case measured.
 type result struct {
 	spec
 	restarts   []time.Duration  // from starting the new process to the old one gone
+	slots      []int            // the slot of each restart (0 for one process)
+	rolls      []time.Duration  // rolling: each rolling restart, start of the first to the last old process gone
 	err        error            // the case could not complete
 	ok, failed int              // HTTP: answered 200; non-200 and errors
 	errs       map[string]int   // HTTP: hey's errors, by their last part
 	slowest    time.Duration    // HTTP: hey's slowest request
+	tcpSocks   int              // HTTP: TCP sockets in the namespace after the last restart
 	during     map[string]int64 // workers: requests per slot during the restarts
 	after      map[string]int64 // workers: requests per slot after them
 	sent, recv int              // UDP: datagrams sent, distinct ones received
@@ -193,17 +212,23 @@ func run() error {
 		notes = append(notes, "MPTCP cases skipped: the kernel has no MPTCP (/proc/sys/net/mptcp missing)")
 		mptcps = without(mptcps, true)
 	}
-	var specs []spec
 	shapeList := strings.Split(*shapes, ",")
 	for _, shape := range shapeList {
 		if _, ok := modesOf[shape]; !ok {
 			return fmt.Errorf("-shapes: unknown shape %q", shape)
 		}
 	}
+	// The idle cases run first: hey's connections leave thousands of
+	// TIME_WAIT sockets in the namespace for a minute, which every listing
+	// of its TCP sockets then reads.
+	specs, err := idleSpecsOf(shapeList, mptcps)
+	if err != nil {
+		return err
+	}
 	for _, migrate := range strings.Split(*migrates, ",") {
 		for _, m := range mptcps {
 			for _, shape := range shapeList {
-				if strings.HasPrefix(shape, "udp") {
+				if s := (spec{shape: shape}); s.udp() || s.idle() {
 					continue
 				}
 				specs = append(specs, specsOf(shape, m, migrate)...)
@@ -237,6 +262,41 @@ func run() error {
 	return nil
 }
 
+// idleSpecsOf returns the cases of the idle shapes in shapes: idle-one and
+// idle-workers for each MPTCP setting, rolling for the first one (Go's
+// default where the list is the default), each at every value of
+// -idlemigrate.
+func idleSpecsOf(shapes []string, mptcps []bool) ([]spec, error) {
+	mig := *idleMig
+	if mig == "" {
+		mig = strings.Split(*migrates, ",")[0]
+	}
+	var sizes []int
+	for _, f := range strings.Split(*rolling, ",") {
+		n, err := strconv.Atoi(f)
+		if err != nil || n < 1 {
+			return nil, fmt.Errorf("-rolling %q: want sizes of at least 1 worker", *rolling)
+		}
+		sizes = append(sizes, n)
+	}
+	var out []spec
+	for _, migrate := range strings.Split(mig, ",") {
+		for i, m := range mptcps {
+			for _, shape := range shapes {
+				switch {
+				case shape == "rolling" && i == 0:
+					for _, n := range sizes {
+						out = append(out, spec{shape: shape, mode: "reuse", mptcp: m, migrate: migrate, procs: n, k: 1})
+					}
+				case shape == "idle-one" || shape == "idle-workers":
+					out = append(out, specsOf(shape, m, migrate)...)
+				}
+			}
+		}
+	}
+	return out, nil
+}
+
 func specsOf(shape string, mptcp bool, migrate string) []spec {
 	var out []spec
 	for _, mode := range modesOf[shape] {
@@ -244,8 +304,13 @@ func specsOf(shape string, mptcp bool, migrate string) []spec {
 		switch shape {
 		case "group", "udp-group":
 			s.k = *groupK
-		case "workers", "udp-workers":
+		case "workers", "udp-workers", "idle-workers":
 			s.procs = *groupK
+		case "rolling-hey":
+			for _, f := range strings.Split(*rolling, ",") {
+				n, _ := strconv.Atoi(f)
+				s.procs = max(s.procs, n)
+			}
 		}
 		out = append(out, s)
 	}
@@ -255,9 +320,18 @@ func specsOf(shape string, mptcp bool, migrate string) []spec {
 func summary(r *result) string {
 	med, max := medianMax(r.restarts)
 	var s string
-	if r.udp() {
+	switch {
+	case r.shape == "rolling":
+		rmed, rmax := medianMax(r.rolls)
+		s = fmt.Sprintf("%d rolling restarts of %d workers, total median %v max %v; restart median %v max %v", len(r.rolls), r.procs, rmed, rmax, med, max)
+	case r.shape == "rolling-hey":
+		rmed, _ := medianMax(r.rolls)
+		s = fmt.Sprintf("%d rolling restart of %d workers, %d ok, %d failed, total %v; restart median %v max %v", len(r.rolls), r.procs, r.ok, r.failed, rmed, med, max)
+	case r.idle():
+		s = fmt.Sprintf("%d restarts, restart median %v max %v", len(r.restarts), med, max)
+	case r.udp():
 		s = fmt.Sprintf("%d restarts, %d datagrams sent, %d lost (%d receive-buffer drops), restart median %v max %v", len(r.restarts), r.sent, r.lost(), r.rcvbuf, med, max)
-	} else {
+	default:
 		s = fmt.Sprintf("%d restarts, %d ok, %d failed, restart median %v max %v", len(r.restarts), r.ok, r.failed, med, max)
 	}
 	if r.err != nil {
@@ -281,9 +355,12 @@ func runCase(s spec, addr string) *result {
 		return r
 	}
 	defer g.cleanup()
-	if s.udp() {
+	switch {
+	case s.idle():
+		r.err = g.runIdle(r)
+	case s.udp():
 		r.err = g.runUDP(r)
-	} else {
+	default:
 		r.err = g.runHTTP(r)
 	}
 	return r
@@ -558,15 +635,62 @@ func (g *group) snapshot() (map[string]int64, error) {
 
 func (g *group) restartAll(r *result) error {
 	time.Sleep(*warm)
+	if g.shape == "rolling" || g.shape == "rolling-hey" {
+		return g.roll(r)
+	}
 	for i := 0; i < *restarts; i++ {
-		d, err := g.replace(i % g.procs)
-		if err != nil {
+		if err := g.restart(r, i%g.procs); err != nil {
 			return fmt.Errorf("restart %d: %w", i+1, err)
 		}
-		r.restarts = append(r.restarts, d)
 		time.Sleep(*gap)
 	}
 	return nil
+}
+
+// restart replaces the server of slot i and records the time it took.
+func (g *group) restart(r *result, i int) error {
+	d, err := g.replace(i)
+	if err != nil {
+		return err
+	}
+	r.restarts = append(r.restarts, d)
+	r.slots = append(r.slots, i)
+	return nil
+}
+
+// roll restarts every slot in turn, each restart starting once the
+// previous old process is gone: -rolls times (rolling-hey: once), -gap
+// apart.
+func (g *group) roll(r *result) error {
+	n := *rolls
+	if g.shape == "rolling-hey" {
+		n = 1
+	}
+	for j := 0; j < n; j++ {
+		if j > 0 {
+			time.Sleep(*gap)
+		}
+		start := time.Now()
+		for i := 0; i < g.procs; i++ {
+			if err := g.restart(r, i); err != nil {
+				return fmt.Errorf("rolling restart %d, slot %d: %w", j+1, i+1, err)
+			}
+		}
+		r.rolls = append(r.rolls, time.Since(start))
+	}
+	return nil
+}
+
+// runIdle restarts the servers without load: -restarts times, one slot
+// after the other, -gap apart; or rolling restarts.
+func (g *group) runIdle(r *result) error {
+	if err := g.startAll(); err != nil {
+		return err
+	}
+	if err := g.restartAll(r); err != nil {
+		return err
+	}
+	return g.stopAll()
 }
 
 func (g *group) runHTTP(r *result) error {
@@ -596,6 +720,9 @@ func (g *group) runHTTP(r *result) error {
 		stopHey()
 		return err
 	}
+	// Every listing of the namespace's sockets passes what hey's
+	// connections left in TIME_WAIT.
+	r.tcpSocks, _ = tcpSockets()
 	var snapA, snapB map[string]int64
 	var err error
 	if g.procs > 1 {
@@ -810,6 +937,20 @@ func getSeq(b []byte) uint64 {
 	return v
 }
 
+// tcpSockets counts the TCP sockets of the network namespace, as
+// /proc/net/tcp and tcp6 list them (a header line each).
+func tcpSockets() (int, error) {
+	n := 0
+	for _, f := range []string{"/proc/net/tcp", "/proc/net/tcp6"} {
+		b, err := os.ReadFile(f)
+		if err != nil {
+			return 0, err
+		}
+		n += bytes.Count(b, []byte("\n")) - 1
+	}
+	return n, nil
+}
+
 // rcvbufErrors reads the network namespace's count of UDP datagrams dropped
 // for a full receive buffer.
 func rcvbufErrors() (int, error) {
@@ -858,23 +999,224 @@ var modeNames = map[string]string{
 	"tableflip":        "tableflip v1.2.3, first requests read before Shutdown",
 }
 
-var shapeNames = map[string]string{
-	"one":         "(a) 1 listener → 1",
-	"group":       "(b) group of %d listeners → %d",
-	"workers":     "(c) %d worker processes, one at a time",
-	"udp-group":   "(d) UDP, 1 process with %d sockets → %d",
-	"udp-workers": "(d) UDP, %d processes of 1 socket, one at a time",
+func shapeName(s spec) string {
+	switch s.shape {
+	case "one":
+		return "(a) 1 listener → 1"
+	case "group":
+		return fmt.Sprintf("(b) group of %d listeners → %d", s.k, s.k)
+	case "workers":
+		return fmt.Sprintf("(c) %d worker processes, one at a time", s.procs)
+	case "udp-group":
+		return fmt.Sprintf("(d) UDP, 1 process with %d sockets → %d", s.k, s.k)
+	case "udp-workers":
+		return fmt.Sprintf("(d) UDP, %d processes of 1 socket, one at a time", s.procs)
+	case "idle-one":
+		return "(e) idle, 1 listener → 1"
+	case "idle-workers":
+		return fmt.Sprintf("(f) idle, %d worker processes, one at a time", s.procs)
+	case "rolling":
+		return fmt.Sprintf("(g) idle, rolling restart of %d worker processes", s.procs)
+	case "rolling-hey":
+		return fmt.Sprintf("(h) rolling restart of %d worker processes", s.procs)
+	}
+	return s.shape
 }
 
-func shapeName(s spec) string {
-	n := shapeNames[s.shape]
-	switch strings.Count(n, "%d") {
-	case 1:
-		return fmt.Sprintf(n, *groupK)
-	case 2:
-		return fmt.Sprintf(n, *groupK, *groupK)
+// stats are the order statistics of a set of durations.
+type stats struct {
+	n                     int
+	min, q1, med, q3, max time.Duration
+}
+
+// statsOf returns the order statistics of ds; the quartiles interpolate
+// between the two nearest samples (R's type 7, as numpy's default).
+func statsOf(ds []time.Duration) stats {
+	if len(ds) == 0 {
+		return stats{}
 	}
-	return n
+	s := append([]time.Duration(nil), ds...)
+	sort.Slice(s, func(i, j int) bool { return s[i] < s[j] })
+	q := func(p float64) time.Duration {
+		x := p * float64(len(s)-1)
+		i := int(x)
+		if i+1 >= len(s) {
+			return s[i]
+		}
+		return s[i] + time.Duration((x-float64(i))*float64(s[i+1]-s[i]))
+	}
+	ms := func(d time.Duration) time.Duration { return d.Round(time.Millisecond) }
+	return stats{n: len(s), min: ms(s[0]), q1: ms(q(0.25)), med: ms(q(0.5)), q3: ms(q(0.75)), max: ms(s[len(s)-1])}
+}
+
+// String writes "median (quartiles Q1–Q3, min–max)".
+func (s stats) String() string {
+	if s.n == 0 {
+		return "-"
+	}
+	return fmt.Sprintf("**%v** (%v–%v; %v–%v)", s.med, s.q1, s.q3, s.min, s.max)
+}
+
+// ratio writes a ÷ b with two decimals.
+func ratio(a, b time.Duration) string {
+	if a == 0 || b == 0 {
+		return "-"
+	}
+	return fmt.Sprintf("%.2f", float64(a)/float64(b))
+}
+
+// bySlot returns the restarts of r by slot.
+func bySlot(r *result) [][]time.Duration {
+	out := make([][]time.Duration, r.procs)
+	for i, d := range r.restarts {
+		out[r.slots[i]] = append(out[r.slots[i]], d)
+	}
+	return out
+}
+
+// find returns the result of the case like s but of shape and mode, or nil.
+func find(results []*result, s spec, shape, mode string) *result {
+	for _, r := range results {
+		if r.shape == shape && r.mode == mode && r.mptcp == s.mptcp && r.migrate == s.migrate {
+			return r
+		}
+	}
+	return nil
+}
+
+// restartTables writes the tables of restart times: one process beside
+// tableflip (idle, then under hey), each worker slot, and rolling restarts.
+func restartTables(w io.Writer, results []*result) {
+	var idleOne, heyOne, slotted, rolled []*result
+	for _, r := range results {
+		switch {
+		case r.mode == "reuse" && r.shape == "idle-one":
+			idleOne = append(idleOne, r)
+		case r.mode == "reuse" && r.shape == "one":
+			heyOne = append(heyOne, r)
+		case r.mode == "reuse" && r.procs > 1 && !strings.HasPrefix(r.shape, "rolling"):
+			slotted = append(slotted, r)
+		case strings.HasPrefix(r.shape, "rolling"):
+			rolled = append(rolled, r)
+		}
+	}
+	if len(idleOne) > 0 {
+		fmt.Fprintln(w, "### Restart time, idle: one process beside tableflip")
+		fmt.Fprintln(w)
+		fmt.Fprintln(w, "Start new → old gone, no load: **median** (quartiles; min–max).")
+		besideTableflip(w, results, idleOne, false)
+	}
+	if len(heyOne) > 0 {
+		fmt.Fprintln(w, "### Restart time under hey: one process beside tableflip")
+		fmt.Fprintln(w)
+		fmt.Fprintln(w, "Start new → old gone, from the cases (a) above: **median** (quartiles; min–max).")
+		besideTableflip(w, results, heyOne, true)
+	}
+	if len(slotted) > 0 {
+		slotTable(w, slotted)
+	}
+	if len(rolled) > 0 {
+		rollingTable(w, rolled)
+	}
+}
+
+// besideTableflip writes a table of the restart times of reuse's cases rs
+// beside those of tableflip's cases of the same shape and settings, and
+// their ratio; readme adds the median of tableflip's net/http example.
+func besideTableflip(w io.Writer, results, rs []*result, readme bool) {
+	fmt.Fprintln(w)
+	head := "| MPTCP | tcp_migrate_req | restarts | reuse.Handover | " + modeNames["tableflip"] + " | reuse ÷ tableflip (medians) |"
+	if readme {
+		head += " " + modeNames["tableflip-readme"] + ", median |"
+	}
+	fmt.Fprintln(w, head)
+	fmt.Fprintln(w, "|"+strings.Repeat("---|", strings.Count(head, "|")-1))
+	for _, r := range rs {
+		a, b := statsOf(r.restarts), stats{}
+		if t := find(results, r.spec, r.shape, "tableflip"); t != nil {
+			b = statsOf(t.restarts)
+		}
+		fmt.Fprintf(w, "| %s | %s | %d | %v | %v | **%s** |", onOff(r.mptcp), r.migrate, a.n, a, b, ratio(a.med, b.med))
+		if readme {
+			c := stats{}
+			if t := find(results, r.spec, r.shape, "tableflip-readme"); t != nil {
+				c = statsOf(t.restarts)
+			}
+			fmt.Fprintf(w, " %v |", c.med)
+		}
+		fmt.Fprintln(w)
+	}
+	fmt.Fprintln(w)
+}
+
+// slotTable writes the median restart time of each worker slot of rs.
+func slotTable(w io.Writer, rs []*result) {
+	fmt.Fprintln(w, "### Restart time of each worker slot")
+	fmt.Fprintln(w)
+	fmt.Fprintln(w, "reuse.Handover, start new → old gone: the **median** of each slot's restarts (slot 1 is the first worker started), and over all slots the median (min–max).")
+	fmt.Fprintln(w)
+	n := 0
+	for _, r := range rs {
+		n = max(n, r.procs)
+	}
+	fmt.Fprint(w, "| shape | MPTCP | tcp_migrate_req | restarts per slot |")
+	for i := 1; i <= n; i++ {
+		fmt.Fprintf(w, " slot %d |", i)
+	}
+	fmt.Fprintln(w, " all slots | last slot ÷ first |")
+	fmt.Fprintln(w, "|---|---|---|---|"+strings.Repeat("---|", n)+"---|---|")
+	for _, r := range rs {
+		slots := bySlot(r)
+		fmt.Fprintf(w, "| %s | %s | %s | %d |", shapeName(r.spec), onOff(r.mptcp), orNA(r.migrate), len(slots[0]))
+		for i := 0; i < n; i++ {
+			if i < len(slots) {
+				fmt.Fprintf(w, " **%v** |", statsOf(slots[i]).med)
+			} else {
+				fmt.Fprint(w, " |")
+			}
+		}
+		all := statsOf(r.restarts)
+		fmt.Fprintf(w, " %v (%v–%v) | %s |\n", all.med, all.min, all.max,
+			ratio(statsOf(slots[len(slots)-1]).med, statsOf(slots[0]).med))
+	}
+	fmt.Fprintln(w)
+}
+
+// rollingTable writes the total times of the rolling restarts rs, and how
+// they grow with the number of workers.
+func rollingTable(w io.Writer, rs []*result) {
+	fmt.Fprintln(w, "### Rolling restarts")
+	fmt.Fprintln(w)
+	fmt.Fprintln(w, "reuse.Handover: every worker slot restarted in turn, each restart starting once the previous slot's old process is gone; idle (g), or under hey (h, whose failed requests are in the first table). *Total*: from starting the first new process to the last old one gone, **median** (min–max) of the rolling restarts; *per worker*: the median total ÷ the workers; the next column divides that by the first row's of the same load and settings (at most about 1: the total grows at most linearly with the workers).")
+	fmt.Fprintln(w)
+	fmt.Fprintln(w, "| load | MPTCP | tcp_migrate_req | workers | rolling restarts | total | per worker | per worker ÷ first row's | each restart: median (min–max) |")
+	fmt.Fprintln(w, "|---|---|---|---|---|---|---|---|---|")
+	var base time.Duration
+	for i, r := range rs {
+		t := statsOf(r.rolls)
+		per := (t.med / time.Duration(r.procs)).Round(time.Millisecond)
+		if i == 0 || rs[i-1].shape != r.shape || rs[i-1].mptcp != r.mptcp || rs[i-1].migrate != r.migrate {
+			base = per
+		}
+		load := "idle"
+		if r.shape == "rolling-hey" {
+			load = fmt.Sprintf("hey -c %d", *conc)
+		}
+		total := fmt.Sprintf("**%v** (%v–%v)", t.med, t.min, t.max)
+		if r.err != nil {
+			total = "ERROR: " + strings.ReplaceAll(r.err.Error(), "\n", " ")
+		}
+		all := statsOf(r.restarts)
+		fmt.Fprintf(w, "| %s | %s | %s | %d | %d | %s | %v | %s | %v (%v–%v) |\n", load, onOff(r.mptcp), r.migrate, r.procs, t.n, total, per, ratio(per, base), all.med, all.min, all.max)
+	}
+	fmt.Fprintln(w)
+}
+
+func orNA(s string) string {
+	if s == "" {
+		return "-"
+	}
+	return s
 }
 
 func report(w io.Writer, results []*result, notes []string) {
@@ -888,9 +1230,11 @@ func report(w io.Writer, results []*result, notes []string) {
 	fmt.Fprintf(w, "reuse.Handover's Quiet: %s. Restarts per case: %d, %v apart, after %v of load.\n\n", q, *restarts, *gap, *warm)
 	var http, udp, workers []*result
 	for _, r := range results {
-		if r.udp() {
+		switch {
+		case r.idle():
+		case r.udp():
 			udp = append(udp, r)
-		} else {
+		default:
 			http = append(http, r)
 		}
 		if r.after != nil {
@@ -899,12 +1243,12 @@ func report(w io.Writer, results []*result, notes []string) {
 	}
 	if len(http) > 0 {
 		fmt.Fprintf(w, "### HTTP: failed requests (hey -disable-keepalive -c %d)\n\n", *conc)
-		fmt.Fprintln(w, "| shape | replacement | MPTCP | tcp_migrate_req | restarts | requests answered 200 | failed | hey's errors | slowest request | start new → old gone, median | max |")
-		fmt.Fprintln(w, "|---|---|---|---|---|---|---|---|---|---|---|")
+		fmt.Fprintln(w, "| shape | replacement | MPTCP | tcp_migrate_req | restarts | requests answered 200 | failed | hey's errors | slowest request | start new → old gone, median | max | TCP sockets in the namespace |")
+		fmt.Fprintln(w, "|---|---|---|---|---|---|---|---|---|---|---|---|")
 		for _, r := range http {
 			med, max := medianMax(r.restarts)
-			fmt.Fprintf(w, "| %s | %s | %v | %s | %d | %d | **%d** | %s | %v | %v | %v |\n",
-				shapeName(r.spec), modeNames[r.mode], onOff(r.mptcp), r.migrate, len(r.restarts), r.ok, r.failed, errText(r), r.slowest, med, max)
+			fmt.Fprintf(w, "| %s | %s | %v | %s | %d | %d | **%d** | %s | %v | %v | %v | %d |\n",
+				shapeName(r.spec), modeNames[r.mode], onOff(r.mptcp), r.migrate, len(r.restarts), r.ok, r.failed, errText(r), r.slowest, med, max, r.tcpSocks)
 		}
 		fmt.Fprintln(w)
 	}
@@ -912,10 +1256,10 @@ func report(w io.Writer, results []*result, notes []string) {
 		fmt.Fprintln(w, "### Worker processes: each slot's share of the requests")
 		fmt.Fprintln(w)
 		fmt.Fprintf(w, "During: from the start to the last restart (every process that held the slot). After: the %v of load that followed.\n\n", *afterLoad)
-		fmt.Fprintln(w, "| replacement | MPTCP | tcp_migrate_req | during | after |")
-		fmt.Fprintln(w, "|---|---|---|---|---|")
+		fmt.Fprintln(w, "| shape | replacement | MPTCP | tcp_migrate_req | during | after |")
+		fmt.Fprintln(w, "|---|---|---|---|---|---|")
 		for _, r := range workers {
-			fmt.Fprintf(w, "| %s | %v | %s | %s | %s |\n", modeNames[r.mode], onOff(r.mptcp), r.migrate, shares(r.during), shares(r.after))
+			fmt.Fprintf(w, "| %s | %s | %v | %s | %s | %s |\n", shapeName(r.spec), modeNames[r.mode], onOff(r.mptcp), r.migrate, shares(r.during), shares(r.after))
 		}
 		fmt.Fprintln(w)
 	}
@@ -933,6 +1277,12 @@ func report(w io.Writer, results []*result, notes []string) {
 				shapeName(r.spec), modeNames[r.mode], len(r.restarts), r.sent, r.recv, lost, r.rcvbuf, r.dups, med, max)
 		}
 		fmt.Fprintln(w)
+	}
+	restartTables(w, results)
+	for _, r := range results {
+		if r.idle() && r.err != nil {
+			fmt.Fprintf(w, "**Failed**: %s, %s, MPTCP %s, tcp_migrate_req %s: %s\n\n", shapeName(r.spec), modeNames[r.mode], onOff(r.mptcp), r.migrate, strings.ReplaceAll(r.err.Error(), "\n", " "))
+		}
 	}
 }
 
@@ -970,7 +1320,10 @@ func shares(m map[string]int64) string {
 		keys = append(keys, k)
 		sum += n
 	}
-	sort.Strings(keys)
+	// w2 before w10
+	sort.Slice(keys, func(i, j int) bool {
+		return len(keys[i]) < len(keys[j]) || len(keys[i]) == len(keys[j]) && keys[i] < keys[j]
+	})
 	var parts []string
 	for _, k := range keys {
 		parts = append(parts, fmt.Sprintf("%s %.1f%%", k, 100*float64(m[k])/math.Max(1, float64(sum))))

@@ -45,3 +45,33 @@ func TestParseHeyRefusesOtherOutput(t *testing.T) {
 		t.Error("parseHey accepted output without a status code distribution")
 	}
 }
+
+func TestStatsOf(t *testing.T) {
+	ms := func(v ...int) []time.Duration {
+		var ds []time.Duration
+		for _, x := range v {
+			ds = append(ds, time.Duration(x)*time.Millisecond)
+		}
+		return ds
+	}
+	for _, c := range []struct {
+		in   []time.Duration
+		want stats
+	}{
+		{ms(30, 10, 50, 20, 40), stats{n: 5, min: ms(10)[0], q1: ms(20)[0], med: ms(30)[0], q3: ms(40)[0], max: ms(50)[0]}},
+		// Between two samples: a quarter, half and three quarters of the way.
+		{ms(40, 10, 30, 20), stats{n: 4, min: ms(10)[0], q1: 17500 * time.Microsecond, med: ms(25)[0], q3: 32500 * time.Microsecond, max: ms(40)[0]}},
+		{ms(7), stats{n: 1, min: ms(7)[0], q1: ms(7)[0], med: ms(7)[0], q3: ms(7)[0], max: ms(7)[0]}},
+		{nil, stats{}},
+	} {
+		got := statsOf(c.in)
+		// statsOf rounds to the millisecond.
+		want := c.want
+		for _, d := range []*time.Duration{&want.min, &want.q1, &want.med, &want.q3, &want.max} {
+			*d = d.Round(time.Millisecond)
+		}
+		if got != want {
+			t.Errorf("statsOf(%v) = %+v, want %+v", c.in, got, want)
+		}
+	}
+}
