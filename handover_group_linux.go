@@ -355,3 +355,14 @@ func (st *handoverState) stillInFlight(inFlight map[netip.AddrPort]bool, err err
 	}
 	return inFlight, nil
 }
+
+// migratesHandshakes reports whether the kernel gives the handshakes in
+// flight to this process's listeners, when they close, to the group's other
+// listeners (net.ipv4.tcp_migrate_req=1, Linux 5.14+), so that the old
+// process need not wait for them: for plain TCP listeners, as
+// TestHandoverUnderLoad shows; MPTCP's are waited for.
+func (st *handoverState) migratesHandshakes() bool {
+	b, err := os.ReadFile("/proc/sys/net/ipv4/tcp_migrate_req")
+	return err == nil && strings.TrimSpace(string(b)) == "1" &&
+		!slices.ContainsFunc(st.socks, func(s sockInfo) bool { return s.proto == unix.IPPROTO_MPTCP })
+}

@@ -30,9 +30,11 @@ func init() {
 // handoverWorker is one generation of a server. Its arguments: the address
 // (port 0: any), the number of listeners k, "mptcp" or "tcp", the quiet
 // period, then "stay" to keep serving once replaced until told "close",
-// "slot=NAME" for the Handover's Slot, and "readme" to do as the README's
+// "slot=NAME" for the Handover's Slot, "readme" to do as the README's
 // server does when TakeOver fails: print "takeover failed: ERR" and serve
-// on (beside the old process), ready for another "takeover".
+// on (beside the old process), ready for another "takeover", and "defer"
+// to accept a connection only once its first bytes came (TCP_DEFER_ACCEPT:
+// until then its handshake stays in flight).
 // It listens, prints "addr A" and "proto P", and serves each connection:
 // it writes "ok\n" and waits for the client to close first. Commands on
 // stdin:
@@ -64,18 +66,29 @@ func handoverWorker(args []string) error {
 	if err != nil {
 		return err
 	}
-	stay, slot, readme := false, "", false
+	stay, slot, readme, deferAccept := false, "", false, false
 	for _, a := range args[4:] {
 		if a == "stay" {
 			stay = true
 		} else if a == "readme" {
 			readme = true
+		} else if a == "defer" {
+			deferAccept = true
 		} else if name, ok := strings.CutPrefix(a, "slot="); ok {
 			slot = name
 		}
 	}
 	var cfg reuse.Config
 	cfg.ListenConfig.SetMultipathTCP(args[2] == "mptcp")
+	if deferAccept {
+		cfg.ListenConfig.Control = func(_, _ string, rc syscall.RawConn) error {
+			var serr error
+			if err := rc.Control(func(fd uintptr) { serr = unix.SetsockoptInt(int(fd), unix.IPPROTO_TCP, unix.TCP_DEFER_ACCEPT, 1) }); err != nil {
+				return err
+			}
+			return serr
+		}
+	}
 	lns, err := cfg.ListenGroup(context.Background(), "tcp", args[0], k)
 	if err != nil {
 		return err
@@ -1639,4 +1652,58 @@ func TestHandoverLargeGroup(t *testing.T) {
 		pc.Close()
 	}
 	nextHo.Close()
+}
+
+// TestHandoverWaitsForHandshakes holds a handshake in flight to the old
+// listener when new connections are steered away (its client sends
+// nothing yet, and the listener accepts only once data comes:
+// TCP_DEFER_ACCEPT). With net.ipv4.tcp_migrate_req=0 the old process is
+// replaced only once that handshake completed, and serves the connection,
+// which would be reset had the old process gone at once; with 1, plain TCP
+// listeners go at once and the kernel hands the handshake to the new one.
+// Plain TCP and MPTCP listeners.
+func TestHandoverWaitsForHandshakes(t *testing.T) {
+	requireSteering(t)
+	if !sockettest.RunInNetNS(t) {
+		return
+	}
+	for _, k := range []struct {
+		migrate string
+		s       shape
+	}{{"0", shape{1, false}}, {"0", shape{1, true}}, {"1", shape{1, false}}, {"1", shape{1, true}}} {
+		migrate, s := k.migrate, k.s
+		t.Run("tcp_migrate_req="+migrate+"/"+s.String(), func(t *testing.T) {
+			writeSysctl(t, "net/ipv4/tcp_migrate_req", migrate)
+			old, addr := startGeneration(t, s, "127.0.0.1:0", 10*time.Second, "defer")
+			old.Send("takeover")
+			old.Expect("took over", 10*time.Second)
+			c, err := net.Dial("tcp", addr)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer c.Close()
+			next, _ := startGeneration(t, s, addr, 10*time.Second, "defer")
+			next.Send("takeover")
+			handsOn := migrate == "1" && !s.mptcp
+			if handsOn {
+				old.Expect("replaced", 10*time.Second) // without waiting
+			} else {
+				time.Sleep(300 * time.Millisecond) // a handover that did not wait is over
+			}
+			if _, err := io.WriteString(c, "first bytes"); err != nil {
+				t.Fatal(err)
+			}
+			_ = c.SetReadDeadline(time.Now().Add(10 * time.Second))
+			if line, err := bufio.NewReader(c).ReadString('\n'); line != "ok\n" {
+				t.Fatalf("the connection whose handshake was in flight to the old listener during the handover: %q, %v; want it served", line, err)
+			}
+			c.Close()
+			if !handsOn {
+				old.Expect("replaced", 10*time.Second)
+			}
+			next.Expect("took over", 10*time.Second)
+			next.Send("close")
+			next.Expect("closed ", 10*time.Second)
+		})
+	}
 }

@@ -190,14 +190,17 @@ func (p *predecessor) untilSteered() step {
 // drain waits, once the group is steered, until nothing more can reach
 // this process's sockets: the listeners' queues are empty, and the
 // handshakes that were in flight (which may land in them) are over or
-// Quiet passed; a datagram socket's queue is empty (nothing is in flight
-// to it once the program is attached). Where sock_diag lists no
-// handshakes, it waits for Quiet.
+// Quiet passed, unless the kernel hands them on (migratesHandshakes); a
+// datagram socket's queue is empty (nothing is in flight to it once the
+// program is attached). Where sock_diag lists no handshakes, it waits for
+// Quiet.
 func (p *predecessor) drain() step {
 	st := p.st
 	var inFlight map[netip.AddrPort]bool
 	var err error
-	if st.g.network == "tcp" {
+	if st.g.network == "tcp" && !st.migratesHandshakes() {
+		// One listing walks every TCP socket of the namespace: some
+		// milliseconds with tens of thousands in TIME_WAIT.
 		inFlight, err = st.handshakes()
 	}
 	deadline := time.Now().Add(st.quiet)
