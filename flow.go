@@ -70,7 +70,13 @@ type FlowListener struct {
 	failed   []error     // flows that no socket could be opened for
 	signal   chan struct{}
 	closed   bool
+	reads    uint64 // datagrams read from the group
 }
+
+// settleEvery is how many datagrams the listener reads from the group, at
+// most, before it hands a flow opened meanwhile to Accept, when the group's
+// queue never runs empty.
+const settleEvery = 256
 
 // maxStarved bounds the datagrams that a flow waiting for a file descriptor
 // holds, and the number of such flows.
@@ -201,6 +207,7 @@ func (l *FlowListener) dispatch(d flowDatagram) []flowDatagram {
 	others, err := l.open(f)
 	switch {
 	case err == nil:
+		f.born = l.reads
 		l.settling = append(l.settling, f)
 	case isFDLimit(err) && len(l.starved) < maxStarved:
 		l.starved = append(l.starved, f)
@@ -214,20 +221,37 @@ func (l *FlowListener) dispatch(d flowDatagram) []flowDatagram {
 	return others
 }
 
-// settle hands the flows opened so far to Accept: the group's queue was read
-// to its end since, so that no datagram of theirs is left in it; l.mu is
-// held.
-func (l *FlowListener) settle() {
-	if len(l.settling) == 0 {
+// settle hands flows opened to Accept: all of them once the group's queue
+// was read to its end since they were opened (all), else those opened
+// settleEvery datagrams ago. Their sockets are read once more first: a
+// datagram that the kernel looked up before the connect may have been
+// queued on one after the drain at its opening; l.mu is held.
+func (l *FlowListener) settle(all bool) {
+	n := len(l.settling)
+	if !all {
+		n = 0
+		for n < len(l.settling) && l.reads-l.settling[n].born >= settleEvery {
+			n++
+		}
+	}
+	if n == 0 {
 		return
 	}
-	for _, f := range l.settling {
+	batch := l.settling[:n:n]
+	l.settling = l.settling[n:]
+	for _, f := range batch {
+		others, _ := drain(f.conn, f)
+		for len(others) > 0 {
+			d := others[0]
+			others = append(others[1:], l.dispatch(d)...)
+		}
+	}
+	for _, f := range batch {
 		f.mu.Lock()
 		f.accepted = true
 		f.mu.Unlock()
 	}
-	l.ready = append(l.ready, l.settling...)
-	l.settling = nil
+	l.ready = append(l.ready, batch...)
 	l.wake()
 }
 
@@ -250,7 +274,6 @@ func (l *FlowListener) openStarved() error {
 			d := others[0]
 			others = append(others[1:], l.dispatch(d)...)
 		}
-		l.settle()
 	}
 	return nil
 }
@@ -265,7 +288,6 @@ func (l *FlowListener) redirect(f *flowConn, data []byte, from netip.AddrPort) {
 		d := work[0]
 		work = append(work[1:], l.dispatch(d)...)
 	}
-	l.settle()
 }
 
 // forget removes the closed flow f.
@@ -285,6 +307,7 @@ type flowConn struct {
 	local   netip.Addr
 	ifindex int
 	conn    *net.UDPConn // nil until opened
+	born    uint64       // the listener's reads when it was opened
 
 	mu       sync.Mutex
 	pending  []flowDatagram

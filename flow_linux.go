@@ -58,10 +58,6 @@ func newFlowListener(uc *net.UDPConn) (*FlowListener, error) {
 	return l, nil
 }
 
-// settleEvery is how many datagrams the listener reads, at most, before it
-// hands the flows opened meanwhile to Accept, when the group's queue never
-// runs empty.
-const settleEvery = 256
 
 // serve reads the group's datagrams until the listener's socket closes.
 func (l *FlowListener) serve() {
@@ -72,7 +68,6 @@ func (l *FlowListener) serve() {
 	}
 	buf := make([]byte, 1<<16)
 	oob := make([]byte, oobSize)
-	read := 0
 	for {
 		err := rc.Read(func(fd uintptr) bool {
 			for {
@@ -82,13 +77,13 @@ func (l *FlowListener) serve() {
 					continue
 				case err == unix.EAGAIN:
 					l.mu.Lock()
-					l.settle()
+					l.settle(true)
 					l.mu.Unlock()
-					read = 0
 					return false // wait
+				case err == unix.ECONNREFUSED || err == unix.EHOSTUNREACH || err == unix.ENETUNREACH:
+					continue // an ICMP error of an earlier send: read on
 				case err != nil:
-					// ECONNREFUSED and the like, of an ICMP error: read on.
-					continue
+					return true // closed, or read again
 				}
 				d := flowDatagram{data: append([]byte(nil), buf[:n]...), from: sockaddrPort(from)}
 				d.to, d.ifindex, d.ts = control(oob[:oobn])
@@ -97,10 +92,8 @@ func (l *FlowListener) serve() {
 					d := work[0]
 					work = append(work[1:], l.dispatch(d)...)
 				}
-				if read++; read >= settleEvery {
-					l.settle()
-					read = 0
-				}
+				l.reads++
+				l.settle(false)
 				l.mu.Unlock()
 			}
 		})

@@ -339,6 +339,7 @@ func TestFlows(t *testing.T) {
 					ln.Close()
 				}
 			}
+			warmUpPoller(t)
 			fds, goroutines := openFDs(t), runtime.NumGoroutine()
 			l, err := reuse.ListenFlows(tc.network, tc.addr)
 			if err != nil {
@@ -383,6 +384,7 @@ func checkNoLeaks(t *testing.T, fds, goroutines int) {
 // an idle flow ends by a read deadline, and closing the listener leaves an
 // accepted flow serving.
 func TestFlowEnds(t *testing.T) {
+	warmUpPoller(t)
 	fds, goroutines := openFDs(t), runtime.NumGoroutine()
 	l, err := reuse.ListenFlows("udp4", "127.0.0.1:0")
 	if err != nil {

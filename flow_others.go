@@ -25,4 +25,6 @@ func (l *FlowListener) serve() {}
 
 func (l *FlowListener) open(*flowConn) ([]flowDatagram, error) { return nil, canListenFlows() }
 
+func drain(*net.UDPConn, *flowConn) ([]flowDatagram, error) { return nil, canListenFlows() }
+
 func isFDLimit(error) bool { return false }
