@@ -47,8 +47,11 @@ import (
 // A FlowListener restarts without breaking a flow: give it to
 // [Handover.TakeOver] in the new process. New flows then reach the new
 // process only, and each of the old process's flows keeps reaching its
-// connected socket there, until the old process closes it: after Replaced,
-// the old process closes its listener and serves its flows until they end.
+// connected socket there, until the old process closes it. The flows are
+// no part of the handover: after Replaced, the old process closes its
+// listener and calls the Handover's Close (TakeOver returns in the new
+// process then), and serves its flows until they end; a flow's datagrams
+// after the old process closed it start a flow in the new one.
 //
 // Linux only, where a connected UDP socket takes its remote's datagrams from
 // the group's unconnected members (Linux 3.9+ with SO_REUSEPORT; since 6.13

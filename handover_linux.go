@@ -452,7 +452,13 @@ func (st *handoverState) members() ([]uint64, error) {
 		// A kernel without the dump for the protocol (ENOENT), qemu-user
 		// (EPROTONOSUPPORT), a sandbox that forbids netlink: /proc then,
 		// for the rest of the handover.
-		inos, err = diagSockets(proto, state, addr, port)
+		ifindex := 0 // the group's SO_BINDTODEVICE
+		if st.dev != "" {
+			if ifi, err := net.InterfaceByName(st.dev); err == nil {
+				ifindex = ifi.Index
+			}
+		}
+		inos, err = diagSockets(proto, state, addr, port, ifindex)
 		st.noSockDiag = err != nil
 	}
 	if st.noSockDiag {
