@@ -58,7 +58,6 @@ func newFlowListener(uc *net.UDPConn) (*FlowListener, error) {
 	return l, nil
 }
 
-
 // serve reads the group's datagrams until the listener's socket closes.
 func (l *FlowListener) serve() {
 	defer close(l.done)
