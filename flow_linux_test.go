@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/sockreuse/reuse"
+	"github.com/sockreuse/reuse/internal/sockettest"
 	"golang.org/x/sys/unix"
 )
 
@@ -191,6 +192,20 @@ func TestFlowKernelGroups(t *testing.T) {
 	})
 }
 
+// listenFlows is reuse.ListenFlows, or a skip under an emulator that does
+// not translate the socket options of flows (qemu-user: SO_TIMESTAMPNS).
+func listenFlows(t *testing.T, network, address string) *reuse.FlowListener {
+	t.Helper()
+	l, err := reuse.ListenFlows(network, address)
+	if e := sockettest.Emulator(); e != "" && errors.Is(err, syscall.ENOPROTOOPT) {
+		t.Skipf("%s does not translate a socket option of flows: %v", e, err)
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	return l
+}
+
 // kernelAtLeast reports whether release (uname -r) is at least major.minor.
 func kernelAtLeast(release string, major, minor int) bool {
 	var ma, mi int
@@ -341,10 +356,7 @@ func TestFlows(t *testing.T) {
 			}
 			warmUpPoller(t)
 			fds, goroutines := openFDs(t), runtime.NumGoroutine()
-			l, err := reuse.ListenFlows(tc.network, tc.addr)
-			if err != nil {
-				t.Fatal(err)
-			}
+			l := listenFlows(t, tc.network, tc.addr)
 			dst := l.Addr().(*net.UDPAddr)
 			if dst.IP.IsUnspecified() {
 				// Clients send to loopback: the flows' sockets bind
@@ -386,10 +398,7 @@ func checkNoLeaks(t *testing.T, fds, goroutines int) {
 func TestFlowEnds(t *testing.T) {
 	warmUpPoller(t)
 	fds, goroutines := openFDs(t), runtime.NumGoroutine()
-	l, err := reuse.ListenFlows("udp4", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
+	l := listenFlows(t, "udp4", "127.0.0.1:0")
 	client, err := net.DialUDP("udp4", nil, l.Addr().(*net.UDPAddr))
 	if err != nil {
 		t.Fatal(err)
@@ -452,10 +461,7 @@ func TestFlowFDLimit(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Logf("RLIMIT_NOFILE %d (hard %d): one descriptor a flow", lim.Cur, lim.Max)
-	l, err := reuse.ListenFlows("udp4", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
+	l := listenFlows(t, "udp4", "127.0.0.1:0")
 	defer l.Close()
 	client, err := net.DialUDP("udp4", nil, l.Addr().(*net.UDPAddr))
 	if err != nil {
