@@ -9,6 +9,7 @@ import (
 	"os"
 	"strconv"
 	"syscall"
+	"time"
 
 	"golang.org/x/sys/unix"
 )
@@ -55,7 +56,47 @@ func newFlowListener(uc *net.UDPConn) (*FlowListener, error) {
 	if err != nil {
 		return nil, err
 	}
+	waitStamps()
 	return l, nil
+}
+
+// waitStamps waits until the kernel stamps datagrams as they arrive, 1 s
+// at most. When no socket of the system has asked for stamps, the first
+// one that does turns them on a moment later (net_enable_timestamp defers
+// it to a workqueue), and meanwhile a datagram is stamped when it is read,
+// which would put a new flow's first datagrams out of order. It sends a
+// datagram to a socket of its own and reads it a millisecond later, until
+// the stamp is older than the read.
+func waitStamps() {
+	c, err := net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
+	if err != nil {
+		return // no IPv4 loopback: flows' order may suffer for a moment
+	}
+	defer c.Close()
+	rc, err := c.SyscallConn()
+	if err != nil {
+		return
+	}
+	var serr error
+	if err := rc.Control(func(fd uintptr) { serr = stampArrivals(int(fd)) }); err != nil || serr != nil {
+		return
+	}
+	b, oob := make([]byte, 1), make([]byte, oobSize)
+	for start := time.Now(); time.Since(start) < time.Second; {
+		if _, err := c.WriteTo(b, c.LocalAddr()); err != nil {
+			return
+		}
+		time.Sleep(time.Millisecond)
+		read := time.Now().UnixNano()
+		c.SetReadDeadline(time.Now().Add(100 * time.Millisecond))
+		_, oobn, _, _, err := c.ReadMsgUDP(b, oob)
+		if err != nil {
+			continue
+		}
+		if _, _, ts := control(oob[:oobn]); ts != 0 && ts < read {
+			return
+		}
+	}
 }
 
 // serve reads the group's datagrams until the listener's socket closes.

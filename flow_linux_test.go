@@ -270,7 +270,17 @@ func flowLoad(t *testing.T, l *reuse.FlowListener, network string, dst *net.UDPA
 						}
 					}
 					if f[0] != who || f[1] != strconv.Itoa(next) {
-						fail("flow from %v (client %s): read %q, want seq %d", c.RemoteAddr(), who, b[:n], next)
+						// What follows tells a datagram late from one lost.
+						var more []string
+						for len(more) < 4 {
+							c.SetReadDeadline(time.Now().Add(time.Second))
+							m, err := c.Read(b[n:])
+							if err != nil {
+								break
+							}
+							more = append(more, string(b[n:n+m]))
+						}
+						fail("flow from %v (client %s): read %q, want seq %d; then %q", c.RemoteAddr(), who, b[:n], next, more)
 						return
 					}
 					next++
