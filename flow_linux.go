@@ -24,7 +24,7 @@ func newFlowListener(uc *net.UDPConn) (*FlowListener, error) {
 	if err != nil {
 		return nil, err
 	}
-	l := &FlowListener{conn: uc, network: "udp4", done: make(chan struct{}), signal: make(chan struct{}), flows: make(map[netip.AddrPort]*flowConn)}
+	l := &FlowListener{conn: uc, flowState: flowState{network: "udp4", done: make(chan struct{}), signal: make(chan struct{}), flows: make(map[netip.AddrPort]*flowConn)}}
 	var serr error
 	err = rc.Control(func(fd uintptr) {
 		sa, err := unix.Getsockname(int(fd))
@@ -57,6 +57,7 @@ func newFlowListener(uc *net.UDPConn) (*FlowListener, error) {
 		return nil, err
 	}
 	waitStamps()
+	go l.serve()
 	return l, nil
 }
 

@@ -539,6 +539,19 @@ func TestFlowErrors(t *testing.T) {
 			t.Errorf("ListenFlows(%s, %v): %v, want a listen *net.OpError naming %q", tc.network, tc.cfg.Mode, err, tc.want)
 		}
 	}
+	var zero reuse.FlowListener
+	if _, err := zero.Accept(); err == nil || !strings.Contains(err.Error(), "not made by ListenFlows") {
+		t.Errorf("Accept on a zero FlowListener: %v", err)
+	}
+	if err := zero.Close(); err == nil {
+		t.Error("Close on a zero FlowListener succeeded")
+	}
+	if a := zero.Addr(); a != nil {
+		t.Errorf("Addr of a zero FlowListener: %v", a)
+	}
+	if err := new(reuse.Handover).TakeOver(context.Background(), &zero); err == nil {
+		t.Error("TakeOver of a zero FlowListener succeeded")
+	}
 	//lint:ignore SA1012 a nil context is the error tested
 	if _, err := (&reuse.Config{}).ListenFlows(nil, "udp", "127.0.0.1:0"); err == nil { //nolint:staticcheck
 		t.Error("ListenFlows with a nil context succeeded")

@@ -19,12 +19,19 @@ func canListenFlows() error {
 	return fmt.Errorf("UDP flows need Linux, not %s: %w", runtime.GOOS, errors.ErrUnsupported)
 }
 
+// flowState records Close only: ListenFlows fails here, and no flow comes.
+type flowState struct{ closed bool }
+
 func newFlowListener(*net.UDPConn) (*FlowListener, error) { return nil, canListenFlows() }
 
-func (l *FlowListener) serve() {}
+func (l *FlowListener) accept() (net.Conn, error) {
+	if l.closed {
+		return nil, net.ErrClosed
+	}
+	return nil, canListenFlows()
+}
 
-func (l *FlowListener) open(*flowConn) ([]flowDatagram, error) { return nil, canListenFlows() }
-
-func drain(*net.UDPConn, *flowConn) ([]flowDatagram, error) { return nil, canListenFlows() }
-
-func isFDLimit(error) bool { return false }
+func (l *FlowListener) close() error {
+	l.closed = true
+	return canListenFlows()
+}

@@ -332,7 +332,7 @@ func newSockGroup(socks []any) (*sockGroup, error) {
 				network, addr, sc = "udp", s.LocalAddr(), s
 			}
 		case *FlowListener: // its unconnected socket; the flows stay
-			if s != nil {
+			if s != nil && s.conn != nil {
 				network, addr, sc = "udp", s.Addr(), s.conn
 			}
 		default:
