@@ -401,16 +401,14 @@ func server(mode, addr string) error {
 			fmt.Println("took over")
 			go func() {
 				<-ho.Replaced()
-				ln.Close() // flows: the sessions accepted go on
-				if mode == "plain" {
-					// No datagram reaches the socket any more: its
-					// sessions are over, and pion's listener closes
-					// the socket once they are closed.
-					mu.Lock()
-					for c := range conns {
-						c.Close()
-					}
-					mu.Unlock()
+				if mode == "flows" {
+					ln.Close() // the sessions accepted go on
+				} else {
+					// No datagram reaches the socket any more, and
+					// the new process gets its sessions' datagrams:
+					// let go of it (pion's listener would hold it
+					// until every session closed), sending nothing.
+					sock.(net.PacketConn).Close()
 				}
 				ho.Close()
 				fmt.Println("replaced")
