@@ -21,11 +21,22 @@ import (
 // to that remote, and from then on the kernel gives the flow's datagrams
 // to that socket, ahead of the group. The datagrams that reached the group
 // before, and any that the kernel gave another of the process's sockets
-// meanwhile, reach the flow's Conn first, in the order in which they were
-// read: none is lost or given to another flow. (A connect and datagrams in
-// flight race: a flow's datagram that the listener finds in the group's
-// queue after its Conn was handed out is still given to that Conn, by its
-// next Read.)
+// meanwhile (a new flow's socket, between its bind and its connect, takes
+// the address's datagrams), reach the flow's Conn first, in the order in
+// which the kernel received them (SO_TIMESTAMPNS): none is lost or given
+// to another flow, and Accept returns a flow once the group's queue was
+// read to its end since. (Should one still turn up later, a race of the
+// kernel's lookup with the connect, it reaches the Conn by its next Read.)
+// The first ListenFlows of a system where no socket asked for arrival
+// times may wait a few milliseconds, until the kernel stamps them.
+//
+// A flow's socket is bound to the interface its first datagram came in on
+// (SO_BINDTOIFINDEX): on Linux 6.13+ a UDP socket leaves the address's
+// group when it connects, and a socket that joins the address later would
+// otherwise start a group of its own around the connected one, which a
+// handover's program could then pick for other remotes' datagrams. Its
+// datagrams that come in on another interface reach the listener, which,
+// while open, gives them to the flow too.
 //
 // Each flow costs one file descriptor, as a TCP connection does: a process
 // serves at most its RLIMIT_NOFILE, less what else it holds. When a new
@@ -48,7 +59,9 @@ import (
 // no part of the handover: after Replaced, the old process closes its
 // listener and calls the Handover's Close (TakeOver returns in the new
 // process then), and serves its flows until they end; a flow's datagrams
-// after the old process closed it start a flow in the new one.
+// after the old process closed it start a flow in the new one. (The
+// handover's probes, empty datagrams, may start a flow of one datagram in
+// the new process, from a port of its own.)
 //
 // Linux only, where a connected UDP socket takes its remote's datagrams from
 // the group's unconnected members (Linux 3.9+ with SO_REUSEPORT; since 6.13
