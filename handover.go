@@ -368,8 +368,12 @@ func newSockGroup(socks []any) (*sockGroup, error) {
 			if s != nil {
 				network, addr, sc = "udp", s.LocalAddr(), s
 			}
+		case *FlowListener: // its unconnected socket; the flows stay
+			if s != nil && s.conn != nil {
+				network, addr, sc = "udp", s.Addr(), s.conn
+			}
 		default:
-			return nil, fmt.Errorf("socket %d of %d is a %T: a handover takes *net.TCPListener (from Listen) or *net.UDPConn (from ListenPacket)", i+1, len(socks), s)
+			return nil, fmt.Errorf("socket %d of %d is a %T: a handover takes *net.TCPListener (from Listen), *net.UDPConn (from ListenPacket) or *FlowListener", i+1, len(socks), s)
 		}
 		if sc == nil {
 			return nil, fmt.Errorf("socket %d of %d is a nil %T", i+1, len(socks), s)

@@ -17,7 +17,8 @@ const (
 
 // diagSockets returns the inodes of this user's sockets of protocol proto
 // (IPPROTO_TCP or IPPROTO_UDP) in state, bound to the IPv4 or IPv6 address
-// addr and port and connected to nobody, in the order of the kernel's hash
+// addr and port and to the interface ifindex (0: none) and connected to
+// nobody, in the order of the kernel's hash
 // chain, from one NETLINK_SOCK_DIAG dump (sockdiag.Dump). The dump filters
 // by port in the kernel and, by the kernel's source (udp_dump,
 // inet_diag_dump_icsk), reads each hash chain under its lock: all of a
@@ -26,7 +27,7 @@ const (
 // measured). /proc/net lists a table a page at a time, resuming by
 // position, so that a socket that leaves meanwhile shifts another one past
 // the cut (seen: TestHandoverSteering).
-func diagSockets(proto, state int, addr []byte, port int) ([]uint64, error) {
+func diagSockets(proto, state int, addr []byte, port, ifindex int) ([]uint64, error) {
 	family := uint8(unix.AF_INET)
 	if len(addr) == 16 {
 		family = unix.AF_INET6
@@ -36,7 +37,9 @@ func diagSockets(proto, state int, addr []byte, port int) ([]uint64, error) {
 	var inos []uint64
 	q := sockdiag.Query{Family: family, Proto: proto, States: 1 << state, Port: port}
 	err := sockdiag.Dump(q, func(s sockdiag.Socket) {
-		if s.UID == uid && s.Local.Addr() == local && !s.Remote.IsValid() {
+		// A socket bound to another interface is in no group with
+		// these (a FlowListener's flow socket before its connect).
+		if s.UID == uid && s.Local.Addr() == local && !s.Remote.IsValid() && s.Ifindex == ifindex {
 			inos = append(inos, s.Inode)
 		}
 	})

@@ -10,8 +10,8 @@ arch=$1
 shift
 [ -x ".ci/bin/go_linux_${arch}_exec" ] || { echo "no .ci/bin/go_linux_${arch}_exec" >&2; exit 2; }
 need_apt qemu-aarch64 qemu-user
-# qemu-user does not translate SO_ATTACH_REUSEPORT_CBPF (ENOPROTOOPT): the
-# handover and steering examples, which stop with log.Fatal on it, run natively instead;
+# qemu-user does not translate SO_ATTACH_REUSEPORT_CBPF nor SO_TIMESTAMPNS (ENOPROTOOPT): the
+# handover, steering and flow examples, which stop with log.Fatal on it, run natively instead;
 # the handover tests skip there themselves, naming qemu.
 PATH=$PWD/.ci/bin:$PATH GOOS=linux GOARCH=$arch CGO_ENABLED=0 exec go test ./... \
-	-skip '^Example(Handover|Handover_steering|Steer|Steering|QUICSteering|Unsteer)$' "$@"
+	-skip '^Example(Handover|Handover_steering|Steer|Steering|QUICSteering|Unsteer|ListenFlows|FlowListener|Config_ListenFlows)$' "$@"
