@@ -18,8 +18,9 @@ import (
 func init() { sockettest.Register("flow-server", flowServerWorker) }
 
 // flowServerWorker is one generation of a server of UDP flows on the address
-// args[0]: it prints "addr A", and answers each datagram of a flow with
-// "PID " and the datagram. Commands on stdin:
+// args[0] (and the Handover's Slot args[1], if given): it prints "addr A",
+// and answers each datagram of a flow with "PID " and the datagram.
+// Commands on stdin:
 //
 //	takeover  TakeOver with the FlowListener; prints "took over", then, once
 //	          replaced, closes the listener and the Handover (its flows go
@@ -59,6 +60,9 @@ func flowServerWorker(args []string) error {
 		}
 	}()
 	ho := new(reuse.Handover)
+	if len(args) > 1 {
+		ho.Slot = args[1]
+	}
 	sc := bufio.NewScanner(os.Stdin)
 	for sc.Scan() {
 		switch sc.Text() {
@@ -243,4 +247,50 @@ func sumAnswers(fcs []*flowClient, pid string) int {
 		total += fc.answers[pid]
 	}
 	return total
+}
+
+// TestFlowHandoverSlot restarts one of two worker processes of UDP flows
+// (Handover slots "0" and "1"): every flow keeps the process that served
+// it, the other worker's included, and each new flow goes to the new
+// process or the other worker, never to the old one.
+func TestFlowHandoverSlot(t *testing.T) {
+	requireSteering(t)
+	w0 := sockettest.StartWorker(t, "flow-server", []string{"127.0.0.1:0", "0"})
+	addr := w0.Expect("addr ", 10*time.Second)
+	w1 := sockettest.StartWorker(t, "flow-server", []string{addr, "1"})
+	w1.Expect("addr ", 10*time.Second)
+	for _, w := range []*sockettest.Worker{w0, w1} {
+		w.Send("takeover")
+		w.Expect("took over", 30*time.Second)
+	}
+	// 40 flows: by the kernel's hash, both workers get some (none of 40 on
+	// one has probability 2^-39).
+	var flows []*flowClient
+	first := map[*flowClient]string{}
+	for i := 0; i < 40; i++ {
+		fc := dialFlow(t, addr)
+		first[fc] = fc.exchange(0)
+		flows = append(flows, fc)
+	}
+	next := sockettest.StartWorker(t, "flow-server", []string{addr, "0"})
+	next.Expect("addr ", 10*time.Second)
+	next.Send("takeover")
+	next.Expect("took over", 30*time.Second)
+	w0.Expect("replaced", 30*time.Second)
+	for _, fc := range flows {
+		if pid := fc.exchange(1); pid != first[fc] {
+			t.Errorf("a flow first answered by %s, after slot 0's restart by %q: %v", first[fc], pid, fc.errs)
+		}
+	}
+	oldPid, servers := fmt.Sprint(w0.Pid()), map[string]int{}
+	for i := 0; i < 40; i++ {
+		servers[dialFlow(t, addr).exchange(0)]++
+	}
+	if servers[oldPid] != 0 || servers[""] != 0 || len(servers) != 2 {
+		t.Errorf("40 new flows after slot 0's restart, by process: %v; want the new process %d and worker 1 %d, not the old %s", servers, next.Pid(), w1.Pid(), oldPid)
+	}
+	for _, w := range []*sockettest.Worker{w0, w1, next} {
+		w.Send("close")
+		w.Expect("closed", 10*time.Second)
+	}
 }

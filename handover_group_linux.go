@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/binary"
 	"fmt"
+	"net"
 	"net/netip"
 	"os"
 	"slices"
@@ -151,7 +152,13 @@ func (st *handoverState) members() ([]uint64, error) {
 		// A kernel without the dump for the protocol (ENOENT), qemu-user
 		// (EPROTONOSUPPORT), a sandbox that forbids netlink: /proc then,
 		// for the rest of the handover.
-		inos, err = diagSockets(proto, state, addr, int(a.Port()))
+		ifindex := 0 // the group's SO_BINDTODEVICE
+		if st.dev != "" {
+			if ifi, err := net.InterfaceByName(st.dev); err == nil {
+				ifindex = ifi.Index
+			}
+		}
+		inos, err = diagSockets(proto, state, addr, int(a.Port()), ifindex)
 		st.noSockDiag = err != nil
 	}
 	if st.noSockDiag {
