@@ -65,7 +65,11 @@
 //   - Steering (Linux): [Steering], [Steer], and for QUIC [QUICSteering]
 //     with [QUICConnectionIDs], so that a connection survives its client's
 //     move to a new address.
-//   - Restarts that lose no connection or datagram (Linux): [Handover].
+//   - Restarts that lose no connection or datagram (Linux): [Handover];
+//     for a net/http server, the sub-package reusehttp stops it without
+//     dropping a connection it accepted.
+//   - UDP flows (Linux): [ListenFlows] gives one connected socket, a
+//     net.Conn, per client address, whose flow a restart keeps.
 //
 // # Per OS
 //
