@@ -3,7 +3,6 @@ package reuse
 import (
 	"bufio"
 	"context"
-	"encoding/binary"
 	"fmt"
 	"net"
 	"net/netip"
@@ -231,18 +230,6 @@ func (st *handoverState) procMembers(v6 bool) ([]uint64, error) {
 		}
 	}
 	return inos, nil
-}
-
-// procAddr writes an address and port as /proc/net/tcp does: each 32-bit
-// word of the address in network byte order printed as a native integer, in
-// hexadecimal, then the port.
-func procAddr(ip []byte, port int) string {
-	var b strings.Builder
-	for i := 0; i < len(ip); i += 4 {
-		fmt.Fprintf(&b, "%08X", binary.NativeEndian.Uint32(ip[i:i+4]))
-	}
-	fmt.Fprintf(&b, ":%04X", port)
-	return b.String()
 }
 
 // stableMembers returns the group's members as two reads in a row list

@@ -113,8 +113,9 @@ func parseHandoverName(name string) (whoHandover, bool) {
 		h.UnderWay = true
 	case strings.HasPrefix(tail, "gen/"):
 		hexSlot, gen, ok := strings.Cut(strings.TrimPrefix(tail, "gen/"), "/")
-		slot, err := hex.DecodeString(hexSlot)
-		if h.gen, err = strconv.Atoi(gen); !ok || err != nil || h.gen < 0 {
+		slot, herr := hex.DecodeString(hexSlot)
+		var gerr error
+		if h.gen, gerr = strconv.Atoi(gen); !ok || herr != nil || gerr != nil || h.gen < 0 {
 			return whoHandover{}, false
 		}
 		h.Slot = string(slot)
