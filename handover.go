@@ -275,8 +275,9 @@ func (h *Handover) fail() { close(h.done) }
 // nothing new reaches h's sockets, and what was on its way reached them.
 // The process then stops as it would on SIGTERM - closes its sockets,
 // answers what it accepted (for a net/http server, reusehttp's
-// Serving.Stop: http.Server.Shutdown alone drops a connection whose first
-// request it has not read) - and calls Close, or exits. A Handover that has
+// Serving.Stop: http.Server.Shutdown alone, since Go 1.25, drops a
+// connection whose first request it has not read) - and calls Close, or
+// exits. A Handover that has
 // not taken over is never replaced; a server that nobody replaces stops on
 // SIGTERM the same way.
 //

@@ -57,8 +57,8 @@ func Serve(srv *http.Server, lns ...net.Listener) *Serving {
 // closes the listeners, waits until every connection that the server
 // accepted has had its first request read, then calls Shutdown, which
 // lets the requests under way finish and closes the connections. Shutdown
-// alone would close, unanswered, a connection whose first request it had
-// not read yet (golang/go#75591): one that a client opened a moment
+// alone, since Go 1.25, closes unanswered a connection whose first request
+// it had not read yet (golang/go#75591): one that a client opened a moment
 // before, or that waited in the accept queue. A client that never sends
 // its request holds Stop until the server's ReadHeaderTimeout (or
 // ReadTimeout) closes it: set one.
