@@ -839,20 +839,25 @@ func udpDrops(t *testing.T, fd int) uint64 {
 	var st unix.Stat_t
 	must(t, unix.Fstat(fd, &st))
 	ino := strconv.FormatUint(st.Ino, 10)
-	for _, file := range []string{"/proc/net/udp", "/proc/net/udp6"} {
-		data, err := os.ReadFile(file)
-		if err != nil {
-			continue
-		}
-		for _, line := range strings.Split(string(data), "\n") {
-			if fields := strings.Fields(line); len(fields) >= 13 && fields[9] == ino {
-				n, err := strconv.ParseUint(fields[len(fields)-1], 10, 64)
-				must(t, err)
-				return n
+	// /proc lists a table a page at a time, resuming by position: a socket
+	// that another test closes meanwhile may shift this one past the cut
+	// (seen under qemu-user, two platforms' tests at once). Read again.
+	for try := 0; try < 5; try++ {
+		for _, file := range []string{"/proc/net/udp", "/proc/net/udp6"} {
+			data, err := os.ReadFile(file)
+			if err != nil {
+				continue
+			}
+			for _, line := range strings.Split(string(data), "\n") {
+				if fields := strings.Fields(line); len(fields) >= 13 && fields[9] == ino {
+					n, err := strconv.ParseUint(fields[len(fields)-1], 10, 64)
+					must(t, err)
+					return n
+				}
 			}
 		}
 	}
-	t.Fatalf("socket %s is in neither /proc/net/udp nor /proc/net/udp6", ino)
+	t.Fatalf("socket %s is in neither /proc/net/udp nor /proc/net/udp6, in 5 reads", ino)
 	return 0
 }
 

@@ -1,5 +1,3 @@
-//go:build !reuse_crossvet
-
 package reusehttp_test
 
 import (

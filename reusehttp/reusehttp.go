@@ -1,8 +1,3 @@
-//go:build !reuse_crossvet
-
-// .ci/run vets net/http code on this machine's target only (-tags
-// reuse_crossvet elsewhere): see ../example_http_test.go.
-
 // Package reusehttp stops a net/http server without dropping a connection
 // it accepted: what a server replaced by a [reuse.Handover], or stopped by
 // SIGTERM, needs. It is a package of its own so that the reuse package
