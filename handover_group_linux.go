@@ -313,19 +313,14 @@ func (st *handoverState) queued() (int, error) {
 }
 
 // handshakes returns the connections to the group's address whose
-// handshake is in flight (SYN_RECV), or whose server end no process has
-// accepted yet, by their remote address: both may still land in an old
-// listener's queue.
+// handshake is in flight (SYN_RECV), by their remote address: each may
+// still land in an old listener's queue.
 func (st *handoverState) handshakes() (map[netip.AddrPort]bool, error) {
 	a := st.addrPort()
 	q := sockdiag.Query{Family: familyOf(a.Addr()), Proto: unix.IPPROTO_TCP, Port: int(a.Port()),
-		States: 1<<sockdiag.Established | 1<<sockdiag.SynRecv | 1<<sockdiag.NewSynRecv}
+		States: 1<<sockdiag.SynRecv | 1<<sockdiag.NewSynRecv}
 	inFlight := make(map[netip.AddrPort]bool)
-	err := sockdiag.Dump(q, func(s sockdiag.Socket) {
-		if s.State != sockdiag.Established || s.Inode == 0 {
-			inFlight[s.Remote] = true
-		}
-	})
+	err := sockdiag.Dump(q, func(s sockdiag.Socket) { inFlight[s.Remote] = true })
 	if err != nil {
 		return nil, fmt.Errorf("listing the handshakes in flight to %s (NETLINK_SOCK_DIAG): %w", st.g.address, err)
 	}
@@ -353,10 +348,9 @@ func (st *handoverState) stillInFlight(inFlight map[netip.AddrPort]bool, err err
 // migratesHandshakes reports whether the kernel gives the handshakes in
 // flight to this process's listeners, when they close, to the group's other
 // listeners (net.ipv4.tcp_migrate_req=1, Linux 5.14+), so that the old
-// process need not wait for them: for plain TCP listeners, as
-// TestHandoverUnderLoad shows; MPTCP's are waited for.
+// process need not wait for them: plain TCP and MPTCP listeners alike, as
+// TestHandoverWaitsForHandshakes shows.
 func (st *handoverState) migratesHandshakes() bool {
 	b, err := os.ReadFile("/proc/sys/net/ipv4/tcp_migrate_req")
-	return err == nil && strings.TrimSpace(string(b)) == "1" &&
-		!slices.ContainsFunc(st.socks, func(s sockInfo) bool { return s.proto == unix.IPPROTO_MPTCP })
+	return err == nil && strings.TrimSpace(string(b)) == "1"
 }

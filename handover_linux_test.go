@@ -1659,7 +1659,7 @@ func TestHandoverLargeGroup(t *testing.T) {
 // nothing yet, and the listener accepts only once data comes:
 // TCP_DEFER_ACCEPT). With net.ipv4.tcp_migrate_req=0 the old process is
 // replaced only once that handshake completed, and serves the connection,
-// which would be reset had the old process gone at once; with 1, plain TCP
+// which would be reset had the old process gone at once; with 1, the old
 // listeners go at once and the kernel hands the handshake to the new one.
 // Plain TCP and MPTCP listeners.
 func TestHandoverWaitsForHandshakes(t *testing.T) {
@@ -1684,7 +1684,7 @@ func TestHandoverWaitsForHandshakes(t *testing.T) {
 			defer c.Close()
 			next, _ := startGeneration(t, s, addr, 10*time.Second, "defer")
 			next.Send("takeover")
-			handsOn := migrate == "1" && !s.mptcp
+			handsOn := migrate == "1" // the kernel hands the handshake on
 			if handsOn {
 				old.Expect("replaced", 10*time.Second) // without waiting
 			} else {

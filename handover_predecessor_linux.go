@@ -206,15 +206,20 @@ func (p *predecessor) drain() step {
 	deadline := time.Now().Add(st.quiet)
 	tick := time.NewTicker(pollInterval / 2)
 	defer tick.Stop()
+	// A handshake that completes leaves the listing a moment before its
+	// connection is in the queue: once one did, the queue is read again.
+	recheck := len(inFlight) > 0
 	for {
 		q, qerr := st.queued()
 		if qerr == nil && q == 0 {
 			if err != nil || len(inFlight) > 0 {
 				inFlight, err = st.stillInFlight(inFlight, err)
 			}
-			if time.Now().After(deadline) || err == nil && len(inFlight) == 0 && !testHoldDrain {
+			done := err == nil && len(inFlight) == 0 && !testHoldDrain
+			if time.Now().After(deadline) || done && !recheck {
 				return next
 			}
+			recheck = recheck && !done
 		}
 		select {
 		case <-p.msgs:
