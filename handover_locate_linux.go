@@ -206,23 +206,34 @@ func dialProbes(dst netip.AddrPort, ports []int) ([]*net.TCPConn, error) {
 }
 
 // locateDatagramSockets probes one index at a time, those of guess first,
-// with an empty datagram. Both processes' sockets drop the probes (a
-// socket filter; the old process sets it on "probe PORT"), and sock_diag
-// counts each socket's drops: a probe that another process's socket reads
-// (a worker of another slot, which sees an empty datagram) shows nowhere,
-// and costs udpProbeWait.
+// with an empty datagram from a port of the index's own. The old process's
+// sockets drop the datagrams of the port it was told last ("probe PORT"),
+// this process's those of every probe's port (socket filters), and
+// sock_diag counts each socket's drops. A probe that another process's
+// socket reads (a worker of another slot, which sees an empty datagram)
+// shows nowhere: the first round waits udpProbeWait/10 for each, a second
+// one, over the indexes left, udpProbeWait. A probe that comes late finds
+// the old process's filter on another port, and is read, not counted: it
+// never passes for another index's.
 func (sg *steering) locateDatagramSockets(n int, guess []int, old []uint64) ([]int, error) {
 	dst := sg.st.dialAddr()
-	c, err := net.ListenUDP("udp", net.UDPAddrFromAddrPort(netip.AddrPortFrom(dst.Addr(), 0)))
-	if err != nil {
-		return nil, err
+	conns := make([]*net.UDPConn, n)
+	ports := make([]int, n)
+	defer func() {
+		for _, c := range conns {
+			if c != nil {
+				c.Close()
+			}
+		}
+	}()
+	for i := range conns {
+		c, err := net.ListenUDP("udp", net.UDPAddrFromAddrPort(netip.AddrPortFrom(dst.Addr(), 0)))
+		if err != nil {
+			return nil, err
+		}
+		conns[i], ports[i] = c, c.LocalAddr().(*net.UDPAddr).Port
 	}
-	defer c.Close()
-	port := c.LocalAddr().(*net.UDPAddr).Port
-	if _, err := sg.ask(msgProbe + " " + strconv.Itoa(port)); err != nil {
-		return nil, err
-	}
-	if err := sg.st.filterProbes(port); err != nil {
+	if err := sg.st.filterProbes(ports...); err != nil {
 		return nil, err
 	}
 	defer sg.st.unprobe()
@@ -233,25 +244,35 @@ func (sg *steering) locateDatagramSockets(n int, guess []int, old []uint64) ([]i
 		}
 	}
 	var found []int
-	for _, i := range order {
-		if len(found) == len(old) {
-			break
+	for _, wait := range []time.Duration{udpProbeWait / 10, udpProbeWait} {
+		var left []int
+		for _, i := range order {
+			if len(found) == len(old) {
+				break
+			}
+			isOld, err := sg.probeDatagram(conns[i], dst, ports[i], i, n, old, wait)
+			if err != nil {
+				return nil, err
+			}
+			if isOld {
+				found = append(found, i)
+			} else {
+				left = append(left, i)
+			}
 		}
-		isOld, err := sg.probeDatagram(c, dst, port, i, n, old)
-		if err != nil {
-			return nil, err
-		}
-		if isOld {
-			found = append(found, i)
-		}
+		order = left
 	}
 	slices.Sort(found)
 	return found, nil
 }
 
 // probeDatagram reports whether the datagram socket at index i of n is one
-// of the old process's sockets old.
-func (sg *steering) probeDatagram(c *net.UDPConn, dst netip.AddrPort, port, i, n int, old []uint64) (bool, error) {
+// of the old process's sockets old, waiting wait at most for a probe that
+// shows nowhere.
+func (sg *steering) probeDatagram(c *net.UDPConn, dst netip.AddrPort, port, i, n int, old []uint64, wait time.Duration) (bool, error) {
+	if _, err := sg.ask(msgProbe + " " + strconv.Itoa(port)); err != nil {
+		return false, err
+	}
 	if err := sg.attach(probeProgram(dst.Addr().Is6(), []int{port}, []int{i}, sg.rest(n))); err != nil {
 		return false, err
 	}
@@ -263,7 +284,7 @@ func (sg *steering) probeDatagram(c *net.UDPConn, dst netip.AddrPort, port, i, n
 	if _, err := c.WriteToUDPAddrPort(nil, dst); err != nil {
 		return false, err
 	}
-	for start := time.Now(); time.Since(start) < udpProbeWait; time.Sleep(pollInterval / 4) {
+	for start := time.Now(); time.Since(start) < wait; time.Sleep(pollInterval / 8) {
 		after, err := sg.st.drops()
 		if err != nil {
 			return false, err
@@ -308,9 +329,10 @@ func (st *handoverState) drops() (map[uint64]uint32, error) {
 }
 
 // filterProbes makes this process's datagram sockets drop the datagrams
-// from port (a socket filter), for the successor's probes.
-func (st *handoverState) filterProbes(port int) error {
-	prog := probeFilter([]int{port})
+// from ports (a socket filter, which replaces the last one), for the
+// successor's probes.
+func (st *handoverState) filterProbes(ports ...int) error {
+	prog := probeFilter(ports)
 	for _, s := range st.socks {
 		err := withFD(s.rc, func(fd uintptr) error {
 			return os.NewSyscallError("setsockopt SO_ATTACH_FILTER", unix.SetsockoptSockFprog(int(fd), unix.SOL_SOCKET, unix.SO_ATTACH_FILTER, &unix.SockFprog{Len: uint16(len(prog)), Filter: &prog[0]}))
