@@ -200,3 +200,15 @@ func TestPicksAround(t *testing.T) {
 		}
 	}
 }
+
+// TestMessageLength checks that a message longer than maxMessage, which
+// the peer would read cut short, is refused with an error saying so.
+func TestMessageLength(t *testing.T) {
+	if err := checkLength(strings.Repeat("1", maxMessage)); err != nil {
+		t.Errorf("a message of maxMessage bytes: %v", err)
+	}
+	err := checkLength(strings.Repeat("1", maxMessage+1))
+	if err == nil || !strings.Contains(err.Error(), "too many sockets") {
+		t.Errorf("a message of maxMessage+1 bytes: %v, want an error naming too many sockets", err)
+	}
+}

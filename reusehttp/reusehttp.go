@@ -21,6 +21,9 @@ type Serving struct {
 
 	mu     sync.Mutex
 	unread map[net.Conn]bool // accepted connections whose first request is not read yet
+
+	stopOnce sync.Once
+	stopErr  error
 }
 
 // Serve serves srv on lns, each in a goroutine of its own, until Stop. It
@@ -60,8 +63,13 @@ func Serve(srv *http.Server, lns ...net.Listener) *Serving {
 //
 // When ctx ends first, Stop closes what is left (Server.Close) and returns
 // ctx's error. Errors of serving other than the listeners' closing are
-// returned too.
+// returned too. A second Stop waits for the first, and returns its error.
 func (s *Serving) Stop(ctx context.Context) error {
+	s.stopOnce.Do(func() { s.stopErr = s.stop(ctx) })
+	return s.stopErr
+}
+
+func (s *Serving) stop(ctx context.Context) error {
 	var errs []error
 	for _, ln := range s.lns {
 		ln.Close()

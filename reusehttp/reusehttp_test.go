@@ -91,6 +91,9 @@ func TestStop(t *testing.T) {
 	if err := <-stopped; err != nil {
 		t.Errorf("Stop: %v", err)
 	}
+	if err := s.Stop(context.Background()); err != nil {
+		t.Errorf("a second Stop: %v, want the first's nil", err)
+	}
 }
 
 // TestShutdownAloneDrops pins what Stop is for: since Go 1.25,
