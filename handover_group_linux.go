@@ -312,34 +312,38 @@ func (st *handoverState) queued() (int, error) {
 	return total, nil
 }
 
-// handshakes returns the connections to the group's address whose
-// handshake is in flight (SYN_RECV), by their remote address: each may
-// still land in an old listener's queue.
-func (st *handoverState) handshakes() (map[netip.AddrPort]bool, error) {
+// handshakes returns the handshakes in flight (SYN_RECV) to the group's
+// port, each by its remote address with its local one: each may still land
+// in an old listener's queue. The listing walks the host's table of TCP
+// connections, shared by its network namespaces: on a 2-core machine, about
+// 1 ms, and 0.1 µs more per connection (TIME_WAIT included): no interface
+// gives a listener's count of handshakes. stillInFlight then looks each up
+// alone.
+func (st *handoverState) handshakes() (map[netip.AddrPort]netip.AddrPort, error) {
 	a := st.addrPort()
 	q := sockdiag.Query{Family: familyOf(a.Addr()), Proto: unix.IPPROTO_TCP, Port: int(a.Port()),
 		States: 1<<sockdiag.SynRecv | 1<<sockdiag.NewSynRecv}
-	inFlight := make(map[netip.AddrPort]bool)
-	err := sockdiag.Dump(q, func(s sockdiag.Socket) { inFlight[s.Remote] = true })
+	inFlight := make(map[netip.AddrPort]netip.AddrPort)
+	err := sockdiag.Dump(q, func(s sockdiag.Socket) { inFlight[s.Remote] = s.Local })
 	if err != nil {
 		return nil, fmt.Errorf("listing the handshakes in flight to %s (NETLINK_SOCK_DIAG): %w", st.g.address, err)
 	}
 	return inFlight, nil
 }
 
-// stillInFlight returns those of inFlight that are still in flight; where
-// the first listing failed (err), none, and err again.
-func (st *handoverState) stillInFlight(inFlight map[netip.AddrPort]bool, err error) (map[netip.AddrPort]bool, error) {
+// stillInFlight removes from inFlight the handshakes that are over; where
+// the listing failed (err), it returns err again.
+func (st *handoverState) stillInFlight(inFlight map[netip.AddrPort]netip.AddrPort, err error) (map[netip.AddrPort]netip.AddrPort, error) {
 	if err != nil {
 		return nil, err
 	}
-	now, err := st.handshakes()
-	if err != nil {
-		return nil, err
-	}
-	for a := range inFlight {
-		if !now[a] {
-			delete(inFlight, a)
+	for remote, local := range inFlight {
+		s, ok, err := sockdiag.Connection(local, remote)
+		if err != nil {
+			return nil, fmt.Errorf("looking up the handshake from %s to %s (NETLINK_SOCK_DIAG): %w", remote, local, err)
+		}
+		if !ok || s.State != sockdiag.SynRecv && s.State != sockdiag.NewSynRecv {
+			delete(inFlight, remote)
 		}
 	}
 	return inFlight, nil

@@ -196,11 +196,9 @@ func (p *predecessor) untilSteered() step {
 // Quiet.
 func (p *predecessor) drain() step {
 	st := p.st
-	var inFlight map[netip.AddrPort]bool
+	var inFlight map[netip.AddrPort]netip.AddrPort
 	var err error
 	if st.g.network == "tcp" && !st.migratesHandshakes() {
-		// One listing walks every TCP socket of the namespace: some
-		// milliseconds with tens of thousands in TIME_WAIT.
 		inFlight, err = st.handshakes()
 	}
 	deadline := time.Now().Add(st.quiet)

@@ -87,7 +87,48 @@ func Dump(q Query, each func(Socket)) error {
 	})
 }
 
-// dump sends req, a NETLINK_SOCK_DIAG dump request, and calls each with
+// Connection returns the TCP socket between local and remote, as the
+// kernel's hash of connections holds it, found the way an arriving segment
+// finds it (local is the address the connection was made to, not a
+// listener's wildcard): a handshake in flight (SynRecv, NewSynRecv), a
+// connection, one in TIME_WAIT; ok is false where there is none. Unlike
+// Dump, it does not walk the table: one lookup, whatever the number of
+// sockets on the host.
+func Connection(local, remote netip.AddrPort) (s Socket, ok bool, err error) {
+	req := newRequest(sizeofInetDiagReqV2)
+	ne := binary.NativeEndian
+	ne.PutUint16(req[6:], unix.NLM_F_REQUEST|unix.NLM_F_ACK) // exact, not a dump
+	r := req[unix.SizeofNlMsghdr:]
+	r[0], r[1] = unix.AF_INET6, unix.IPPROTO_TCP
+	if local.Addr().Is4() {
+		r[0] = unix.AF_INET
+	}
+	ne.PutUint32(r[4:], ^uint32(0)) // idiag_states
+	// The id: sport, dport, src[16], dst[16], if, cookie[2] (INET_DIAG_NOCOOKIE).
+	binary.BigEndian.PutUint16(r[8:], local.Port())
+	binary.BigEndian.PutUint16(r[10:], remote.Port())
+	la, ra := local.Addr().AsSlice(), remote.Addr().AsSlice()
+	copy(r[12:28], la)
+	copy(r[28:44], ra)
+	ne.PutUint64(r[48:], ^uint64(0))
+	err = dump(req, func(m []byte) error {
+		s, err = parse(m, "tcp")
+		// Where no connection matches, the kernel's lookup falls back
+		// to the listener that a new one would reach.
+		ok = err == nil && s.State != Listen
+		return err
+	})
+	if errors.Is(err, unix.ENOENT) {
+		return Socket{}, false, nil
+	}
+	if err != nil || !ok {
+		return Socket{}, false, err
+	}
+	return s, true, nil
+}
+
+// dump sends req, a NETLINK_SOCK_DIAG request (a dump, or an exact one
+// that asks for an acknowledgement), and calls each with
 // every answer of the dump (a message's payload) until the dump ends or
 // each returns an error: the package's one reader of sock_diag.
 func dump(req []byte, each func(m []byte) error) error {
@@ -124,6 +165,9 @@ func dump(req []byte, each func(m []byte) error) error {
 			case unix.NLMSG_ERROR:
 				if len(m) < 4 {
 					return fmt.Errorf("a sock_diag error of %d bytes", len(m))
+				}
+				if ne.Uint32(m) == 0 { // the acknowledgement that ends an exact request's answer
+					return nil
 				}
 				return os.NewSyscallError("NETLINK_SOCK_DIAG", unix.Errno(-int32(ne.Uint32(m))))
 			case unix.SOCK_DIAG_BY_FAMILY:

@@ -253,3 +253,93 @@ func TestDumpUnix(t *testing.T) {
 		t.Errorf("DumpUnix(%q) (-want +got):\n%s", prefix, diff)
 	}
 }
+
+// TestConnection finds one connection by its two ends: a handshake held in
+// flight (the listener defers it until the client's first bytes, which do
+// not come), listed alike by Dump, then the connection once the client
+// writes; a pair of ends that no connection has is not found. It runs for
+// an IPv4 listener, an IPv6 one and a dual-stack one with an IPv4 client.
+func TestConnection(t *testing.T) {
+	for _, tc := range []struct{ name, network, listen, dial string }{
+		{"IPv4", "tcp4", "127.0.0.1:0", "127.0.0.1"},
+		{"IPv6", "tcp6", "[::1]:0", "::1"},
+		{"dual-stack", "tcp", "[::]:0", "127.0.0.1"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			lc := net.ListenConfig{Control: func(_, _ string, rc syscall.RawConn) error {
+				var serr error
+				err := rc.Control(func(fd uintptr) {
+					serr = unix.SetsockoptInt(int(fd), unix.IPPROTO_TCP, unix.TCP_DEFER_ACCEPT, 5)
+				})
+				if err == nil {
+					err = serr
+				}
+				return err
+			}}
+			ln, err := lc.Listen(context.Background(), tc.network, tc.listen)
+			if err != nil {
+				t.Skipf("no %s loopback: %v", tc.name, err)
+			}
+			defer ln.Close()
+			port := ln.Addr().(*net.TCPAddr).Port
+			c, err := net.Dial("tcp", net.JoinHostPort(tc.dial, strconv.Itoa(port)))
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer c.Close()
+			local := netip.MustParseAddrPort(c.RemoteAddr().String())
+			remote := netip.MustParseAddrPort(c.LocalAddr().String())
+
+			fam := uint8(unix.AF_INET)
+			if tc.network != "tcp4" {
+				fam = unix.AF_INET6 // a request socket has its listener's family
+			}
+			var listed []Socket
+			q := Query{Family: fam, Proto: unix.IPPROTO_TCP, States: 1<<SynRecv | 1<<NewSynRecv, Port: port}
+			err = Dump(q, func(s Socket) { listed = append(listed, s) })
+			if err != nil && sockettest.Emulator() != "" {
+				t.Skipf("%s answers no NETLINK_SOCK_DIAG dump: %v", sockettest.Emulator(), err)
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			s, ok, err := Connection(local, remote)
+			if err != nil || !ok {
+				t.Fatalf("Connection(%v, %v) = %v, %v, %v; want the handshake in flight", local, remote, s, ok, err)
+			}
+			if s.State != SynRecv && s.State != NewSynRecv {
+				t.Errorf("the handshake's state %v, want SYN_RECV", s.State)
+			}
+			if len(listed) != 1 || listed[0].Local.Port() != local.Port() || listed[0].Remote.Port() != remote.Port() {
+				t.Errorf("Dump listed %+v as handshakes in flight, want one from %v", listed, remote)
+			}
+			if len(listed) == 1 {
+				if s, ok, err := Connection(listed[0].Local, listed[0].Remote); err != nil || !ok || s.State != listed[0].State {
+					t.Errorf("Connection of Dump's ends %v, %v = %v, %v, %v", listed[0].Local, listed[0].Remote, s.State, ok, err)
+				}
+			}
+			if _, err := c.Write([]byte("x")); err != nil {
+				t.Fatal(err)
+			}
+			deadline := time.Now().Add(5 * time.Second)
+			for s.State != Established && time.Now().Before(deadline) {
+				time.Sleep(time.Millisecond)
+				s, ok, err = Connection(local, remote)
+				if err != nil || !ok {
+					t.Fatalf("Connection once established = %v, %v", ok, err)
+				}
+			}
+			if s.State != Established {
+				t.Errorf("the connection's state %v 5s after its first bytes, want ESTABLISHED", s.State)
+			}
+			other := netip.AddrPortFrom(remote.Addr(), remote.Port()^1)
+			if s, ok, err := Connection(local, other); err != nil || ok {
+				t.Errorf("Connection(%v, %v), ends of no connection = %+v, %v, %v; want not found", local, other, s, ok, err)
+			}
+			ln.Close()
+			if s, ok, err := Connection(netip.AddrPortFrom(local.Addr(), 1), other); err != nil || ok {
+				t.Errorf("Connection to a port without listener = %+v, %v, %v; want not found", s, ok, err)
+			}
+		})
+	}
+}
