@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/binary"
 	"errors"
+	"fmt"
 	"net/netip"
 	"os"
 	"slices"
@@ -788,6 +789,10 @@ func TestBPFKernelFilter(t *testing.T) {
 		for _, c := range cases {
 			t.Run(f.name+"/"+c.name, func(t *testing.T) {
 				g := openKernelGroup(t, f, unix.SOCK_DGRAM, 1)
+				// Once bound, the socket lets no other socket join its
+				// port, whose datagrams it counts (under emulation, other
+				// platforms' tests run beside these).
+				must(t, unix.SetsockoptInt(g.fds[0], unix.SOL_SOCKET, unix.SO_REUSEPORT, 0))
 				fds, ports := make([]int, senders), make([]int, senders)
 				for i := range fds {
 					fds[i], ports[i] = openSender(t, f, unix.SOCK_DGRAM)
@@ -828,37 +833,32 @@ func (g *kernelGroup) receiveOrDrop(t *testing.T, f bpfFamily, port int, payload
 		}
 		_, _ = unix.Poll(pfd, 10) // until it arrives, or 10 ms for a drop
 	}
-	t.Fatalf("the datagram from port %d was neither received nor dropped in 5s", port)
+	t.Fatalf("the datagram from port %d was neither received nor dropped in 5s; the sockets of port %d: %s", port, g.dst.Port(), procUDPLines(g.dst.Port()))
 	return false
 }
 
-// udpDrops returns the drops that /proc/net/udp{,6} counts for the UDP
-// socket fd.
-func udpDrops(t *testing.T, fd int) uint64 {
-	t.Helper()
-	var st unix.Stat_t
-	must(t, unix.Fstat(fd, &st))
-	ino := strconv.FormatUint(st.Ino, 10)
-	// /proc lists a table a page at a time, resuming by position: a socket
-	// that another test closes meanwhile may shift this one past the cut
-	// (seen under qemu-user, two platforms' tests at once). Read again.
-	for try := 0; try < 5; try++ {
-		for _, file := range []string{"/proc/net/udp", "/proc/net/udp6"} {
-			data, err := os.ReadFile(file)
-			if err != nil {
-				continue
-			}
-			for _, line := range strings.Split(string(data), "\n") {
-				if fields := strings.Fields(line); len(fields) >= 13 && fields[9] == ino {
-					n, err := strconv.ParseUint(fields[len(fields)-1], 10, 64)
-					must(t, err)
-					return n
-				}
+// procUDPLines returns the lines of /proc/net/udp{,6} of the sockets whose
+// local port is port.
+func procUDPLines(port uint16) string {
+	var lines []string
+	suffix := fmt.Sprintf(":%04X", port)
+	for _, file := range []string{"/proc/net/udp", "/proc/net/udp6"} {
+		data, _ := os.ReadFile(file)
+		for _, line := range strings.Split(string(data), "\n") {
+			if fields := strings.Fields(line); len(fields) > 2 && strings.HasSuffix(fields[1], suffix) {
+				lines = append(lines, strings.Join(fields, " "))
 			}
 		}
 	}
-	t.Fatalf("socket %s is in neither /proc/net/udp nor /proc/net/udp6, in 5 reads", ino)
-	return 0
+	return strings.Join(lines, "; ")
+}
+
+// udpDrops returns the drops of the UDP socket fd.
+func udpDrops(t *testing.T, fd int) uint64 {
+	t.Helper()
+	n, err := sockettest.UDPDrops(uintptr(fd))
+	must(t, err)
+	return n
 }
 
 // testProgram assembles a program of the tests'.

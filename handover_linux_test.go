@@ -1511,38 +1511,18 @@ func TestUDPWorkerSlots(t *testing.T) {
 const udpBuffer = 4 << 20
 
 // udpDrops returns how many datagrams the kernel dropped on pc (a full
-// buffer, a socket filter): the last column of /proc/net/udp{,6}.
+// buffer, a socket filter).
 func udpDrops(pc net.PacketConn) (int, error) {
 	rc, err := pc.(*net.UDPConn).SyscallConn()
 	if err != nil {
 		return 0, err
 	}
-	var st unix.Stat_t
-	var serr error
-	if err := rc.Control(func(fd uintptr) { serr = unix.Fstat(int(fd), &st) }); err != nil {
+	var n uint64
+	var derr error
+	if err := rc.Control(func(fd uintptr) { n, derr = sockettest.UDPDrops(fd) }); err != nil {
 		return 0, err
 	}
-	if serr != nil {
-		return 0, serr
-	}
-	ino := strconv.FormatUint(st.Ino, 10)
-	// A read of /proc/net/udp may skip entries while sockets come and go
-	// (the kernel resumes its listing by position): read again.
-	for try := 0; try < 20; try++ {
-		for _, file := range []string{"/proc/net/udp", "/proc/net/udp6"} {
-			data, err := os.ReadFile(file)
-			if err != nil {
-				return 0, err
-			}
-			for _, line := range strings.Split(string(data), "\n") {
-				f := strings.Fields(line)
-				if len(f) >= 13 && f[9] == ino {
-					return strconv.Atoi(f[len(f)-1])
-				}
-			}
-		}
-	}
-	return 0, fmt.Errorf("socket inode %s is not in /proc/net/udp{,6} in 20 reads", ino)
+	return int(n), derr
 }
 
 // TestHandoverOldExited checks the end of a restart: a first process's

@@ -1,8 +1,11 @@
 package sockettest
 
 import (
+	"fmt"
 	"os"
 	"os/exec"
+	"strconv"
+	"strings"
 	"sync"
 	"syscall"
 	"testing"
@@ -91,4 +94,32 @@ func removeSharedCopy() {
 	if sharedDir != "" {
 		_ = os.RemoveAll(sharedDir)
 	}
+}
+
+// UDPDrops returns how many datagrams the kernel dropped on the UDP socket
+// fd (a full buffer, a socket filter): the last column of its line of
+// /proc/net/udp{,6}, which qemu-user passes through where it answers no
+// sock_diag. A listing resumes by position from one read to the next, so
+// that a socket closed meanwhile may shift this one past a cut: it reads
+// again, 20 times at most.
+func UDPDrops(fd uintptr) (uint64, error) {
+	var st syscall.Stat_t
+	if err := syscall.Fstat(int(fd), &st); err != nil {
+		return 0, os.NewSyscallError("fstat", err)
+	}
+	ino := strconv.FormatUint(st.Ino, 10)
+	for try := 0; try < 20; try++ {
+		for _, file := range []string{"/proc/net/udp", "/proc/net/udp6"} {
+			data, err := os.ReadFile(file)
+			if err != nil {
+				return 0, err
+			}
+			for _, line := range strings.Split(string(data), "\n") {
+				if f := strings.Fields(line); len(f) >= 13 && f[9] == ino {
+					return strconv.ParseUint(f[len(f)-1], 10, 64)
+				}
+			}
+		}
+	}
+	return 0, fmt.Errorf("socket inode %s is in neither /proc/net/udp nor /proc/net/udp6, in 20 reads", ino)
 }
