@@ -111,7 +111,7 @@ func TestSteerGroupChanged(t *testing.T) {
 		mss, err := oldSt.markListeners()
 		return msgReady + " " + strconv.Itoa(mss), err
 	}
-	sg, err := st.steer([]uint64{st.socks[0].ino}, ask)
+	sg, err := st.steer([]uint64{st.socks[0].ino}, nil, ask)
 	if sg != nil || err == nil || !strings.Contains(err.Error(), "changed during each of") {
 		t.Errorf("steer with a member joining after each attach: %v, %v; want an error saying the group changed", sg, err)
 	}
@@ -210,5 +210,94 @@ func TestMessageLength(t *testing.T) {
 	err := checkLength(strings.Repeat("1", maxMessage+1))
 	if err == nil || !strings.Contains(err.Error(), "too many sockets") {
 		t.Errorf("a message of maxMessage+1 bytes: %v, want an error naming too many sockets", err)
+	}
+}
+
+// TestLocateGuess restarts worker slots in an order that leaves the
+// kernel's array unlike the join order: after slot b, then slot a, the
+// array is [a, b], the join order [b, a]. The next successor of slot b
+// guesses first where the old process says its socket sits (where its own
+// predecessor's was), and the probes find it there; the join order alone
+// would guess wrong.
+func TestLocateGuess(t *testing.T) {
+	type located struct{ guess, found []int }
+	var seen []located
+	testHookLocated = func(guess, found []int) { seen = append(seen, located{guess, found}) }
+	defer func() { testHookLocated = nil }()
+	ctx := context.Background()
+	addr := "127.0.0.1:0"
+	start := func(slot string) (net.PacketConn, *Handover) {
+		t.Helper()
+		pc, err := ListenPacket("udp4", addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		addr = pc.LocalAddr().String()
+		h := &Handover{Slot: slot, Quiet: 20 * time.Millisecond}
+		if err := h.TakeOver(ctx, pc); errors.Is(err, errors.ErrUnsupported) {
+			pc.Close()
+			t.Skipf("the handover cannot steer here: %v", err)
+		} else if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { h.Close(); pc.Close() })
+		return pc, h
+	}
+	restart := func(slot string, oldPC net.PacketConn, old *Handover) (net.PacketConn, *Handover) {
+		t.Helper()
+		go func() {
+			<-old.Replaced()
+			oldPC.Close()
+			old.Close()
+		}()
+		pc, h := start(slot)
+		select {
+		case <-h.OldExited():
+		case <-time.After(10 * time.Second):
+			t.Fatalf("slot %s: the old socket still open 10s after TakeOver", slot)
+		}
+		return pc, h
+	}
+	a1, ha1 := start("a")
+	b1, hb1 := start("b")
+	b2, hb2 := restart("b", b1, hb1)
+	restart("a", a1, ha1)
+	restart("b", b2, hb2)
+	want := []located{
+		{guess: []int{1}, found: []int{1}},    // b1 where it joined
+		{guess: []int{0}, found: []int{0}},    // a1 where it joined
+		{guess: []int{1, 0}, found: []int{1}}, // b2 where b1 was, not where it joined
+	}
+	if diff := cmp.Diff(want, seen, cmp.AllowUnexported(located{})); diff != "" {
+		t.Errorf("guesses and finds of the three handovers (-want +got):\n%s", diff)
+	}
+}
+
+// TestParseSockets reads the old process's "sockets" message, with and
+// without the indexes where it believes its sockets sit, and refuses one
+// that does not add up.
+func TestParseSockets(t *testing.T) {
+	for _, tc := range []struct {
+		msg  string
+		want oldSockets // zero: an error
+	}{
+		{"sockets 12 0 250000000 7 8", oldSockets{pid: 12, quiet: 250 * time.Millisecond, inos: []uint64{7, 8}}},
+		{"sockets 12 1 0 7 8 at 3 0", oldSockets{pid: 12, gen: 1, inos: []uint64{7, 8}, at: []int{3, 0}}},
+		{"sockets 12 1 0 7 8 at 3", oldSockets{}},
+		{"sockets 12 1 0 7 at", oldSockets{}},
+		{"sockets 12 1 0 at 1", oldSockets{}},
+		{"sockets 12 1 0 7 at -1", oldSockets{}},
+		{"sockets 12 1 0 7 at " + strconv.Itoa(maxMembers), oldSockets{}},
+		{"sockets 12 1 0 7 at x", oldSockets{}},
+		{"sockets 12 1 -5 7", oldSockets{}},
+		{"steered 12 1 0 7", oldSockets{}},
+	} {
+		got, err := parseSockets(tc.msg)
+		if (err != nil) != (tc.want.pid == 0) {
+			t.Errorf("parseSockets(%q) error %v", tc.msg, err)
+		}
+		if diff := cmp.Diff(tc.want, got, cmp.AllowUnexported(oldSockets{})); diff != "" {
+			t.Errorf("parseSockets(%q) (-want +got):\n%s", tc.msg, diff)
+		}
 	}
 }

@@ -31,7 +31,11 @@ type handoverState struct {
 	// noSockDiag: a sock_diag dump failed, members reads /proc.
 	noSockDiag bool
 	steering   *Steering // Handover.Steering
-	gen        int       // the generation of the sockets' connection IDs
+	// at: where this process's sockets sit in the kernel's array of the
+	// group, as far as it knows: where its predecessor's were, which its
+	// sockets took as those left (see steer); nil where unknown.
+	at  []int
+	gen int // the generation of the sockets' connection IDs
 	// follow, if set, follows the old members' leaves after a handover
 	// under a Steering, until they are gone or stop is closed.
 	follow func(stop <-chan struct{})

@@ -39,7 +39,7 @@ func (sg *steering) locate(n int, guess []int, old []uint64) ([]int, error) {
 	var found []int
 	var err error
 	if sg.st.g.network == "tcp" {
-		found, err = sg.locateListeners(n, guess)
+		found, err = sg.locateListeners(n, guess, len(old))
 	} else {
 		found, err = sg.locateDatagramSockets(n, guess, old)
 	}
@@ -59,7 +59,7 @@ func (sg *steering) locate(n int, guess []int, old []uint64) ([]int, error) {
 // reset). A client that an old listener accepts during the probes, a few
 // milliseconds, keeps the lower MSS, which on a network (1460 bytes, or
 // 8960 with jumbo frames) changes nothing.
-func (sg *steering) locateListeners(n int, guess []int) ([]int, error) {
+func (sg *steering) locateListeners(n int, guess []int, want int) ([]int, error) {
 	answer, err := sg.ask(msgProbe)
 	if err != nil {
 		return nil, err
@@ -69,7 +69,7 @@ func (sg *steering) locateListeners(n int, guess []int) ([]int, error) {
 		return nil, protocolError(answer, msgReady+" MSS")
 	}
 	found, err := sg.probeListeners(n, guess, marked)
-	if err != nil || len(found) == len(guess) {
+	if err != nil || len(found) == want {
 		return found, err
 	}
 	var rest []int

@@ -7,6 +7,7 @@ import (
 	"io"
 	"net"
 	"os"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -20,7 +21,7 @@ import (
 // The messages of the rendezvous, one a packet (SOCK_SEQPACKET), in order.
 const (
 	msgTakeOver = "takeover" // new → old: take the address over from you
-	msgSockets  = "sockets"  // old → new: "sockets PID GENERATION QUIET INODE...", with the rendezvous socket attached
+	msgSockets  = "sockets"  // old → new: "sockets PID GENERATION QUIET INODE... [at INDEX...]", with the rendezvous socket attached
 	msgProbe    = "probe"    // new → old: "probe": mark the listeners; "probe PORT": drop the datagrams from PORT
 	msgReady    = "ready"    // old → new: done ("ready MSS" for the listeners' mark)
 	msgSteered  = "steered"  // new → old: "steered INODE...": new connections go to these sockets now
@@ -130,6 +131,12 @@ func (st *handoverState) sendSockets(conn *net.UnixConn) error {
 	for _, s := range st.socks {
 		msg += " " + strconv.FormatUint(s.ino, 10)
 	}
+	if len(st.at) == len(st.socks) {
+		msg += " at"
+		for _, i := range st.at {
+			msg += " " + strconv.Itoa(i)
+		}
+	}
 	// The descriptor itself, not a File's duplicate: File may leave the
 	// socket, shared with the successor, in blocking mode, where Close
 	// would not end this process's Accept.
@@ -148,11 +155,13 @@ func (st *handoverState) sendSockets(conn *net.UnixConn) error {
 }
 
 // oldSockets is what the old process says of itself: "sockets PID
-// GENERATION QUIET INODE...", with the rendezvous socket attached.
+// GENERATION QUIET INODE... [at INDEX...]", with the rendezvous socket
+// attached.
 type oldSockets struct {
 	pid, gen int
 	quiet    time.Duration // its Handover's Quiet: how long it may drain
 	inos     []uint64
+	at       []int // where it believes its sockets sit in the group's array: a guess for the probes
 	rv       *net.UnixListener
 }
 
@@ -205,8 +214,8 @@ func readSockets(ctx context.Context, conn *net.UnixConn) (oldSockets, error) {
 	return old, nil
 }
 
-// parseSockets reads the old process's id, generation, Quiet and sockets'
-// inodes. (The rendezvous socket's SO_PEERCRED names the process that first
+// parseSockets reads the old process's id, generation, Quiet, sockets'
+// inodes and, if it knows them, their indexes in the group. (The rendezvous socket's SO_PEERCRED names the process that first
 // listened on it, which may have handed it on since.)
 func parseSockets(msg string) (oldSockets, error) {
 	fields := strings.Fields(msg)
@@ -225,13 +234,30 @@ func parseSockets(msg string) (oldSockets, error) {
 	if err == nil {
 		quiet, err = strconv.ParseInt(fields[3], 10, 64)
 	}
-	for _, f := range fields[4:] {
+	inos, at, hasAt := fields[4:], []string(nil), false
+	if i := slices.Index(inos, "at"); i >= 0 {
+		inos, at, hasAt = inos[:i], inos[i+1:], true
+	}
+	for _, f := range inos {
 		if err != nil {
 			break
 		}
 		var ino uint64
 		ino, err = strconv.ParseUint(f, 10, 64)
 		old.inos = append(old.inos, ino)
+	}
+	for _, f := range at {
+		if err != nil {
+			break
+		}
+		var i int
+		if i, err = strconv.Atoi(f); err == nil && (i < 0 || i >= maxMembers) {
+			err = fmt.Errorf("index %d out of range", i)
+		}
+		old.at = append(old.at, i)
+	}
+	if err == nil && (len(old.inos) == 0 || hasAt && len(old.at) != len(old.inos)) {
+		err = fmt.Errorf("%d sockets at %d indexes", len(old.inos), len(old.at))
 	}
 	if err != nil || quiet < 0 {
 		return oldSockets{}, fmt.Errorf("the old process said %q: %v", msg, err)

@@ -27,6 +27,7 @@ type steering struct {
 	st     *handoverState
 	helper int                          // the plain-TCP helper's descriptor, or -1
 	ask    func(string) (string, error) // sends the old process a message, returns its answer
+	hint   []int                        // where the old process believes its sockets sit (oldSockets.at)
 }
 
 // programFor builds the program for a group whose array is members (in join
@@ -72,9 +73,13 @@ func (sg *steering) steerAround(old []uint64, build programFor) ([]uint64, error
 		if len(joinedAt) == 0 {
 			return nil, nil
 		}
-		oldAt, err := sg.locate(len(members), joinedAt, old)
+		guess := sg.guess(len(members), joinedAt)
+		oldAt, err := sg.locate(len(members), guess, old)
 		if err != nil {
 			return nil, err
+		}
+		if testHookLocated != nil {
+			testHookLocated(guess, oldAt)
 		}
 		prog, err := build(members, oldAt)
 		if err == nil {
@@ -99,6 +104,24 @@ func (sg *steering) steerAround(old []uint64, build programFor) ([]uint64, error
 	}
 }
 
+// guess returns the indexes of the array of n where the old process's
+// sockets may be, the likeliest first: where it says they sit (where its
+// predecessor's were), then where they joined (right until a member
+// leaves: each leave moves the last member into the freed index).
+func (sg *steering) guess(n int, joinedAt []int) []int {
+	var guess []int
+	for _, i := range append(slices.Clone(sg.hint), joinedAt...) {
+		if i < n && !slices.Contains(guess, i) {
+			guess = append(guess, i)
+		}
+	}
+	return guess
+}
+
+// testHookLocated, if set, is told each guess of steerAround and where
+// the probes found the old sockets.
+var testHookLocated func(guess, found []int)
+
 // testHookSteered, if set, runs after each attach of steerAround.
 var testHookSteered func()
 
@@ -118,9 +141,15 @@ func (sg *steering) withoutHelper(members []uint64) []uint64 {
 // which joined last, first), so a pick never falls on an old, moved or
 // missing member until the last old one is gone; then a pick past the end
 // falls back to the kernel's hash among members that are all new.
-func (st *handoverState) steer(old []uint64, ask func(string) (string, error)) (*steering, error) {
-	sg := &steering{st: st, helper: -1, ask: ask}
+//
+// Once the old members are gone, this process's sockets hold their
+// indexes (each leave moves the member that joined last), which st.at
+// keeps for this process's own successor.
+func (st *handoverState) steer(old []uint64, hint []int, ask func(string) (string, error)) (*steering, error) {
+	sg := &steering{st: st, helper: -1, ask: ask, hint: hint}
+	var at []int
 	members, err := sg.steerAround(old, func(members []uint64, oldAt []int) ([]unix.SockFilter, error) {
+		at = oldAt
 		picks := picksAround(len(members), oldAt)
 		if len(picks) == 0 {
 			return nil, fmt.Errorf("every member of the group of %s %s belongs to the old process: none to steer to", st.g.network, st.g.address)
@@ -132,6 +161,9 @@ func (st *handoverState) steer(old []uint64, ask func(string) (string, error)) (
 			err = rerr
 		}
 		return nil, err
+	}
+	if len(at) == len(st.socks) {
+		st.at = at
 	}
 	return sg, nil
 }

@@ -221,7 +221,7 @@ func (s *successor) withSteering() error {
 // lets the kernel's hash spread the load again.
 func (s *successor) withHash(lock *os.File) error {
 	st, old := s.st, s.old
-	sg, err := st.steer(old.inos, s.ask)
+	sg, err := st.steer(old.inos, old.at, s.ask)
 	if err != nil || sg == nil { // an error, or no old member left
 		lock.Close()
 		if err != nil && !s.oldGone() {
