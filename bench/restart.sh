@@ -7,10 +7,8 @@
 # package's BenchmarkHandover). Run from anywhere: bash bench/restart.sh.
 # With the defaults (36 HTTP cases and 4 UDP cases under load, 5 idle cases,
 # of 20 restarts, 3 rolling restarts of each group idle and 4 of 16 workers
-# under load, and 16 benchmarks of 3 handovers) it took 15 minutes on a
-# shared 2-core machine where a restart under load took 0.4 to 3 s (the
-# rolling restarts under load, 4 minutes of it); the faster the restarts,
-# the shorter the run. Every wait is bounded.
+# under load, and 16 benchmarks of 3 handovers) it takes about 3 minutes on
+# a 2-core machine, where a restart takes 5 to 60 ms. Every wait is bounded.
 #
 # Settings, from the environment:
 #   RESTARTS=20      restarts per case (4 worker processes: 5 rounds of 4)
