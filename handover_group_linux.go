@@ -14,13 +14,11 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
-
-	"github.com/sockreuse/reuse/internal/sockdiag"
 )
 
 // This file reads what the kernel says of the sockets given to TakeOver
-// and of their group: its members in join order, their queues, the
-// handshakes in flight, and the drops that tell where a UDP probe went.
+// and of their group: its members in join order, their queues, and the
+// drops that tell where a UDP probe went.
 
 // sockInfo is what the handover needs to know of one socket.
 type sockInfo struct {
@@ -310,51 +308,4 @@ func (st *handoverState) queued() (int, error) {
 		}
 	}
 	return total, nil
-}
-
-// handshakes returns the handshakes in flight (SYN_RECV) to the group's
-// port, each by its remote address with its local one: each may still land
-// in an old listener's queue. The listing walks the host's table of TCP
-// connections, shared by its network namespaces: on a 2-core machine, about
-// 1 ms, and 0.1 µs more per connection (TIME_WAIT included): no interface
-// gives a listener's count of handshakes. stillInFlight then looks each up
-// alone.
-func (st *handoverState) handshakes() (map[netip.AddrPort]netip.AddrPort, error) {
-	a := st.addrPort()
-	q := sockdiag.Query{Family: familyOf(a.Addr()), Proto: unix.IPPROTO_TCP, Port: int(a.Port()),
-		States: 1<<sockdiag.SynRecv | 1<<sockdiag.NewSynRecv}
-	inFlight := make(map[netip.AddrPort]netip.AddrPort)
-	err := sockdiag.Dump(q, func(s sockdiag.Socket) { inFlight[s.Remote] = s.Local })
-	if err != nil {
-		return nil, fmt.Errorf("listing the handshakes in flight to %s (NETLINK_SOCK_DIAG): %w", st.g.address, err)
-	}
-	return inFlight, nil
-}
-
-// stillInFlight removes from inFlight the handshakes that are over; where
-// the listing failed (err), it returns err again.
-func (st *handoverState) stillInFlight(inFlight map[netip.AddrPort]netip.AddrPort, err error) (map[netip.AddrPort]netip.AddrPort, error) {
-	if err != nil {
-		return nil, err
-	}
-	for remote, local := range inFlight {
-		s, ok, err := sockdiag.Connection(local, remote)
-		if err != nil {
-			return nil, fmt.Errorf("looking up the handshake from %s to %s (NETLINK_SOCK_DIAG): %w", remote, local, err)
-		}
-		if !ok || s.State != sockdiag.SynRecv && s.State != sockdiag.NewSynRecv {
-			delete(inFlight, remote)
-		}
-	}
-	return inFlight, nil
-}
-
-// migratesHandshakes reports whether the kernel gives the handshakes in
-// flight to this process's listeners, when they close, to the group's other
-// listeners (net.ipv4.tcp_migrate_req=1, Linux 5.14+), so that the old
-// process need not wait for them: plain TCP and MPTCP listeners alike, as
-// TestHandoverWaitsForHandshakes shows.
-func (st *handoverState) migratesHandshakes() bool {
-	b, err := os.ReadFile("/proc/sys/net/ipv4/tcp_migrate_req")
-	return err == nil && strings.TrimSpace(string(b)) == "1"
 }

@@ -7,6 +7,7 @@ import (
 	"strconv"
 	"strings"
 	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 
@@ -300,4 +301,86 @@ func TestParseSockets(t *testing.T) {
 			t.Errorf("parseSockets(%q) (-want +got):\n%s", tc.msg, diff)
 		}
 	}
+}
+
+// TestUnreferenced pins what unreferenced reads in /proc/net/tcp{,6}: a
+// plain TCP listener's references are 1 while nothing reaches it, more
+// while a handshake is in flight to it (the listener defers it until the
+// client's first bytes) and while a connection waits in its queue, 1 again
+// once that is accepted; an MPTCP listener is never unreferenced.
+func TestUnreferenced(t *testing.T) {
+	for _, tc := range []struct{ name, network, listen, dial string }{
+		{"IPv4", "tcp4", "127.0.0.1:0", "127.0.0.1"},
+		{"IPv6", "tcp6", "[::1]:0", "::1"},
+		{"IPv4 to dual-stack", "tcp", "[::]:0", "127.0.0.1"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			var cfg Config
+			cfg.ListenConfig.SetMultipathTCP(false)
+			cfg.ListenConfig.Control = func(_, _ string, rc syscall.RawConn) error {
+				return withFD(rc, func(fd uintptr) error {
+					return unix.SetsockoptInt(int(fd), unix.IPPROTO_TCP, unix.TCP_DEFER_ACCEPT, 5)
+				})
+			}
+			ln, err := cfg.Listen(context.Background(), tc.network, tc.listen)
+			if err != nil {
+				t.Skipf("no %s loopback: %v", tc.name, err)
+			}
+			defer ln.Close()
+			st := stateOf(t, []any{ln})
+			check := func(when string, want bool) {
+				t.Helper()
+				if got, err := st.unreferenced(); got != want || err != nil {
+					t.Errorf("%s: unreferenced() = %v, %v; want %v", when, got, err, want)
+				}
+			}
+			check("at rest", true)
+			port := strconv.Itoa(ln.Addr().(*net.TCPAddr).Port)
+			c, err := net.Dial("tcp", net.JoinHostPort(tc.dial, port))
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer c.Close()
+			check("a handshake in flight", false)
+			if _, err := c.Write([]byte("x")); err != nil {
+				t.Fatal(err)
+			}
+			a, err := ln.Accept()
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer a.Close()
+			check("its connection accepted", true)
+			c2, err := net.Dial("tcp", net.JoinHostPort(tc.dial, port))
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer c2.Close()
+			if _, err := c2.Write([]byte("x")); err != nil {
+				t.Fatal(err)
+			}
+			for deadline := time.Now().Add(5 * time.Second); time.Now().Before(deadline); time.Sleep(time.Millisecond) {
+				if q, _ := st.queued(); q == 1 {
+					break
+				}
+			}
+			check("a connection in the queue", false)
+		})
+	}
+	t.Run("MPTCP", func(t *testing.T) {
+		var cfg Config
+		cfg.ListenConfig.SetMultipathTCP(true)
+		ln, err := cfg.Listen(context.Background(), "tcp4", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer ln.Close()
+		st := stateOf(t, []any{ln})
+		if st.socks[0].proto != unix.IPPROTO_MPTCP {
+			t.Skipf("this kernel has no MPTCP: the listener's protocol is %d", st.socks[0].proto)
+		}
+		if got, err := st.unreferenced(); got || err != nil {
+			t.Errorf("an MPTCP listener at rest: unreferenced() = %v, %v; want false", got, err)
+		}
+	})
 }

@@ -192,14 +192,17 @@ func (p *predecessor) untilSteered() step {
 // handshakes that were in flight (which may land in them) are over or
 // Quiet passed, unless the kernel hands them on (migratesHandshakes); a
 // datagram socket's queue is empty (nothing is in flight to it once the
-// program is attached). Where sock_diag lists no handshakes, it waits for
-// Quiet.
+// program is attached). The handshakes are listed only where the
+// listeners' references say that there may be some (unreferenced); where
+// sock_diag cannot list them, it waits for Quiet.
 func (p *predecessor) drain() step {
 	st := p.st
 	var inFlight map[netip.AddrPort]netip.AddrPort
 	var err error
 	if st.g.network == "tcp" && !st.migratesHandshakes() {
-		inFlight, err = st.handshakes()
+		if idle, _ := st.unreferenced(); !idle {
+			inFlight, err = st.handshakes()
+		}
 	}
 	deadline := time.Now().Add(st.quiet)
 	tick := time.NewTicker(pollInterval / 2)
