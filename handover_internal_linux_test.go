@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"net"
+	"os/exec"
 	"strconv"
 	"strings"
 	"sync/atomic"
@@ -383,4 +384,61 @@ func TestUnreferenced(t *testing.T) {
 			t.Errorf("an MPTCP listener at rest: unreferenced() = %v, %v; want false", got, err)
 		}
 	})
+}
+
+// TestWaitExit watches a process end, by its pidfd and as where the kernel
+// has none (before Linux 5.3) by signal 0: a wait lasts while the process
+// runs, ends once it exited, and ends at stop, saying which.
+func TestWaitExit(t *testing.T) {
+	sleep, err := exec.LookPath("sleep")
+	if err != nil {
+		t.Skipf("no sleep command to run: %v", err)
+	}
+	for _, pidfd := range []bool{true, false} {
+		t.Run(map[bool]string{true: "pidfd", false: "signal 0"}[pidfd], func(t *testing.T) {
+			testNoPidfd = !pidfd
+			defer func() { testNoPidfd = false }()
+			start := func() *exec.Cmd {
+				cmd := exec.Command(sleep, "60")
+				if err := cmd.Start(); err != nil {
+					t.Fatal(err)
+				}
+				t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
+				return cmd
+			}
+			wait := func(pid int, stop chan struct{}) chan bool {
+				done := make(chan bool, 1)
+				go func() { done <- waitExit(pid, stop) }()
+				return done
+			}
+			cmd := start()
+			done := wait(cmd.Process.Pid, nil)
+			select {
+			case <-done:
+				t.Fatal("waitExit returned while the process ran")
+			case <-time.After(50 * time.Millisecond):
+			}
+			cmd.Process.Kill()
+			cmd.Wait() // reaped, as an unrelated process's parent does
+			select {
+			case exited := <-done:
+				if !exited {
+					t.Error("waitExit said stop, not exit")
+				}
+			case <-time.After(5 * time.Second):
+				t.Fatal("waitExit still waits 5s after the process exited")
+			}
+			stop := make(chan struct{})
+			done = wait(start().Process.Pid, stop)
+			close(stop)
+			select {
+			case exited := <-done:
+				if exited {
+					t.Error("waitExit said exit, at stop, of a running process")
+				}
+			case <-time.After(5 * time.Second):
+				t.Fatal("waitExit still waits 5s after stop")
+			}
+		})
+	}
 }
