@@ -350,14 +350,15 @@ func flowLoad(t *testing.T, l *reuse.FlowListener, network string, dst *net.UDPA
 	}
 }
 
-// TestFlows runs 1,000 flows from 1,000 source ports on IPv4 and IPv6,
-// opened 50 at a time while the others send: each Conn reads its client's
-// datagrams only, all of them, in order, the first ones (sent at once,
-// before the flow's socket exists) included. Nothing leaks.
+// TestFlows runs 1,000 flows from 1,000 source ports on IPv4, IPv6 and
+// IPv4 to a dual-stack listener, opened 50 at a time while the others
+// send: each Conn reads its client's datagrams only, all of them, in
+// order, the first ones (sent at once, before the flow's socket exists)
+// included. Nothing leaks.
 func TestFlows(t *testing.T) {
-	for _, tc := range []struct{ network, addr string }{{"udp4", "127.0.0.1:0"}, {"udp6", "[::1]:0"}, {"udp4", "0.0.0.0:0"}} {
+	for _, tc := range []struct{ network, addr string }{{"udp4", "127.0.0.1:0"}, {"udp6", "[::1]:0"}, {"udp4", "0.0.0.0:0"}, {"udp", "[::]:0"}} {
 		t.Run(tc.network+" "+tc.addr, func(t *testing.T) {
-			if tc.network == "udp6" {
+			if strings.HasPrefix(tc.addr, "[") {
 				if ln, err := net.ListenUDP("udp6", &net.UDPAddr{IP: net.IPv6loopback}); err != nil {
 					t.Skipf("no IPv6 loopback: %v", err)
 				} else {
