@@ -216,6 +216,9 @@ func (st *handoverState) procMembers(v6 bool) ([]uint64, error) {
 		if ino == st.socks[0].ino {
 			local = fields[1]
 		}
+		if slices.ContainsFunc(entries, func(e entry) bool { return e.ino == ino }) {
+			continue // listed again, where a socket that closed meanwhile moved the resumed listing back
+		}
 		entries = append(entries, entry{fields[1], ino})
 	}
 	if err := sc.Err(); err != nil {
