@@ -252,6 +252,23 @@ func (st *handoverState) stableMembers() ([]uint64, error) {
 	return nil, err
 }
 
+// ownIndexes returns where this process's sockets sit in the kernel's
+// array of the group while no member left since they joined: their places
+// in join order (a member joins at the array's end). In a rolling restart
+// they stay there: the member that joined last, a newer one, moves into
+// the index of each that leaves. Nil where the members cannot be read.
+func (st *handoverState) ownIndexes() []int {
+	members, err := st.stableMembers()
+	if err != nil {
+		return nil
+	}
+	at := indexesOf(members, st.inodes())
+	if slices.Contains(at, -1) {
+		return nil
+	}
+	return at
+}
+
 // listsOwn reports whether members lists every socket of this process.
 func (st *handoverState) listsOwn(members []uint64) bool {
 	for _, s := range st.socks {

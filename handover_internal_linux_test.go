@@ -216,12 +216,12 @@ func TestMessageLength(t *testing.T) {
 	}
 }
 
-// TestLocateGuess restarts worker slots in an order that leaves the
-// kernel's array unlike the join order: after slot b, then slot a, the
-// array is [a, b], the join order [b, a]. The next successor of slot b
-// guesses first where the old process says its socket sits (where its own
-// predecessor's was), and the probes find it there; the join order alone
-// would guess wrong.
+// TestLocateGuess restarts two worker slots in turn, twice, which leaves
+// the kernel's array unlike the join order: after a, then b, the array is
+// [a, b], the join order [b, a]. Each successor guesses first where the old
+// process says its socket sits: where it joined, for a process that was the
+// first in its slot, else where its own predecessor's was; and the probes
+// find it there, where the join order would guess wrong for b.
 func TestLocateGuess(t *testing.T) {
 	requireProgram(t)
 	type located struct{ guess, found []int }
@@ -264,12 +264,14 @@ func TestLocateGuess(t *testing.T) {
 	}
 	a1, ha1 := start("a")
 	b1, hb1 := start("b")
+	a2, ha2 := restart("a", a1, ha1)
 	b2, hb2 := restart("b", b1, hb1)
-	restart("a", a1, ha1)
+	restart("a", a2, ha2)
 	restart("b", b2, hb2)
 	want := []located{
-		{guess: []int{1}, found: []int{1}},    // b1 where it joined
 		{guess: []int{0}, found: []int{0}},    // a1 where it joined
+		{guess: []int{1, 0}, found: []int{1}}, // b1 where it joined, not first in join order
+		{guess: []int{0}, found: []int{0}},    // a2 where a1 was
 		{guess: []int{1, 0}, found: []int{1}}, // b2 where b1 was, not where it joined
 	}
 	if diff := cmp.Diff(want, seen, cmp.AllowUnexported(located{})); diff != "" {

@@ -20,7 +20,9 @@ import (
 // array of the group's members: the indexes that a program must steer
 // around. Join order (members) is that array only while no member left
 // since: worker processes of other slots come and go, and a member that
-// leaves moves the last one into its index. The kernel tells where an index
+// leaves moves the last one into its index. The old process says where it
+// believes its sockets sit (where they joined, or where its predecessor's
+// were: see ownIndexes), the first guess. The kernel tells where an index
 // leads: a program sends probes, from ports of this process's, to chosen
 // indexes, and the rest of the traffic as before.
 

@@ -81,6 +81,7 @@ func (st *handoverState) serveFirst(prefix string) (again bool, err error) {
 		return false, err
 	}
 	st.rv = ln
+	st.at = st.ownIndexes()
 	st.markReleased()
 	return false, nil
 }
