@@ -17,12 +17,10 @@ import (
 )
 
 // This file finds where the old process's sockets sit in the kernel's
-// array of the group's members: the indexes that a program must steer
-// around. Join order (members) is that array only while no member left
-// since: worker processes of other slots come and go, and a member that
-// leaves moves the last one into its index. The old process says where it
-// believes its sockets sit (where they joined, or where its predecessor's
-// were: see ownIndexes), the first guess. The kernel tells where an index
+// array of the group's members, the indexes that a program must steer
+// around: join order (members) only while no member left since (one that
+// leaves moves the last into its index). The old process's word (see
+// ownIndexes) and join order are guesses; the kernel tells where an index
 // leads: a program sends probes, from ports of this process's, to chosen
 // indexes, and the rest of the traffic as before.
 
@@ -35,8 +33,7 @@ const probeTimeout = 2 * time.Second
 const udpProbeWait = 20 * time.Millisecond
 
 // locate returns the indexes, among the n of the group's array (the helper
-// not counted), that hold the old process's sockets old; guess is where
-// they joined.
+// not counted), that hold the old process's sockets old, guess first.
 func (sg *steering) locate(n int, guess []int, old []uint64) ([]int, error) {
 	var found []int
 	var err error
@@ -51,16 +48,15 @@ func (sg *steering) locate(n int, guess []int, old []uint64) ([]int, error) {
 	return found, err
 }
 
-// locateListeners probes the indexes where the old listeners joined, then,
-// if one is not there, all the others; each round at once, a connection to
+// locateListeners probes the indexes guessed, then, if want listeners are
+// not all there, all the others; each round at once, a connection to
 // each index from a port of its own. On "probe", the old process lowers
 // the MSS that its listeners announce (TCP_MAXSEG) and says to what: a
 // probe that one of them answers may send segments of that size at most,
 // one that any other member answers larger ones. No process need accept a
-// probe; each ends with a reset (a process that accepts one first reads a
-// reset). A client that an old listener accepts during the probes, a few
-// milliseconds, keeps the lower MSS, which on a network (1460 bytes, or
-// 8960 with jumbo frames) changes nothing.
+// probe; each ends with a reset. A client that an old listener accepts
+// during the probes keeps the lower MSS, which on a network (1460 bytes,
+// or 8960 with jumbo frames) changes nothing.
 func (sg *steering) locateListeners(n int, guess []int, want int) ([]int, error) {
 	answer, err := sg.ask(msgProbe)
 	if err != nil {
