@@ -208,11 +208,9 @@ func dialProbes(dst netip.AddrPort, ports []int) ([]*net.TCPConn, error) {
 // sockets drop the datagrams of the port it was told last ("probe PORT"),
 // this process's those of every probe's port (socket filters), and
 // sock_diag counts each socket's drops. A probe that another process's
-// socket reads (a worker of another slot, which sees an empty datagram)
-// shows nowhere: the first round waits udpProbeWait/10 for each, a second
-// one, over the indexes left, udpProbeWait. A probe that comes late finds
-// the old process's filter on another port, and is read, not counted: it
-// never passes for another index's.
+// socket reads (another slot's worker) shows nowhere: the first round
+// waits udpProbeWait/10 for each, a second one udpProbeWait. A late probe
+// finds the old process's filter on another port: read, never counted.
 func (sg *steering) locateDatagramSockets(n int, guess []int, old []uint64) ([]int, error) {
 	dst := sg.st.dialAddr()
 	conns := make([]*net.UDPConn, n)
