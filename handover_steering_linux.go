@@ -64,16 +64,10 @@ func (sg *steering) steerAround(old []uint64, build programFor) ([]uint64, error
 			time.Sleep(pollInterval)
 			continue
 		}
-		var joinedAt []int
-		for i, ino := range members {
-			if slices.Contains(old, ino) {
-				joinedAt = append(joinedAt, i)
-			}
-		}
-		if len(joinedAt) == 0 {
+		if !containsAny(members, old) {
 			return nil, nil
 		}
-		guess := sg.guess(len(members), joinedAt)
+		guess := sg.guess(members, old)
 		oldAt, err := sg.locate(len(members), guess, old)
 		if err != nil {
 			return nil, err
@@ -104,14 +98,20 @@ func (sg *steering) steerAround(old []uint64, build programFor) ([]uint64, error
 	}
 }
 
-// guess returns the indexes of the array of n where the old process's
-// sockets may be, the likeliest first: where it says they sit (where its
-// predecessor's were), then where they joined (right until a member
-// leaves: each leave moves the last member into the freed index).
-func (sg *steering) guess(n int, joinedAt []int) []int {
+// guess returns the indexes of the group's array, members, where the old
+// process's sockets old may be, the likeliest first: where it says they
+// sit (where they joined, or its predecessor's were), then where they
+// joined (right until a member leaves: each leave moves the last member
+// into the freed index).
+func (sg *steering) guess(members, old []uint64) []int {
 	var guess []int
-	for _, i := range append(slices.Clone(sg.hint), joinedAt...) {
-		if i < n && !slices.Contains(guess, i) {
+	for _, i := range sg.hint {
+		if i < len(members) && !slices.Contains(guess, i) {
+			guess = append(guess, i)
+		}
+	}
+	for i, ino := range members {
+		if slices.Contains(old, ino) && !slices.Contains(guess, i) {
 			guess = append(guess, i)
 		}
 	}
