@@ -67,12 +67,13 @@ func (st *handoverState) migratesHandshakes() bool {
 
 // unreferenced reports whether the kernel holds this process's listeners
 // for nothing but themselves: no handshake in flight to them (a request
-// socket holds its listener) and no connection in their queues (nor does
-// one there), as /proc/net/tcp{,6} counts their references: 1 for a plain
-// TCP listener that nothing reaches (TestUnreferenced). It reads only the
-// table's first lines, where the listeners are, a few at a time: the kernel
-// walks its table of connections only as far as a read asks. An MPTCP
-// listener is also held by its MPTCP socket: never unreferenced.
+// socket holds its listener) and no connection in their queues (which does
+// too), as /proc/net/tcp{,6} counts their references: 1 for a plain TCP
+// listener that nothing reaches (TestUnreferenced). It reads the table's
+// first lines, where the listeners are, a few at a time: the kernel walks
+// its table of connections only up to the namespace's first one, a few
+// buckets in a busy namespace (all of them in a quiet one, as a dump). An
+// MPTCP listener is also held by its MPTCP socket: never unreferenced.
 func (st *handoverState) unreferenced() (bool, error) {
 	left := make(map[uint64]bool)
 	for _, s := range st.socks {
