@@ -21,10 +21,11 @@ import (
 // handshakes returns the handshakes in flight (SYN_RECV) to the group's
 // port, each by its remote address with its local one: each may still land
 // in an old listener's queue. The listing walks the host's table of TCP
-// connections, shared by its network namespaces: on a 2-core machine, about
-// 1 ms, and 0.1 µs more per connection (TIME_WAIT included): no interface
-// gives a listener's count of handshakes, but unreferenced tells when it
-// has none. stillInFlight then looks each up alone.
+// connections, shared by its network namespaces, whatever the port
+// (BenchmarkInFlight: 1.2 ms with no connection, 2 ms beside 20,000 in
+// TIME_WAIT, on 2 cores): no interface gives a listener's count of
+// handshakes, but unreferenced tells when it has none. stillInFlight then
+// looks each up alone (10 µs each).
 func (st *handoverState) handshakes() (map[netip.AddrPort]netip.AddrPort, error) {
 	a := st.addrPort()
 	q := sockdiag.Query{Family: familyOf(a.Addr()), Proto: unix.IPPROTO_TCP, Port: int(a.Port()),
@@ -71,9 +72,10 @@ func (st *handoverState) migratesHandshakes() bool {
 // too), as /proc/net/tcp{,6} counts their references: 1 for a plain TCP
 // listener that nothing reaches (TestUnreferenced). It reads the table's
 // first lines, where the listeners are, a few at a time: the kernel walks
-// its table of connections only up to the namespace's first one, a few
-// buckets in a busy namespace (all of them in a quiet one, as a dump). An
-// MPTCP listener is also held by its MPTCP socket: never unreferenced.
+// its table of connections only up to the namespace's first one
+// (BenchmarkInFlight: 32 µs beside 20,000 connections in TIME_WAIT; in a
+// namespace of none, 1.9 ms, a whole walk as a dump). An MPTCP listener is
+// also held by its MPTCP socket: never unreferenced.
 func (st *handoverState) unreferenced() (bool, error) {
 	left := make(map[uint64]bool)
 	for _, s := range st.socks {

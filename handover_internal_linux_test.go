@@ -3,7 +3,10 @@ package reuse
 import (
 	"context"
 	"errors"
+	"fmt"
+	"io"
 	"net"
+	"net/netip"
 	"os/exec"
 	"strconv"
 	"strings"
@@ -13,6 +16,7 @@ import (
 	"time"
 
 	"github.com/google/go-cmp/cmp"
+	"github.com/sockreuse/reuse/internal/sockdiag"
 	"github.com/sockreuse/reuse/internal/sockettest"
 	"golang.org/x/sys/unix"
 )
@@ -40,7 +44,7 @@ func steeringState(t *testing.T, k int) (*handoverState, []net.Listener) {
 }
 
 // stateOf returns the handover state of the group of socks.
-func stateOf(t *testing.T, socks []any) *handoverState {
+func stateOf(t testing.TB, socks []any) *handoverState {
 	t.Helper()
 	g, err := newSockGroup(socks)
 	if err != nil {
@@ -221,61 +225,91 @@ func TestMessageLength(t *testing.T) {
 // [a, b], the join order [b, a]. Each successor guesses first where the old
 // process says its socket sits: where it joined, for a process that was the
 // first in its slot, else where its own predecessor's was; and the probes
-// find it there, where the join order would guess wrong for b.
+// find it there, where the join order would guess wrong for b. UDP sockets,
+// plain TCP listeners, and MPTCP ones (steered through a helper that joins
+// and leaves too).
 func TestLocateGuess(t *testing.T) {
 	requireProgram(t)
-	type located struct{ guess, found []int }
-	var seen []located
-	testHookLocated = func(guess, found []int) { seen = append(seen, located{guess, found}) }
-	defer func() { testHookLocated = nil }()
-	ctx := context.Background()
-	addr := "127.0.0.1:0"
-	start := func(slot string) (net.PacketConn, *Handover) {
-		t.Helper()
-		pc, err := ListenPacket("udp4", addr)
-		if err != nil {
-			t.Fatal(err)
-		}
-		addr = pc.LocalAddr().String()
-		h := &Handover{Slot: slot, Quiet: 20 * time.Millisecond}
-		if err := h.TakeOver(ctx, pc); errors.Is(err, errors.ErrUnsupported) {
-			pc.Close()
-			t.Skipf("the handover cannot steer here: %v", err)
-		} else if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { h.Close(); pc.Close() })
-		return pc, h
-	}
-	restart := func(slot string, oldPC net.PacketConn, old *Handover) (net.PacketConn, *Handover) {
-		t.Helper()
-		go func() {
-			<-old.Replaced()
-			oldPC.Close()
-			old.Close()
-		}()
-		pc, h := start(slot)
-		select {
-		case <-h.OldExited():
-		case <-time.After(10 * time.Second):
-			t.Fatalf("slot %s: the old socket still open 10s after TakeOver", slot)
-		}
-		return pc, h
-	}
-	a1, ha1 := start("a")
-	b1, hb1 := start("b")
-	a2, ha2 := restart("a", a1, ha1)
-	b2, hb2 := restart("b", b1, hb1)
-	restart("a", a2, ha2)
-	restart("b", b2, hb2)
-	want := []located{
-		{guess: []int{0}, found: []int{0}},    // a1 where it joined
-		{guess: []int{1, 0}, found: []int{1}}, // b1 where it joined, not first in join order
-		{guess: []int{0}, found: []int{0}},    // a2 where a1 was
-		{guess: []int{1, 0}, found: []int{1}}, // b2 where b1 was, not where it joined
-	}
-	if diff := cmp.Diff(want, seen, cmp.AllowUnexported(located{})); diff != "" {
-		t.Errorf("guesses and finds of the three handovers (-want +got):\n%s", diff)
+	for _, network := range []string{"udp4", "tcp4", "mptcp"} {
+		t.Run(network, func(t *testing.T) {
+			type located struct{ guess, found []int }
+			var seen []located
+			testHookLocated = func(guess, found []int) { seen = append(seen, located{guess, found}) }
+			defer func() { testHookLocated = nil }()
+			ctx := context.Background()
+			addr := "127.0.0.1:0"
+			start := func(slot string) (io.Closer, *Handover) {
+				t.Helper()
+				var sock io.Closer
+				var err error
+				if network == "udp4" {
+					var pc net.PacketConn
+					pc, err = ListenPacket(network, addr)
+					if err == nil {
+						sock, addr = pc, pc.LocalAddr().String()
+					}
+				} else {
+					var cfg Config
+					cfg.ListenConfig.SetMultipathTCP(network == "mptcp")
+					var ln net.Listener
+					ln, err = cfg.Listen(ctx, "tcp4", addr)
+					if err == nil {
+						sock, addr = ln, ln.Addr().String()
+						go func() { // as servers do: the old one drains its queue
+							for {
+								c, err := ln.Accept()
+								if err != nil {
+									return
+								}
+								c.Close()
+							}
+						}()
+					}
+				}
+				if err != nil {
+					t.Fatal(err)
+				}
+				h := &Handover{Slot: slot, Quiet: 20 * time.Millisecond}
+				if err := h.TakeOver(ctx, sock); errors.Is(err, errors.ErrUnsupported) {
+					sock.Close()
+					t.Skipf("the handover cannot steer here: %v", err)
+				} else if err != nil {
+					t.Fatal(err)
+				}
+				t.Cleanup(func() { h.Close(); sock.Close() })
+				return sock, h
+			}
+			restart := func(slot string, oldSock io.Closer, old *Handover) (io.Closer, *Handover) {
+				t.Helper()
+				go func() {
+					<-old.Replaced()
+					oldSock.Close()
+					old.Close()
+				}()
+				sock, h := start(slot)
+				select {
+				case <-h.OldExited():
+				case <-time.After(10 * time.Second):
+					t.Fatalf("slot %s: the old socket still open 10s after TakeOver", slot)
+				}
+				return sock, h
+			}
+			a1, ha1 := start("a")
+			b1, hb1 := start("b")
+			a2, ha2 := restart("a", a1, ha1)
+			b2, hb2 := restart("b", b1, hb1)
+			restart("a", a2, ha2)
+			restart("b", b2, hb2)
+			want := []located{
+				{guess: []int{0}, found: []int{0}},    // a1 where it joined
+				{guess: []int{1, 0}, found: []int{1}}, // b1 where it joined, not first in join order
+				{guess: []int{0}, found: []int{0}},    // a2 where a1 was
+				{guess: []int{1, 0}, found: []int{1}}, // b2 where b1 was, not where it joined
+			}
+			if diff := cmp.Diff(want, seen, cmp.AllowUnexported(located{})); diff != "" {
+				t.Errorf("guesses and finds of the four handovers (-want +got):\n%s", diff)
+			}
+		})
 	}
 }
 
@@ -458,5 +492,65 @@ func TestWaitExit(t *testing.T) {
 				t.Fatal("waitExit still waits 5s after stop")
 			}
 		})
+	}
+}
+
+// BenchmarkInFlight compares what an old process pays to learn whether a
+// handshake may still reach its listener: the sock_diag dump of the
+// handshakes in flight (handshakes), one exact lookup of a connection
+// (stillInFlight, for each handshake the dump found), and the listener's
+// references (unreferenced), with and without 20,000 connections of the
+// namespace in TIME_WAIT (made here, on loopback; the kernel keeps them a
+// minute). Run: go test -run '^$' -bench BenchmarkInFlight .
+func BenchmarkInFlight(b *testing.B) {
+	var cfg Config
+	cfg.ListenConfig.SetMultipathTCP(false)
+	ln, err := cfg.Listen(context.Background(), "tcp4", "127.0.0.1:0")
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer ln.Close()
+	st := stateOf(b, []any{ln})
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			c.Close()
+		}
+	}()
+	c, err := net.Dial("tcp4", ln.Addr().String())
+	if err != nil {
+		b.Fatal(err)
+	}
+	local := netip.MustParseAddrPort(c.RemoteAddr().String())
+	remote := netip.MustParseAddrPort(c.LocalAddr().String())
+	c.Close()
+	for _, timeWait := range []int{0, 20000} {
+		for made := 0; made < timeWait; made++ {
+			// Either end, closing first, waits (TIME_WAIT).
+			c, err := net.Dial("tcp4", ln.Addr().String())
+			if err != nil {
+				b.Fatal(err)
+			}
+			c.Close()
+		}
+		for _, m := range []struct {
+			name string
+			f    func() error
+		}{
+			{"dump", func() error { _, err := st.handshakes(); return err }},
+			{"lookup", func() error { _, _, err := sockdiag.Connection(local, remote); return err }},
+			{"references", func() error { _, err := st.unreferenced(); return err }},
+		} {
+			b.Run(fmt.Sprintf("timewait=%d/%s", timeWait, m.name), func(b *testing.B) {
+				for i := 0; i < b.N; i++ {
+					if err := m.f(); err != nil {
+						b.Fatal(err)
+					}
+				}
+			})
+		}
 	}
 }
